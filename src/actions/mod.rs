@@ -1,0 +1,136 @@
+//! Actions rendered for one event: what would be sent or run.
+//!
+//! Rendering happens from the *current* rule set at each attempt (so a fixed
+//! rule file fixes pending retries) and for `hookwire test`, which prints the
+//! result. Running the rendered actions is the dispatcher's job.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::rules::{Action, ActionKind, HttpBody, Stdin};
+use crate::template::{Context, RenderError, Template};
+
+/// An action with every template rendered.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Rendered {
+    Http {
+        method: String,
+        url: String,
+        headers: Vec<(String, String)>,
+        /// JSON for typed bodies, text otherwise; absent for `forward` (the original body is sent).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body: Option<Value>,
+        forward: bool,
+    },
+    Email {
+        from: Option<String>,
+        to: Vec<String>,
+        cc: Vec<String>,
+        bcc: Vec<String>,
+        subject: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        html: Option<String>,
+    },
+    Command {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stdin: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cwd: Option<String>,
+    },
+}
+
+/// What `stdin: payload` and `stdin: raw` feed a command.
+pub struct EventData<'a> {
+    pub payload: &'a Value,
+    pub raw_body: &'a str,
+}
+
+fn all(ts: &[Template], ctx: &Context) -> Result<Vec<String>, RenderError> {
+    ts.iter().map(|t| t.render(ctx)).collect()
+}
+
+fn pairs(ts: &[(String, Template)], ctx: &Context) -> Result<Vec<(String, String)>, RenderError> {
+    ts.iter().map(|(k, t)| Ok((k.clone(), t.render(ctx)?))).collect()
+}
+
+pub fn render(action: &Action, ctx: &Context, data: &EventData<'_>) -> Result<Rendered, RenderError> {
+    Ok(match &action.kind {
+        ActionKind::Http(h) => {
+            let mut headers = pairs(&h.headers, ctx)?;
+            let has = |headers: &[(String, String)], name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+            let (body, content_type) = match &h.body {
+                None => (None, None),
+                Some(HttpBody::Json(t)) => (Some(t.render(ctx)?), Some("application/json")),
+                Some(HttpBody::Text(t)) => (Some(Value::String(t.render(ctx)?)), Some("text/plain; charset=utf-8")),
+                Some(HttpBody::Form(fields)) => {
+                    let rendered = pairs(fields, ctx)?;
+                    let text = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(rendered).finish();
+                    (Some(Value::String(text)), Some("application/x-www-form-urlencoded"))
+                }
+            };
+            if let Some(ct) = content_type {
+                if !has(&headers, "content-type") {
+                    headers.push(("Content-Type".to_owned(), ct.to_owned()));
+                }
+            }
+            Rendered::Http { method: h.method.clone(), url: h.url.render(ctx)?, headers, body, forward: h.forward }
+        }
+        ActionKind::Email(e) => Rendered::Email {
+            from: e.from.as_ref().map(|f| f.render(ctx)).transpose()?,
+            to: all(&e.to, ctx)?,
+            cc: all(&e.cc, ctx)?,
+            bcc: all(&e.bcc, ctx)?,
+            subject: e.subject.render(ctx)?,
+            text: e.text.as_ref().map(|t| t.render(ctx)).transpose()?,
+            html: e.html.as_ref().map(|t| t.render(ctx)).transpose()?,
+        },
+        ActionKind::Command(c) => Rendered::Command {
+            argv: all(&c.argv, ctx)?,
+            env: pairs(&c.env, ctx)?,
+            stdin: match &c.stdin {
+                Stdin::None => None,
+                Stdin::Payload => Some(data.payload.to_string()),
+                Stdin::Raw => Some(data.raw_body.to_owned()),
+                Stdin::Template(t) => Some(t.render(ctx)?),
+            },
+            cwd: c.cwd.as_ref().map(|p| p.display().to_string()),
+        },
+    })
+}
+
+/// Every template of an action, for "missing field" warnings.
+pub fn templates(action: &Action) -> Vec<&Template> {
+    let mut out: Vec<&Template> = Vec::new();
+    out.extend(action.serialize_by.iter());
+    match &action.kind {
+        ActionKind::Http(h) => {
+            out.push(&h.url);
+            out.extend(h.headers.iter().map(|(_, t)| t));
+            match &h.body {
+                Some(HttpBody::Json(j)) => out.extend(j.templates()),
+                Some(HttpBody::Text(t)) => out.push(t),
+                Some(HttpBody::Form(f)) => out.extend(f.iter().map(|(_, t)| t)),
+                None => {}
+            }
+        }
+        ActionKind::Email(e) => {
+            out.extend(e.to.iter().chain(&e.cc).chain(&e.bcc));
+            out.extend(e.from.iter());
+            out.push(&e.subject);
+            out.extend(e.text.iter().chain(e.html.iter()));
+        }
+        ActionKind::Command(c) => {
+            out.extend(c.argv.iter());
+            out.extend(c.env.iter().map(|(_, t)| t));
+            if let Stdin::Template(t) = &c.stdin {
+                out.push(t);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,18 @@
+//! The authoring commands: `hookwire check` and `hookwire test`.
+
+pub mod check;
+pub mod test;
+
+/// Replaces every secret (a value that came from `${VAR}`) with `[redacted]`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    let mut sorted: Vec<&String> = secrets.iter().filter(|s| s.len() >= 3).collect();
+    // Longest first, so a secret that contains another is replaced whole.
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for s in sorted {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "[redacted]");
+        }
+    }
+    out
+}

@@ -1,0 +1,270 @@
+//! `hookwire test`: evaluate the rules of one source against a payload and
+//! print, per rule, whether it matched and why (the same trace the daemon
+//! stores), plus the rendered actions of matched rules. Runs nothing.
+//! Exit 0 when evaluation ran, 2 on bad input.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::actions::{self, EventData, Rendered};
+use crate::ingest::evaluate::{self, Request, RuleTrace};
+use crate::ingest::{decode, rfc3339};
+use crate::matching::Step;
+use crate::rules::{self, LoadOptions, RuleSet};
+
+pub struct TestOptions {
+    pub source: String,
+    pub payload: PathBuf,
+    pub headers: Vec<String>,
+    pub query: Vec<String>,
+    pub rules: PathBuf,
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    source: String,
+    content_type: Option<String>,
+    facts: Vec<String>,
+    rules: Vec<RuleReport>,
+    warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct RuleReport {
+    #[serde(flatten)]
+    trace: RuleTrace,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rendered: Vec<RenderedAction>,
+}
+
+#[derive(Serialize)]
+struct RenderedAction {
+    action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rendered: Option<Rendered>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub fn run(opts: &TestOptions) -> ExitCode {
+    match build(opts) {
+        Ok((report, set)) => {
+            let text = if opts.json {
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            } else {
+                render_text(&report)
+            };
+            println!("{}", super::redact(&text, &set.secrets));
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("hookwire test: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
+    let smtp = LoadOptions { smtp_configured: std::env::var_os("HOOKWIRE_SMTP_URL").is_some() };
+    let set = rules::load(std::slice::from_ref(&opts.rules), &rules::process_env(), &smtp).map_err(|f| format!("the rule files have errors:\n{f}"))?;
+    let source = set.source(&opts.source).ok_or_else(|| {
+        let known: Vec<&str> = set.sources.iter().map(|s| s.name.as_str()).collect();
+        format!("no source `{}` in {} (known: {})", opts.source, opts.rules.display(), known.join(", "))
+    })?;
+    let body = std::fs::read(&opts.payload).map_err(|e| format!("cannot read {}: {e}", opts.payload.display()))?;
+
+    let mut headers = Vec::new();
+    for h in &opts.headers {
+        let (k, v) = h.split_once(':').ok_or_else(|| format!("--header `{h}` is not 'Name: value'"))?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let mut query = Vec::new();
+    for q in &opts.query {
+        let (k, v) = q.split_once('=').ok_or_else(|| format!("--query `{q}` is not k=v"))?;
+        query.push((k.to_owned(), v.to_owned()));
+    }
+    let content_type = headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone()).or_else(|| guess_content_type(&opts.payload));
+    if let Some(ct) = &content_type {
+        if !headers.iter().any(|(k, _)| k == "content-type") {
+            headers.push(("content-type".to_owned(), ct.clone()));
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
+    let decoded = runtime
+        .block_on(decode::decode(content_type.as_deref(), bytes::Bytes::from(body.clone()), &source.json_fields))
+        .map_err(|e| format!("{}: {e}", opts.payload.display()))?;
+
+    let now = SystemTime::now();
+    let req = Request {
+        event_id: "evt_test".to_owned(),
+        source: source.name.clone(),
+        received_at: rfc3339(now),
+        method: source.methods.first().cloned().unwrap_or_else(|| "POST".to_owned()),
+        path: source.path.clone(),
+        headers,
+        query,
+        body_text: String::from_utf8_lossy(&body).into_owned(),
+        payload: decoded.payload,
+    };
+    let eval = evaluate::evaluate(&set, &req);
+    let mut warnings = Vec::new();
+    let data = EventData { payload: &req.payload, raw_body: &req.body_text };
+    let mut reports = Vec::new();
+    for trace in eval.trace {
+        let mut rendered = Vec::new();
+        if let Some(rule) = set.rule(&trace.rule).filter(|_| trace.matched) {
+            let ctx = req.context(&rule.name, 1);
+            for action in &rule.actions {
+                for t in actions::templates(action) {
+                    for field in t.missing_fields(ctx.data()) {
+                        warnings.push(format!("{}: rule `{}` action `{}`: template field `{field}` is missing", rule.file, rule.name, action.name));
+                    }
+                }
+                let created = trace.actions.iter().any(|a| a.action == action.name && a.delivery);
+                if !created {
+                    continue;
+                }
+                match actions::render(action, &ctx, &data) {
+                    Ok(r) => rendered.push(RenderedAction { action: action.name.clone(), rendered: Some(r), error: None }),
+                    Err(e) => rendered.push(RenderedAction { action: action.name.clone(), rendered: None, error: Some(e.to_string()) }),
+                }
+            }
+        }
+        reports.push(RuleReport { trace, rendered });
+    }
+    warnings.dedup();
+    let report = Report { source: source.name.clone(), content_type, facts: decoded.facts, rules: reports, warnings };
+    Ok((report, set))
+}
+
+fn guess_content_type(path: &std::path::Path) -> Option<String> {
+    let ext = path.extension()?.to_str()?;
+    Some(
+        match ext {
+            "json" => "application/json",
+            "xml" => "application/xml",
+            "form" | "urlencoded" => "application/x-www-form-urlencoded",
+            _ => return None,
+        }
+        .to_owned(),
+    )
+}
+
+fn render_text(r: &Report) -> String {
+    let mut out = String::new();
+    let ct = r.content_type.as_deref().unwrap_or("none");
+    out.push_str(&format!("source {} (Content-Type: {ct})\n", r.source));
+    for f in &r.facts {
+        out.push_str(&format!("  note: {f}\n"));
+    }
+    if r.rules.is_empty() {
+        out.push_str("  no rules for this source\n");
+    }
+    for rule in &r.rules {
+        let t = &rule.trace;
+        let verdict = if t.disabled {
+            "disabled"
+        } else if t.matched {
+            "MATCHED"
+        } else {
+            "not matched"
+        };
+        out.push_str(&format!("\n{} {}: {verdict}\n", mark(t.matched), t.rule));
+        if t.conditions.is_empty() && !t.disabled {
+            out.push_str("    (no conditions: every event of the source)\n");
+        }
+        steps(&mut out, &t.conditions, 2);
+        for a in &t.actions {
+            let state = if a.delivery { "delivery" } else { "skipped by its `when`" };
+            out.push_str(&format!("  action {} ({}): {state}\n", a.action, a.action_type));
+            steps(&mut out, &a.conditions, 3);
+            if let Some(e) = &a.error {
+                out.push_str(&format!("      error: {e}\n"));
+            }
+            if let Some(ra) = rule.rendered.iter().find(|x| x.action == a.action) {
+                rendered(&mut out, ra);
+            }
+        }
+    }
+    if !r.warnings.is_empty() {
+        out.push_str("\nwarnings:\n");
+        for w in &r.warnings {
+            out.push_str(&format!("  {w}\n"));
+        }
+    }
+    out
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "✔" } else { "✘" }
+}
+
+fn steps(out: &mut String, steps_list: &[Step], depth: usize) {
+    let pad = "  ".repeat(depth);
+    for s in steps_list {
+        out.push_str(&format!("{pad}{} {}  [line {}:{}]\n", mark(s.result), s.condition, s.line, s.col));
+        if !s.found.is_empty() {
+            out.push_str(&format!("{pad}    found: {}\n", s.found.join(", ")));
+        }
+        if !s.reason.is_empty() && s.reason != "true" && s.reason != "false" {
+            out.push_str(&format!("{pad}    {}\n", s.reason));
+        }
+        steps(out, &s.children, depth + 1);
+    }
+}
+
+fn rendered(out: &mut String, ra: &RenderedAction) {
+    let pad = "      ";
+    if let Some(e) = &ra.error {
+        out.push_str(&format!("{pad}render error: {e}\n"));
+        return;
+    }
+    match &ra.rendered {
+        Some(Rendered::Http { method, url, headers, body, forward }) => {
+            out.push_str(&format!("{pad}{method} {url}\n"));
+            for (k, v) in headers {
+                out.push_str(&format!("{pad}{k}: {v}\n"));
+            }
+            if *forward {
+                out.push_str(&format!("{pad}(forwards the original body and headers)\n"));
+            }
+            match body {
+                Some(Value::String(s)) => out.push_str(&format!("{pad}{s}\n")),
+                Some(v) => out.push_str(&format!("{pad}{}\n", serde_json::to_string_pretty(v).unwrap_or_default().replace('\n', &format!("\n{pad}")))),
+                None => {}
+            }
+        }
+        Some(Rendered::Email { from, to, cc, bcc, subject, text, html }) => {
+            out.push_str(&format!("{pad}From: {}\n{pad}To: {}\n", from.as_deref().unwrap_or("(--smtp-from)"), to.join(", ")));
+            if !cc.is_empty() {
+                out.push_str(&format!("{pad}Cc: {}\n", cc.join(", ")));
+            }
+            if !bcc.is_empty() {
+                out.push_str(&format!("{pad}Bcc: {}\n", bcc.join(", ")));
+            }
+            out.push_str(&format!("{pad}Subject: {subject}\n"));
+            for body in text.iter().chain(html.iter()) {
+                out.push_str(&format!("{pad}{}\n", body.replace('\n', &format!("\n{pad}"))));
+            }
+        }
+        Some(Rendered::Command { argv, env, stdin, cwd }) => {
+            out.push_str(&format!("{pad}argv: {}\n", serde_json::to_string(argv).unwrap_or_default()));
+            for (k, v) in env {
+                out.push_str(&format!("{pad}env {k}={v}\n"));
+            }
+            if let Some(c) = cwd {
+                out.push_str(&format!("{pad}cwd: {c}\n"));
+            }
+            if let Some(s) = stdin {
+                out.push_str(&format!("{pad}stdin: {} bytes\n", s.len()));
+            }
+        }
+        None => {}
+    }
+}

@@ -1,0 +1,76 @@
+//! Prefixed, time-sortable identifiers (`evt_…`, `dlv_…`, `att_…`). Each kind
+//! is its own type so an event id can never be passed where a delivery id is
+//! expected, and each reads well in logs.
+
+use std::fmt;
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new id; ids created later sort after ids created earlier.
+            pub fn new() -> Self {
+                Self(format!("{}{}", $prefix, ulid::Ulid::new().to_string().to_lowercase()))
+            }
+
+            /// Accepts a string that has this id's prefix.
+            pub fn parse(s: &str) -> Option<Self> {
+                let rest = s.strip_prefix($prefix)?;
+                (rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+                    .then(|| Self(s.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A stored event (one accepted webhook request).
+    EventId,
+    "evt_"
+);
+prefixed_id!(
+    /// One action to run for one event.
+    DeliveryId,
+    "dlv_"
+);
+prefixed_id!(
+    /// One try at running a delivery.
+    AttemptId,
+    "att_"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_carry_their_prefix_and_round_trip() {
+        let e = EventId::new();
+        assert!(e.as_str().starts_with("evt_"));
+        assert_eq!(EventId::parse(e.as_str()), Some(e.clone()));
+        assert_eq!(DeliveryId::parse(e.as_str()), None);
+        assert_eq!(EventId::parse("evt_../../etc/passwd"), None);
+    }
+}

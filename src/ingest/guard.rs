@@ -1,0 +1,110 @@
+//! Guards that run before a body is read or verified: the client address
+//! (through trusted proxies), IP allowlists and per-source rate limits.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+
+use crate::rules::RateLimit;
+
+/// The address a request is from: the peer, or — only when the peer is a
+/// trusted proxy — the right-most address in `X-Forwarded-For` that is not
+/// itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(text) = value.to_str() else { return client };
+        for part in text.rsplit(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) if is_trusted(&ip) => client = ip,
+                Ok(ip) => return ip,
+                Err(_) => return client,
+            }
+        }
+    }
+    client
+}
+
+pub fn ip_allowed(ip: IpAddr, allow: &[IpNet]) -> bool {
+    // An IPv4 client reached over an IPv6 socket arrives as ::ffff:a.b.c.d.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    allow.is_empty() || allow.iter().any(|n| n.contains(&ip))
+}
+
+/// Rate limiters by source, kept across rule reloads: a reload that leaves a
+/// source's limit unchanged keeps its state, so editing any rule file cannot
+/// reset a limit.
+#[derive(Default)]
+pub struct RateLimits {
+    limiters: Mutex<HashMap<(String, RateLimit), Arc<DefaultDirectRateLimiter>>>,
+}
+
+impl RateLimits {
+    /// `Ok` when the request may pass, else how long to wait.
+    pub fn check(&self, source: &str, limit: RateLimit) -> Result<(), Duration> {
+        let limiter = {
+            let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry((source.to_owned(), limit)).or_insert_with(|| Arc::new(RateLimiter::direct(quota(limit)))).clone()
+        };
+        limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+fn quota(limit: RateLimit) -> Quota {
+    let count = NonZeroU32::new(limit.count).unwrap_or(NonZeroU32::MIN);
+    let period = limit.per / limit.count.max(1);
+    Quota::with_period(period.max(Duration::from_nanos(1))).map_or(Quota::per_second(count), |q| q.allow_burst(count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_used_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(client_ip(proxy, &h, &trusted), "203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+        h.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(client_ip(proxy, &h, &trusted), proxy);
+    }
+
+    #[test]
+    fn allowlists_match_cidrs_and_mapped_addresses() {
+        let allow: Vec<IpNet> = vec!["140.82.112.0/20".parse().unwrap()];
+        assert!(ip_allowed("140.82.115.1".parse().unwrap(), &allow));
+        assert!(ip_allowed("::ffff:140.82.115.1".parse().unwrap(), &allow));
+        assert!(!ip_allowed("127.0.0.1".parse().unwrap(), &allow));
+        assert!(ip_allowed("127.0.0.1".parse().unwrap(), &[]));
+    }
+
+    #[test]
+    fn rate_limit_allows_the_burst_then_refuses_with_a_wait() {
+        let limits = RateLimits::default();
+        let limit = RateLimit { count: 3, per: Duration::from_secs(60) };
+        for _ in 0..3 {
+            assert!(limits.check("s", limit).is_ok());
+        }
+        let wait = limits.check("s", limit).unwrap_err();
+        assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(20), "{wait:?}");
+        assert!(limits.check("other", limit).is_ok());
+    }
+}

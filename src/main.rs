@@ -1,0 +1,159 @@
+//! The `hookwire` command line: flags, subcommands and exit codes. The work
+//! is done by the library; this file only parses and dispatches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use hookwire::cli;
+use hookwire::config::{ByteSize, Duration};
+
+/// A webhook daemon: receive, verify, match with rule files, store durably, fan out to actions.
+#[derive(Parser, Debug)]
+#[command(name = "hookwire", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// `hookwire` with no subcommand is `hookwire serve`.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Validate rule files or directories (default ./rules); exit 0 valid, 1 invalid.
+    Check {
+        /// Rule files or directories.
+        paths: Vec<PathBuf>,
+    },
+    /// Dry-run: evaluate the rules of a source against a payload and show why each rule did or did not match.
+    Test(TestArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HOOKWIRE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Directory of rule files, watched for changes.
+    #[arg(long, env = "HOOKWIRE_RULES", default_value = "./rules")]
+    rules: PathBuf,
+    /// Where events are stored: sqlite://PATH.
+    #[arg(long, env = "HOOKWIRE_DATABASE", default_value = "sqlite://hookwire.db")]
+    database: String,
+    /// Bearer token for the admin API; without it the API answers loopback clients only.
+    #[arg(long, env = "HOOKWIRE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// SMTP server for email actions (smtp://user:pass@host:587, smtps://…).
+    #[arg(long, env = "HOOKWIRE_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// Default sender of email actions.
+    #[arg(long, env = "HOOKWIRE_SMTP_FROM", default_value = "hookwire@localhost")]
+    smtp_from: String,
+    /// Largest accepted request body (a source's max_body overrides it).
+    #[arg(long, env = "HOOKWIRE_MAX_BODY", default_value = "1MiB")]
+    max_body: ByteSize,
+    /// Concurrent deliveries.
+    #[arg(long, env = "HOOKWIRE_WORKERS", default_value_t = 32)]
+    workers: u32,
+    /// Finished events older than this are pruned.
+    #[arg(long, env = "HOOKWIRE_RETENTION", default_value = "7d")]
+    retention: Duration,
+    /// How long running attempts may finish after SIGTERM/SIGINT.
+    #[arg(long, env = "HOOKWIRE_SHUTDOWN_GRACE", default_value = "10s")]
+    shutdown_grace: Duration,
+    /// Proxy addresses (CIDR) whose X-Forwarded-For is trusted; repeatable.
+    #[arg(long = "trusted-proxy", env = "HOOKWIRE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// Allow a non-loopback --listen without --admin-token (the admin API then still answers loopback clients only).
+    #[arg(long, env = "HOOKWIRE_INSECURE_ADMIN")]
+    insecure_admin: bool,
+    /// TLS certificate (PEM).
+    #[arg(long, env = "HOOKWIRE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "HOOKWIRE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "HOOKWIRE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[derive(Args, Debug)]
+struct TestArgs {
+    /// The source whose rules are evaluated.
+    #[arg(long)]
+    source: String,
+    /// File holding the request body.
+    #[arg(long)]
+    payload: PathBuf,
+    /// A request header, 'Name: value'; repeatable.
+    #[arg(long = "header", value_name = "'K: V'")]
+    headers: Vec<String>,
+    /// A query parameter, k=v; repeatable.
+    #[arg(long = "query", value_name = "k=v")]
+    query: Vec<String>,
+    /// Directory (or file) of rule files.
+    #[arg(long, default_value = "./rules")]
+    rules: PathBuf,
+    /// Output format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Check { paths }) => {
+            let paths = if paths.is_empty() { vec![PathBuf::from("./rules")] } else { paths };
+            cli::check::run(&paths)
+        }
+        Some(Command::Test(t)) => cli::test::run(&cli::test::TestOptions {
+            source: t.source,
+            payload: t.payload,
+            headers: t.headers,
+            query: t.query,
+            rules: t.rules,
+            json: t.format == "json",
+        }),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    hookwire::telemetry::init(args.log_format == "json");
+    if args.tls_cert.is_some() {
+        eprintln!("hookwire: --tls-cert/--tls-key are not supported yet; terminate TLS in a proxy for now");
+        return ExitCode::from(2);
+    }
+    let _ = (args.workers, args.retention, &args.smtp_from);
+    let opts = hookwire::server::ServeOptions {
+        listen: args.listen,
+        rules: args.rules,
+        database: args.database,
+        admin_token: args.admin_token.filter(|t| !t.is_empty()),
+        smtp_url: args.smtp_url,
+        max_body: args.max_body.get(),
+        trusted_proxies: args.trusted_proxies,
+        insecure_admin: args.insecure_admin,
+        shutdown_grace: args.shutdown_grace.get(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hookwire: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hookwire::server::serve(opts, tokio_util::sync::CancellationToken::new())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("hookwire: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Rule files: read a directory → parse with positions → resolve `${VAR}` →
+//! check the schema → compile → one immutable [`RuleSet`].
+//!
+//! Loading never stops at the first problem: every problem of every file is
+//! collected as a [`Diagnostic`] (`FILE:LINE:COL: message`), and a set is
+//! produced only when there are none. Request-time code only sees compiled
+//! types, so a bad regex, JSONPath, glob or template can only fail here.
+
+pub mod compile;
+pub mod de;
+pub mod env;
+pub mod node;
+pub mod raw;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+pub use compile::{Action, ActionKind, CommandAction, EmailAction, HttpAction, HttpBody, RateLimit, Respond, RetryPolicy, Rule, RuleTest, Source, Stdin};
+use node::Pos;
+
+/// A problem (or a warning) at a place in a rule file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: u32,
+    pub col: u32,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(file: &str, pos: Pos, message: impl Into<String>) -> Self {
+        Self { file: file.to_owned(), line: pos.line, col: pos.col, message: message.into() }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+    }
+}
+
+/// A loaded, validated and compiled set of sources and rules.
+#[derive(Debug)]
+pub struct RuleSet {
+    /// Increases with every set built by this process.
+    pub version: u64,
+    pub loaded_at: SystemTime,
+    pub files: Vec<String>,
+    pub sources: Vec<Source>,
+    pub rules: Vec<Rule>,
+    pub tests: Vec<RuleTest>,
+    /// Values that came from `${VAR}`: redacted wherever data is shown.
+    pub secrets: Vec<String>,
+    pub warnings: Vec<Diagnostic>,
+    by_path: HashMap<String, usize>,
+    /// Per source index: indexes of its rules.
+    rules_of: Vec<Vec<usize>>,
+}
+
+static VERSION: AtomicU64 = AtomicU64::new(0);
+
+impl RuleSet {
+    /// The source serving a URL path.
+    pub fn source_for_path(&self, path: &str) -> Option<&Source> {
+        self.by_path.get(path).map(|&i| &self.sources[i])
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// Every rule of a source (enabled or not), in load order.
+    pub fn rules_of<'a>(&'a self, source: &str) -> impl Iterator<Item = &'a Rule> + 'a {
+        let idx = self.sources.iter().position(|s| s.name == source);
+        idx.into_iter().flat_map(move |i| self.rules_of[i].iter().map(move |&r| &self.rules[r]))
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// An empty set, served until the first load succeeds.
+    pub fn empty() -> Self {
+        Self::assemble(Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new())
+    }
+
+    fn assemble(
+        files: Vec<String>,
+        sources: Vec<Source>,
+        rules: Vec<Rule>,
+        tests: Vec<RuleTest>,
+        secrets: Vec<String>,
+        warnings: Vec<Diagnostic>,
+    ) -> Self {
+        let by_path = sources.iter().enumerate().map(|(i, s)| (s.path.clone(), i)).collect();
+        let rules_of = sources
+            .iter()
+            .map(|s| rules.iter().enumerate().filter(|(_, r)| r.sources.contains(&s.name)).map(|(i, _)| i).collect())
+            .collect();
+        Self {
+            version: VERSION.fetch_add(1, Ordering::Relaxed) + 1,
+            loaded_at: SystemTime::now(),
+            files,
+            sources,
+            rules,
+            tests,
+            secrets,
+            warnings,
+            by_path,
+            rules_of,
+        }
+    }
+}
+
+/// Why a load produced no set.
+#[derive(Debug, Clone)]
+pub struct LoadFailure {
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl fmt::Display for LoadFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Options that change what a rule set checks.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Whether an SMTP server is configured (email actions warn when not).
+    pub smtp_configured: bool,
+}
+
+/// Loads every rule file under `paths` (files or directories, read recursively).
+pub fn load(paths: &[PathBuf], env: &HashMap<String, String>, opts: &LoadOptions) -> Result<RuleSet, LoadFailure> {
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    for p in paths {
+        collect_files(p, &mut files, &mut errors);
+    }
+    files.sort();
+    files.dedup();
+
+    let mut builder = compile::Builder::new(env, opts);
+    for file in &files {
+        let shown = file.display().to_string();
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(Diagnostic::new(&shown, Pos { line: 1, col: 1 }, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let Some(format) = node::Format::of(file) else { continue };
+        builder.add_file(&shown, file, format, &text);
+    }
+    let (set, mut more, warnings) = builder.finish(files.iter().map(|f| f.display().to_string()).collect());
+    errors.append(&mut more);
+    if errors.is_empty() { Ok(set) } else { Err(LoadFailure { errors, warnings }) }
+}
+
+fn is_hidden(p: &Path) -> bool {
+    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<Diagnostic>) {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(Diagnostic::new(&path.display().to_string(), Pos { line: 1, col: 1 }, format!("cannot read: {e}")));
+            return;
+        }
+    };
+    if meta.is_file() {
+        if node::Format::of(path).is_some() {
+            out.push(path.to_path_buf());
+        } else {
+            errors.push(Diagnostic::new(
+                &path.display().to_string(),
+                Pos { line: 1, col: 1 },
+                "not a rule file: expected .yaml, .yml, .toml or .json",
+            ));
+        }
+        return;
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(Diagnostic::new(&path.display().to_string(), Pos { line: 1, col: 1 }, format!("cannot read: {e}")));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if is_hidden(&p) {
+            continue;
+        }
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => collect_files(&p, out, errors),
+            Ok(_) if node::Format::of(&p).is_some() && p.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+}
+
+/// The process environment as a map, for `${VAR}` resolution.
+pub fn process_env() -> HashMap<String, String> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+}

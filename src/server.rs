@@ -1,0 +1,158 @@
+//! The daemon: one listener for webhooks, health checks and the admin API,
+//! plus the background rule watcher. Connections are served by hyper directly
+//! so header size and read timeouts can be bounded (SPEC §5: 431 over 64 KiB).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use crate::ingest::guard::RateLimits;
+use crate::rules::LoadOptions;
+use crate::store::SharedStore;
+use crate::watch::LiveRules;
+
+/// Requests whose header section is larger than this are answered 431.
+/// hyper counts the request line and headers in its read buffer; the slack
+/// covers the request line so that 64 KiB of headers proper still fit.
+const MAX_HEADER_BYTES: usize = 64 * 1024 + 4 * 1024;
+/// A client that has not sent its whole header section by then is dropped (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a request handler may need.
+pub struct AppState {
+    pub rules: Arc<LiveRules>,
+    pub store: SharedStore,
+    pub rate_limits: RateLimits,
+    pub max_body: u64,
+    pub admin_token: Option<String>,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// What `serve` needs, already parsed and validated by the CLI.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: String,
+    pub rules: PathBuf,
+    pub database: String,
+    pub admin_token: Option<String>,
+    pub smtp_url: Option<String>,
+    pub max_body: u64,
+    pub trusted_proxies: Vec<IpNet>,
+    pub insecure_admin: bool,
+    pub shutdown_grace: Duration,
+}
+
+pub fn router(app: Arc<AppState>) -> Router {
+    crate::admin::router(app.clone()).fallback(crate::ingest::handle).with_state(app)
+}
+
+/// Runs until SIGINT/SIGTERM or `cancel`.
+pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    if opts.admin_token.is_none() && !addr.ip().is_loopback() && !opts.insecure_admin {
+        anyhow::bail!(
+            "refusing to listen on {addr} without --admin-token: the admin API would be open to the network \
+             (set --admin-token, or --insecure-admin to accept that it answers loopback clients only)"
+        );
+    }
+    if !opts.rules.is_dir() {
+        anyhow::bail!("rules directory {} does not exist (create it or pass --rules DIR)", opts.rules.display());
+    }
+    let store = crate::store::open(&opts.database).with_context(|| format!("cannot open database {}", opts.database))?;
+    let load_opts = LoadOptions { smtp_configured: opts.smtp_url.is_some() };
+    let live = Arc::new(LiveRules::new(vec![opts.rules.clone()], crate::rules::process_env(), load_opts));
+    let watcher = crate::watch::spawn(live.clone(), cancel.clone())
+        .with_context(|| format!("cannot watch {}", opts.rules.display()))?;
+
+    let app = Arc::new(AppState {
+        rules: live,
+        store,
+        rate_limits: RateLimits::default(),
+        max_body: opts.max_body,
+        admin_token: opts.admin_token.clone(),
+        trusted_proxies: opts.trusted_proxies.clone(),
+    });
+    tracing::info!(listen = %addr, rules = %opts.rules.display(), database = %opts.database, "hookwire listening");
+    // Tests and scripts read the bound address from this line.
+    println!("hookwire listening on http://{addr}");
+
+    accept_loop(listener, router(app), cancel.clone(), opts.shutdown_grace).await;
+    cancel.cancel();
+    let _ = watcher.await;
+    tracing::info!("hookwire stopped");
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, router: Router, cancel: CancellationToken, grace: Duration) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).max_buf_size(MAX_HEADER_BYTES).header_read_timeout(HEADER_READ_TIMEOUT);
+    let shutdown = shutdown_signal(cancel.clone());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing requests in flight");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace period");
+    }
+    let _ = TokioExecutor::new();
+}
+
+async fn shutdown_signal(cancel: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+        _ = cancel.cancelled() => {},
+    }
+}

@@ -1,0 +1,143 @@
+//! Durable storage of events and deliveries behind one async interface.
+//!
+//! Ingest only sees [`Store`]; the SQLite backend ([`sqlite`]) runs on a
+//! dedicated writer thread that commits many concurrent requests in one
+//! transaction (group commit), so durability does not cost one disk flush per
+//! request. A PostgreSQL backend implements the same trait.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+use crate::ids::{DeliveryId, EventId};
+
+/// An accepted request, ready to be stored with its deliveries.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub source: String,
+    /// Milliseconds since the Unix epoch.
+    pub received_at_ms: i64,
+    pub method: String,
+    pub path: String,
+    /// The raw query string (without `?`), empty when none.
+    pub query: String,
+    /// Header names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: bytes::Bytes,
+    /// The decoded payload (`null` when the body was not decodable as a known type).
+    pub payload: serde_json::Value,
+    /// Decoding facts that explain misses ("payload is null: Content-Type was text/plain").
+    pub facts: Vec<String>,
+    /// The match trace of every rule evaluated, as shown by the API.
+    pub trace: serde_json::Value,
+    /// Names of the rules that matched.
+    pub matched: Vec<String>,
+    /// Dedup key of the source, if it has one; scoped to the source, 24 h window.
+    pub dedup_key: Option<String>,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// One `pending` delivery of one matched action.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: DeliveryId,
+    pub rule: String,
+    pub action: String,
+    /// `http`, `email` or `command`.
+    pub action_type: String,
+    /// The rendered `serialize_by` key, if the action has one.
+    pub serialize_key: Option<String>,
+}
+
+/// What happened to an event handed to [`Store::ingest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Committed durably (the transaction was flushed to disk).
+    Stored,
+    /// The dedup key was seen within the window; nothing was stored.
+    Duplicate { first: EventId },
+}
+
+/// A stored event as read back.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    pub id: EventId,
+    pub source: String,
+    pub received_at_ms: i64,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    pub payload: serde_json::Value,
+    pub facts: Vec<String>,
+    pub trace: serde_json::Value,
+    pub matched: Vec<String>,
+    pub dedup_key: Option<String>,
+    pub deliveries: Vec<StoredDelivery>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredDelivery {
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub rule: String,
+    pub action: String,
+    pub action_type: String,
+    /// `pending`, `running`, `succeeded`, `retrying`, `dead`, `skipped`.
+    pub status: String,
+    pub serialize_key: Option<String>,
+    pub attempts: u32,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot take the write now (disk full, database down, queue full).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// The durable store. Every method is async and backend-neutral.
+pub trait Store: Send + Sync + 'static {
+    /// Stores the event and its deliveries in one transaction, or reports a
+    /// duplicate. Returns only after the transaction is durable.
+    fn ingest(&self, event: NewEvent) -> BoxFuture<'_, Result<IngestOutcome, StoreError>>;
+
+    /// One event with its deliveries.
+    fn event(&self, id: &EventId) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>>;
+
+    /// Newest first, at most `limit`, optionally of one source.
+    fn events(
+        &self,
+        source: Option<&str>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// The store answers (used by `/readyz`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store named by a `--database` URL.
+pub fn open(url: &str) -> Result<SharedStore, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Unavailable(
+            "the PostgreSQL store is not built yet; use sqlite://PATH".into(),
+        ));
+    }
+    Err(StoreError::Unavailable(format!(
+        "unknown database URL `{url}`: expected sqlite://PATH"
+    )))
+}

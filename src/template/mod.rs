@@ -1,0 +1,255 @@
+//! Templates: compiled once at load, rendered per event (and, for actions,
+//! per attempt).
+//!
+//! [`Template`] is one handlebars string (plain text costs nothing to render).
+//! [`JsonTemplate`] is a typed body written as a YAML map or list: each string
+//! leaf is rendered on its own and JSON-encoded, so no payload value can break
+//! the document, and a leaf that is exactly one `{{expr}}` keeps the JSON type
+//! of its value. No HTML escaping anywhere.
+
+pub mod helpers;
+
+use std::sync::LazyLock;
+
+use handlebars::Handlebars;
+use serde_json::Value;
+
+use crate::rules::node::{Kind, Node, Pos};
+
+/// Helpers never change, so one registry serves every rule set.
+static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(helpers::registry);
+
+pub use handlebars::Context;
+
+/// A render failure (a helper given bad arguments, a bad runtime JSONPath…).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RenderError(String);
+
+impl From<handlebars::RenderError> for RenderError {
+    fn from(e: handlebars::RenderError) -> Self {
+        RenderError(e.to_string())
+    }
+}
+
+/// One compiled string template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    source: String,
+    /// `None` when the source has no `{{`: it renders as itself.
+    compiled: Option<handlebars::Template>,
+}
+
+impl Template {
+    /// Compiles `source`; the error names the position inside the template.
+    pub fn compile(source: &str) -> Result<Self, String> {
+        if !source.contains("{{") {
+            return Ok(Self { source: source.to_owned(), compiled: None });
+        }
+        let compiled = handlebars::Template::compile(source).map_err(|e| {
+            let reason = e.reason().to_string();
+            match e.pos() {
+                Some((line, col)) => format!("invalid template: {reason} (template line {line}, column {col})"),
+                None => format!("invalid template: {reason}"),
+            }
+        })?;
+        for path in helpers::literal_jsonpath_args(&compiled) {
+            crate::matching::JsonPath::compile(&path)?;
+        }
+        Ok(Self { source: source.to_owned(), compiled: Some(compiled) })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn is_literal(&self) -> bool {
+        self.compiled.is_none()
+    }
+
+    pub fn render(&self, ctx: &Context) -> Result<String, RenderError> {
+        match &self.compiled {
+            None => Ok(self.source.clone()),
+            Some(t) => Ok(helpers::render(&REGISTRY, t, ctx)?),
+        }
+    }
+
+    /// Dotted paths this template refers to that `ctx` does not have.
+    pub fn missing_fields(&self, ctx: &Value) -> Vec<String> {
+        self.compiled.as_ref().map(|t| helpers::missing_fields(t, ctx)).unwrap_or_default()
+    }
+}
+
+/// A typed JSON body: a YAML map or list whose string leaves are templates.
+#[derive(Debug, Clone)]
+pub enum JsonTemplate {
+    Literal(Value),
+    /// A string leaf with text around or between expressions: rendered, sent as a JSON string.
+    Text(Template),
+    /// A leaf that is exactly one `{{expr}}`: keeps the JSON type of its value.
+    Typed(Template),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+}
+
+impl JsonTemplate {
+    /// Compiles every leaf of `node`, pushing each problem with its position.
+    pub fn compile(node: &Node, errors: &mut Vec<(Pos, String)>) -> Option<Self> {
+        Some(match &node.kind {
+            Kind::Str(s) => {
+                let compiled = match single_expression(s) {
+                    Some(expr) => Template::compile(&typed_source(expr)).map(JsonTemplate::Typed),
+                    None => Template::compile(s).map(|t| match t.compiled {
+                        None => JsonTemplate::Literal(Value::String(t.source)),
+                        Some(_) => JsonTemplate::Text(t),
+                    }),
+                };
+                match compiled {
+                    Ok(t) => t,
+                    Err(e) => {
+                        errors.push((node.pos, e));
+                        return None;
+                    }
+                }
+            }
+            Kind::Seq(items) => {
+                let before = errors.len();
+                let items: Vec<_> = items.iter().filter_map(|i| Self::compile(i, errors)).collect();
+                if errors.len() > before {
+                    return None;
+                }
+                JsonTemplate::Array(items)
+            }
+            Kind::Map(entries) => {
+                let before = errors.len();
+                let fields: Vec<_> = entries
+                    .iter()
+                    .filter_map(|(k, v)| Self::compile(v, errors).map(|t| (k.name.clone(), t)))
+                    .collect();
+                if errors.len() > before {
+                    return None;
+                }
+                JsonTemplate::Object(fields)
+            }
+            _ => JsonTemplate::Literal(node.to_json()),
+        })
+    }
+
+    pub fn render(&self, ctx: &Context) -> Result<Value, RenderError> {
+        Ok(match self {
+            JsonTemplate::Literal(v) => v.clone(),
+            JsonTemplate::Text(t) => Value::String(t.render(ctx)?),
+            JsonTemplate::Typed(t) => {
+                let text = t.render(ctx)?;
+                // The `json` helper wrote valid JSON; an empty rendering means a missing value.
+                if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+            }
+            JsonTemplate::Array(items) => Value::Array(items.iter().map(|i| i.render(ctx)).collect::<Result<_, _>>()?),
+            JsonTemplate::Object(fields) => Value::Object(
+                fields.iter().map(|(k, v)| Ok((k.clone(), v.render(ctx)?))).collect::<Result<_, RenderError>>()?,
+            ),
+        })
+    }
+
+    /// Every template in this body, for "missing field" warnings.
+    pub fn templates(&self) -> Vec<&Template> {
+        match self {
+            JsonTemplate::Literal(_) => Vec::new(),
+            JsonTemplate::Text(t) | JsonTemplate::Typed(t) => vec![t],
+            JsonTemplate::Array(items) => items.iter().flat_map(|i| i.templates()).collect(),
+            JsonTemplate::Object(fields) => fields.iter().flat_map(|(_, v)| v.templates()).collect(),
+        }
+    }
+}
+
+/// `{{ expr }}` alone (not a block, comment, partial or triple-stash): its inner expression.
+fn single_expression(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let simple = !inner.is_empty()
+        && !inner.contains("{{")
+        && !inner.contains("}}")
+        && !inner.starts_with(['#', '/', '!', '>', '{', '^', '&', '~'])
+        && inner != "else";
+    simple.then_some(inner)
+}
+
+/// `{{expr}}` → `{{json expr}}` or `{{json (helper args)}}`, so the value is rendered as JSON text.
+fn typed_source(expr: &str) -> String {
+    let is_call = expr.contains(char::is_whitespace) || helpers::HELPER_NAMES.contains(&expr);
+    if is_call { format!("{{{{json ({expr})}}}}") } else { format!("{{{{json {expr}}}}}") }
+}
+
+/// The template context of one event (SPEC §4.4).
+pub fn context(event: Value, payload: Value, headers: Value, query: Value, rule: &str, attempt: u32) -> Context {
+    Context::from(serde_json::json!({
+        "payload": payload,
+        "headers": headers,
+        "query": query,
+        "event": event,
+        "rule": { "name": rule },
+        "attempt": attempt,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::node::parse_yaml;
+
+    fn ctx(payload: Value) -> Context {
+        context(serde_json::json!({"id": "evt_1"}), payload, serde_json::json!({}), serde_json::json!({}), "r", 1)
+    }
+
+    fn body(yaml: &str) -> JsonTemplate {
+        let node = parse_yaml(yaml).unwrap();
+        let mut errors = Vec::new();
+        let t = JsonTemplate::compile(&node, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        t.unwrap()
+    }
+
+    #[test]
+    fn hostile_values_render_into_valid_json_unchanged() {
+        let hostile = "quote \" backslash \\ newline \n }} {{payload.x}} \u{0} \u{1b}[31m tab\t";
+        let t = body("text: \"said: {{payload.msg}}\"\nraw: \"{{payload.msg}}\"\n");
+        let v = t.render(&ctx(serde_json::json!({"msg": hostile}))).unwrap();
+        assert_eq!(v["text"], Value::String(format!("said: {hostile}")));
+        assert_eq!(v["raw"], Value::String(hostile.to_owned()));
+        let text = serde_json::to_string(&v).unwrap();
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn single_expression_leaves_keep_their_json_type() {
+        let t = body(
+            "n: \"{{payload.n}}\"\nb: \"{{payload.b}}\"\no: \"{{payload.o}}\"\na: \"{{payload.a}}\"\nmissing: \"{{payload.nope}}\"\ncount: \"{{len payload.a}}\"\nzip: \"{{payload.zip}}\"\nlit: 7\nlist: [\"x-{{payload.n}}\", true]\n",
+        );
+        let v = t
+            .render(&ctx(serde_json::json!({"n": 5, "b": true, "o": {"k": [1]}, "a": [1, 2, 3], "zip": "01234"})))
+            .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"n": 5, "b": true, "o": {"k": [1]}, "a": [1, 2, 3], "missing": null, "count": 3,
+                "zip": "01234", "lit": 7, "list": ["x-5", true]})
+        );
+    }
+
+    #[test]
+    fn bad_templates_are_load_errors_with_position() {
+        let node = parse_yaml("a: ok\nb: \"{{#if x}}never closed\"\nc: \"{{jsonpath '$[?'}}\"\n").unwrap();
+        let mut errors = Vec::new();
+        assert!(JsonTemplate::compile(&node, &mut errors).is_none());
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].0, Pos { line: 2, col: 4 });
+        assert!(errors[0].1.starts_with("invalid template:"), "{}", errors[0].1);
+        assert_eq!(errors[1].0, Pos { line: 3, col: 4 });
+        assert!(errors[1].1.starts_with("invalid JSONPath `$[?`"), "{}", errors[1].1);
+    }
+
+    #[test]
+    fn no_html_escaping() {
+        let t = Template::compile("<b>{{payload.x}}</b>").unwrap();
+        assert_eq!(t.render(&ctx(serde_json::json!({"x": "a & <c>"}))).unwrap(), "<b>a & <c></b>");
+    }
+}

@@ -1,0 +1,156 @@
+//! The live rule set and its hot reload.
+//!
+//! Many readers, one writer: requests take the current [`RuleSet`] from an
+//! `ArcSwap` (one atomic load); the watcher builds and validates a complete new
+//! set and swaps it in at once. A set that fails to load is never swapped in:
+//! the last good one keeps serving, and the errors (with positions) are kept
+//! for `GET /api/rules` and logged.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::rules::{self, Diagnostic, LoadOptions, RuleSet};
+
+/// Editors save in several steps (write a temp file, rename it over the old
+/// one, touch metadata); waiting this long after the last event lets one save
+/// cause one reload, while still feeling instant to someone editing a file.
+pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// What `/api/rules` reports about reloads.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    /// Whether any set has loaded successfully since start.
+    pub loaded: bool,
+    pub reloads: u64,
+    pub failures: u64,
+    /// Errors of the last failed load, cleared by the next successful one.
+    pub last_error: Option<Vec<Diagnostic>>,
+    #[serde(with = "rfc3339_opt")]
+    pub last_error_at: Option<SystemTime>,
+}
+
+mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&crate::ingest::rfc3339(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+pub struct LiveRules {
+    current: ArcSwap<RuleSet>,
+    status: Mutex<ReloadStatus>,
+    paths: Vec<PathBuf>,
+    env: HashMap<String, String>,
+    opts: LoadOptions,
+}
+
+impl LiveRules {
+    /// Loads the set once; on failure starts with an empty set and the error recorded.
+    pub fn new(paths: Vec<PathBuf>, env: HashMap<String, String>, opts: LoadOptions) -> Self {
+        let live = Self {
+            current: ArcSwap::from_pointee(RuleSet::empty()),
+            status: Mutex::new(ReloadStatus::default()),
+            paths,
+            env,
+            opts,
+        };
+        live.reload();
+        live
+    }
+
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.current.load_full()
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Builds a new set from the files and swaps it in if it is valid.
+    pub fn reload(&self) -> bool {
+        let started = std::time::Instant::now();
+        let result = rules::load(&self.paths, &self.env, &self.opts);
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(set) => {
+                for w in &set.warnings {
+                    tracing::warn!(file = %w.file, line = w.line, col = w.col, "{}", w.message);
+                }
+                tracing::info!(
+                    version = set.version,
+                    files = set.files.len(),
+                    sources = set.sources.len(),
+                    rules = set.rules.len(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "rule set loaded"
+                );
+                self.current.store(Arc::new(set));
+                status.loaded = true;
+                status.reloads += 1;
+                status.last_error = None;
+                status.last_error_at = None;
+                true
+            }
+            Err(failure) => {
+                for e in &failure.errors {
+                    tracing::error!(file = %e.file, line = e.line, col = e.col, "rule set not loaded: {}", e.message);
+                }
+                tracing::error!(errors = failure.errors.len(), "rule files have errors: keeping the last good rule set");
+                status.failures += 1;
+                status.last_error = Some(failure.errors);
+                status.last_error_at = Some(SystemTime::now());
+                false
+            }
+        }
+    }
+}
+
+/// Watches the rule paths and reloads on every change until cancelled.
+/// Failures of the watcher itself are logged; it keeps going.
+pub fn spawn(live: Arc<LiveRules>, cancel: CancellationToken) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DebounceEventResult>();
+    let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
+        let _ = tx.send(res);
+    })?;
+    for p in &live.paths {
+        debouncer.watch(p, RecursiveMode::Recursive)?;
+    }
+    Ok(tokio::spawn(async move {
+        // The debouncer stops watching when dropped: keep it for the task's life.
+        let _debouncer = debouncer;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                msg = rx.recv() => match msg {
+                    None => break,
+                    Some(Err(errors)) => {
+                        for e in errors {
+                            tracing::warn!(error = %e, "rule watcher error");
+                        }
+                    }
+                    Some(Ok(events)) => {
+                        let relevant = events.iter().any(|e| !matches!(e.kind, notify::EventKind::Access(_)));
+                        if relevant {
+                            // Drain what arrived meanwhile: one reload covers them all.
+                            while rx.try_recv().is_ok() {}
+                            let live = live.clone();
+                            let _ = tokio::task::spawn_blocking(move || live.reload()).await;
+                        }
+                    }
+                },
+            }
+        }
+    }))
+}
