@@ -170,6 +170,7 @@ pub struct RuleTest {
 
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+const TOP_LEVEL: [&str; 3] = ["sources", "rules", "tests"];
 const SHELLS: [&str; 6] = ["sh", "bash", "zsh", "dash", "ksh", "fish"];
 
 pub struct Builder<'a> {
@@ -246,6 +247,12 @@ impl<'a> Builder<'a> {
         let mut errs = FileErrors { file: shown, list: resolved.errors };
 
         match &root.kind {
+            Kind::Map(entries) if !entries.is_empty() && !entries.iter().any(|(k, _)| TOP_LEVEL.contains(&k.name.as_str())) => {
+                errs.push(
+                    root.pos,
+                    "not a rule file: it has none of the top-level keys `sources`, `rules` or `tests` (keep payloads and other JSON/YAML outside the rules directory)",
+                );
+            }
             Kind::Map(entries) => {
                 for (key, value) in entries {
                     match key.name.as_str() {
@@ -313,7 +320,7 @@ impl<'a> Builder<'a> {
         if !valid_name(&raw.name) {
             errs.push(raw.name.pos, format!("invalid rule name `{}`: use lowercase letters, digits, `-` and `_`", *raw.name));
         }
-        let names: Vec<(String, Pos)> = raw.source.value.0.iter().map(|s| (s.value.clone(), s.pos)).collect();
+        let names: Vec<(String, Pos)> = raw.source.value.0.iter().map(|s| (s.clone(), raw.source.pos)).collect();
         let when = raw.when.as_ref().and_then(|w| compile_condition(w, errs));
         let mut actions = Vec::new();
         for (i, node) in raw.actions.iter().flatten().enumerate() {
@@ -681,7 +688,7 @@ fn check_url(url: &Spanned<String>, allow_payload_host: bool, errs: &mut FileErr
 fn compile_email(e: raw::Email, errs: &mut FileErrors<'_>) -> Option<EmailAction> {
     let before = errs.list.len();
     let list = |v: Vec<Spanned<String>>, errs: &mut FileErrors<'_>| -> Vec<Template> { v.iter().filter_map(|s| errs.template(s)).collect() };
-    let to = list(e.to.0, errs);
+    let to = list(e.to.value.0.iter().map(|t| Spanned { pos: e.to.pos, value: t.clone() }).collect(), errs);
     let cc = list(e.cc.unwrap_or_default(), errs);
     let bcc = list(e.bcc.unwrap_or_default(), errs);
     let from = e.from.as_ref().and_then(|f| errs.template(f));

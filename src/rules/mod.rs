@@ -155,7 +155,7 @@ pub fn load(paths: &[PathBuf], env: &HashMap<String, String>, opts: &LoadOptions
 
     let mut builder = compile::Builder::new(env, opts);
     for file in &files {
-        let shown = file.display().to_string();
+        let shown = shown(file);
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) => {
@@ -166,9 +166,14 @@ pub fn load(paths: &[PathBuf], env: &HashMap<String, String>, opts: &LoadOptions
         let Some(format) = node::Format::of(file) else { continue };
         builder.add_file(&shown, file, format, &text);
     }
-    let (set, mut more, warnings) = builder.finish(files.iter().map(|f| f.display().to_string()).collect());
+    let (set, mut more, warnings) = builder.finish(files.iter().map(|f| shown(f)).collect());
     errors.append(&mut more);
     if errors.is_empty() { Ok(set) } else { Err(LoadFailure { errors, warnings }) }
+}
+
+/// A path as shown in messages: as given, without a leading `./`.
+fn shown(p: &Path) -> String {
+    p.strip_prefix(".").unwrap_or(p).display().to_string()
 }
 
 fn is_hidden(p: &Path) -> bool {

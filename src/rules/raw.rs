@@ -40,7 +40,7 @@ pub struct Source {
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub name: Spanned<String>,
-    pub source: Spanned<OneOrMany<Spanned<String>>>,
+    pub source: Spanned<OneOrMany<String>>,
     pub enabled: Option<bool>,
     pub when: Option<Node>,
     pub actions: Option<Vec<Node>>,
@@ -104,7 +104,7 @@ pub struct SignStandard {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Email {
-    pub to: OneOrMany<Spanned<String>>,
+    pub to: Spanned<OneOrMany<String>>,
     pub cc: Option<Vec<Spanned<String>>>,
     pub bcc: Option<Vec<Spanned<String>>>,
     pub from: Option<Spanned<String>>,

@@ -47,7 +47,11 @@ impl Template {
             return Ok(Self { source: source.to_owned(), compiled: None });
         }
         let compiled = handlebars::Template::compile(source).map_err(|e| {
-            let reason = e.reason().to_string();
+            let mut reason = e.reason().to_string();
+            // pest lists every token it would have taken; the position says more.
+            if let Some(i) = reason.find(": expected escape, expression") {
+                reason.truncate(i);
+            }
             match e.pos() {
                 Some((line, col)) => format!("invalid template: {reason} (template line {line}, column {col})"),
                 None => format!("invalid template: {reason}"),

@@ -1,0 +1,239 @@
+//! Every answer of SPEC §5, and that the daemon keeps serving after each.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, client, fixture};
+
+const RULES: &str = r#"
+sources:
+  github:
+    dedup: "{{headers.x-github-delivery}}"
+  forms:
+    json_fields: [payload]
+  small:
+    max_body: 1KiB
+    methods: [POST, PUT]
+  limited:
+    rate_limit: 3/m
+  office:
+    allow_ips: [203.0.113.0/24]
+  slack:
+    path: /slack/events
+rules:
+  - name: push-to-chat
+    source: github
+    when:
+      - header: X-GitHub-Event
+        equals: push
+      - path: $.ref
+        glob: refs/heads/**
+    actions:
+      - http:
+          url: http://127.0.0.1:9/chat
+          body: { text: "{{payload.pusher.name}} pushed {{len payload.commits}} commits" }
+  - name: tags
+    source: github
+    when: { path: $.ref, starts_with: refs/tags/ }
+    actions:
+      - command: { argv: ["/bin/true"] }
+  - name: bitbucket
+    source: forms
+    when: { path: $.payload.repository.name, exists: true }
+    actions:
+      - command: { argv: ["/bin/echo", "{{payload.payload.repository.name}}"] }
+  - name: url-verification
+    source: slack
+    when: { path: $.type, equals: url_verification }
+    respond:
+      status: 200
+      body: { challenge: "{{payload.challenge}}" }
+"#;
+
+async fn post(d: &Daemon, path: &str, ct: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = client().post(d.url(path)).header("content-type", ct).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+fn request_id(r: &reqwest::Response) -> String {
+    r.headers().get("x-request-id").expect("every answer carries X-Request-Id").to_str().unwrap().to_owned()
+}
+
+async fn assert_healthy(d: &Daemon) {
+    let r = client().get(d.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn stored_events_answer_202_with_matched_rules_and_store_pending_deliveries() {
+    let d = Daemon::start(&[("github.yaml", RULES)]);
+    let r = post(&d, "/hooks/github", "application/json", fixture("examples/payloads/push-branch.json"), &[("x-github-event", "push")]).await;
+    assert_eq!(r.status(), 202);
+    let id = request_id(&r);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"event_id": id, "matched": ["push-to-chat"]}));
+    assert!(id.starts_with("evt_"));
+    assert_eq!(d.db_count(&format!("SELECT count(*) FROM events WHERE id = '{id}'")), 1);
+    assert_eq!(d.db_count(&format!("SELECT count(*) FROM deliveries WHERE event_id = '{id}' AND status = 'pending'")), 1);
+
+    // Nothing matched is still stored, and says so.
+    let r = post(&d, "/hooks/github", "application/json", fixture("examples/payloads/ping.json"), &[("x-github-event", "ping")]).await;
+    assert_eq!(r.status(), 202);
+    let id = request_id(&r);
+    assert_eq!(r.json::<Value>().await.unwrap()["matched"], json!([]));
+    assert_eq!(d.db_count(&format!("SELECT count(*) FROM deliveries WHERE event_id = '{id}'")), 0);
+    assert_eq!(d.db_count(&format!("SELECT count(*) FROM events WHERE id = '{id}'")), 1);
+}
+
+#[tokio::test]
+async fn form_posts_decode_repeated_keys_and_json_fields() {
+    let d = Daemon::start(&[("rules.yaml", RULES)]);
+    let r = post(&d, "/hooks/forms", "application/x-www-form-urlencoded", fixture("tests/fixtures/bitbucket-form.txt"), &[]).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().await.unwrap()["matched"], json!(["bitbucket"]));
+
+    let r = post(&d, "/hooks/forms", "application/x-www-form-urlencoded", "tag=a&tag=b+c&name=%C3%A9", &[]).await;
+    assert_eq!(r.status(), 202);
+    let id = request_id(&r);
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    let payload: String = conn.query_row("SELECT payload FROM events WHERE id = ?1", [&id], |row| row.get(0)).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&payload).unwrap(), json!({"tag": ["a", "b c"], "name": "é"}));
+}
+
+#[tokio::test]
+async fn respond_answers_with_the_rules_own_status_and_rendered_body() {
+    let d = Daemon::start(&[("rules.yaml", RULES)]);
+    let r = post(&d, "/slack/events", "application/json", r#"{"type":"url_verification","challenge":"3eZbrw1aB\"x"}"#, &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(request_id(&r).starts_with("evt_"));
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"challenge": "3eZbrw1aB\"x"}));
+}
+
+#[tokio::test]
+async fn duplicates_answer_200_with_the_first_event_and_store_once_under_concurrency() {
+    let d = Daemon::start(&[("rules.yaml", RULES)]);
+    let body = fixture("examples/payloads/push-branch.json");
+    let mut tasks = Vec::new();
+    for _ in 0..24 {
+        let url = d.url("/hooks/github");
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = client()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-github-event", "push")
+                .header("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut stored = Vec::new();
+    let mut duplicates = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            202 => stored.push(body["event_id"].as_str().unwrap().to_owned()),
+            200 => {
+                assert_eq!(body["duplicate"], json!(true));
+                duplicates.push(body["event_id"].as_str().unwrap().to_owned());
+            }
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert_eq!(stored.len(), 1, "exactly one copy is stored");
+    assert_eq!(duplicates.len(), 23);
+    assert!(duplicates.iter().all(|id| *id == stored[0]), "duplicates name the first event");
+    assert_eq!(d.db_count("SELECT count(*) FROM events WHERE source = 'github'"), 1);
+    assert_eq!(d.db_count("SELECT count(*) FROM deliveries"), 1);
+}
+
+#[tokio::test]
+async fn every_rejection_has_its_status_message_and_request_id() {
+    let d = Daemon::start(&[("rules.yaml", RULES)]);
+
+    let r = post(&d, "/hooks/nope", "application/json", "{}", &[]).await;
+    assert_eq!(r.status(), 404);
+    request_id(&r);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "no source at /hooks/nope"}));
+
+    let r = client().get(d.url("/hooks/github")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+    request_id(&r);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "method GET not allowed; allowed: POST"}));
+    let r = client().put(d.url("/hooks/small")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 202, "PUT is allowed where listed");
+
+    let r = post(&d, "/hooks/office", "application/json", "{}", &[]).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "address not allowed"}));
+
+    let r = post(&d, "/hooks/github", "application/json", "{\"ref\": \"refs/heads/main\",\n  \"x\": tru}", &[]).await;
+    assert_eq!(r.status(), 400);
+    request_id(&r);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "invalid JSON at line 2 column 10: expected ident"}));
+
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+    let r = post(&d, "/hooks/github", "application/json", deep, &[]).await;
+    assert_eq!(r.status(), 400);
+    let msg = r.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_owned();
+    assert_eq!(msg, "invalid JSON at line 1 column 129: recursion limit exceeded");
+
+    let r = post(&d, "/hooks/github", "application/json", "{\"n\": 1e400}", &[]).await;
+    assert_eq!(r.status(), 400);
+
+    let r = post(&d, "/hooks/small", "application/json", vec![b'x'; 2048], &[]).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "body larger than 1024 bytes"}));
+
+    for i in 0..3 {
+        let r = post(&d, "/hooks/limited", "application/json", "{}", &[]).await;
+        assert_eq!(r.status(), 202, "request {i} is within the limit");
+    }
+    let r = post(&d, "/hooks/limited", "application/json", "{}", &[]).await;
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&wait), "Retry-After {wait}");
+    request_id(&r);
+
+    let big = "a".repeat(70 * 1024);
+    let r = client().post(d.url("/hooks/github")).header("x-big", big).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 431);
+
+    // Anything else is stored raw with a null payload.
+    let r = post(&d, "/hooks/small", "text/plain", "hello", &[]).await;
+    assert_eq!(r.status(), 202);
+    assert_healthy(&d).await;
+}
+
+#[tokio::test]
+async fn oversized_streamed_body_is_refused_without_reading_it_all() {
+    let d = Daemon::start(&[("rules.yaml", RULES)]);
+    // A chunked body with no Content-Length that would go on for 256 MiB.
+    let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+    let stream = futures_util::stream::iter((0..4096).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let started = std::time::Instant::now();
+    let r = client()
+        .post(d.url("/hooks/small"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await;
+    // The server answers 413 as soon as the limit is passed; the client may see
+    // the answer or a reset while it is still sending. Either way it is not 2xx,
+    // and it happens long before 256 MiB could have been read.
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(d.db_count("SELECT count(*) FROM events"), 0);
+    assert_healthy(&d).await;
+}

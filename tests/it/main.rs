@@ -1,0 +1,10 @@
+//! Integration tests: the real daemon on an ephemeral port, real HTTP
+//! requests, a real SQLite file. One binary for all of them (one link step).
+
+mod support;
+
+mod answers;
+mod authoring;
+mod durability;
+mod reload;
+mod verification;
