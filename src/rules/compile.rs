@@ -514,6 +514,10 @@ fn compile_source(name: &str, pos: Pos, raw: raw::Source, errs: &mut FileErrors<
             errs.push(p.pos, format!("`path` must start with `/`, found `{}`", *p));
             String::new()
         }
+        Some(p) if is_reserved(&p) => {
+            errs.push(p.pos, format!("`path` {} is reserved for hookwire itself (/healthz, /readyz, /metrics, /, /api/…)", *p));
+            String::new()
+        }
         Some(p) => p.value,
         None => format!("/hooks/{name}"),
     };
@@ -574,6 +578,10 @@ fn compile_source(name: &str, pos: Pos, raw: raw::Source, errs: &mut FileErrors<
         file: errs.file.to_owned(),
         pos,
     })
+}
+
+fn is_reserved(path: &str) -> bool {
+    matches!(path, "/" | "/healthz" | "/readyz" | "/metrics" | "/api") || path.starts_with("/api/")
 }
 
 fn parse_rate(s: &str) -> Result<RateLimit, String> {
