@@ -459,9 +459,9 @@ impl<'a> Builder<'a> {
                     s.pos,
                     format!("duplicate source name `{}`: also defined at {}:{}", s.name, first.file, first.pos),
                 ));
-            } else {
-                seen.insert(&s.name, s);
+                continue;
             }
+            seen.insert(&s.name, s);
             if let Some(first) = paths.get(s.path.as_str()) {
                 self.errors.push(Diagnostic::new(
                     &s.file,

@@ -12,6 +12,9 @@ pub mod env;
 pub mod node;
 pub mod raw;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
