@@ -72,7 +72,7 @@ load_errors! {
     bad_jsonpath: "rules:\n  - name: a\n    source: github\n    when: '$..['\n" => "r.yaml:4:11: invalid JSONPath `$..[`";
     two_operators: "rules:\n  - name: a\n    source: github\n    when: { path: $.a, equals: 1, in: [1] }\n" => "r.yaml:4:35: a condition takes one operator, found `equals` and `in`";
     bad_template: "rules:\n  - name: a\n    source: github\n    actions:\n      - http: { url: 'http://x', body: { a: '{{payload.a' } }\n" => "r.yaml:5:45: invalid template";
-    bad_jsonpath_in_template: "rules:\n  - name: a\n    source: github\n    actions:\n      - http: { url: 'http://x', body: \"{{jsonpath '$[?'}}\" }\n" => "r.yaml:5:39: invalid JSONPath `$[?`";
+    bad_jsonpath_in_template: "rules:\n  - name: a\n    source: github\n    actions:\n      - http: { url: 'http://x', body: \"{{jsonpath '$[?'}}\" }\n" => "r.yaml:5:40: invalid JSONPath `$[?`";
     two_action_kinds: "rules:\n  - name: a\n    source: github\n    actions:\n      - http: { url: 'http://x' }\n        command: { argv: [x] }\n" => "r.yaml:5:9: an action takes exactly one of `http`, `email` or `command`";
     duplicate_action_names: "rules:\n  - name: a\n    source: github\n    actions:\n      - command: { argv: [x] }\n      - command: { argv: [y] }\n        name: command-0\n" => "r.yaml:6:9: duplicate action name `command-0`";
     templated_host: "rules:\n  - name: a\n    source: github\n    actions:\n      - http: { url: 'https://{{payload.host}}/x' }\n" => "r.yaml:5:22: the host of an http action comes from a template";

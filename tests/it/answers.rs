@@ -237,3 +237,86 @@ async fn oversized_streamed_body_is_refused_without_reading_it_all() {
     assert_eq!(d.db_count("SELECT count(*) FROM events"), 0);
     assert_healthy(&d).await;
 }
+
+const DECODE_RULES: &str = r#"
+sources:
+  xml: {}
+  plex:
+    json_fields: [payload]
+  sendgrid: {}
+rules:
+  - name: sally
+    source: xml
+    when: { path: "$.app.users.user[?@['@name'] == 'Sally']", exists: true }
+  - name: media-play
+    source: plex
+    when: { path: $.payload.event, equals: media.play }
+  - name: delivered
+    source: sendgrid
+    when: { path: "$[*].event", equals: delivered }
+"#;
+
+async fn stored_payload(d: &Daemon, r: reqwest::Response) -> (Value, Value) {
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    let payload: String =
+        conn.query_row("SELECT payload FROM events WHERE id = ?1", [body["event_id"].as_str().unwrap()], |row| row.get(0)).unwrap();
+    (body, serde_json::from_str(&payload).unwrap())
+}
+
+#[tokio::test]
+async fn xml_multipart_and_top_level_arrays_decode_and_match() {
+    let d = Daemon::start(&[("rules.yaml", DECODE_RULES)]);
+    let r = post(&d, "/hooks/xml", "application/xml", fixture("tests/fixtures/app.xml"), &[]).await;
+    let (body, payload) = stored_payload(&d, r).await;
+    assert_eq!(body["matched"], json!(["sally"]));
+    assert_eq!(payload["app"]["messages"]["message"]["#text"], "Hello!!");
+
+    // Real clients send multipart with CRLF line endings.
+    let multipart = String::from_utf8(fixture("tests/fixtures/plex-multipart.txt")).unwrap().replace('\n', "\r\n");
+    let r = post(&d, "/hooks/plex", "multipart/form-data; boundary=xxx", multipart, &[]).await;
+    let (body, payload) = stored_payload(&d, r).await;
+    assert_eq!(body["matched"], json!(["media-play"]));
+    assert_eq!(payload["payload"]["Account"]["title"], "elan");
+    assert_eq!(payload["thumb"]["filename"], "thumb.jpg");
+
+    let r = post(&d, "/hooks/sendgrid", "application/json", fixture("tests/fixtures/sendgrid-array.json"), &[]).await;
+    let (body, payload) = stored_payload(&d, r).await;
+    assert!(payload.is_array());
+    assert_eq!(body["matched"], json!(["delivered"]));
+
+    let r = post(&d, "/hooks/xml", "application/xml", "<app><unclosed></app>", &[]).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("XML"));
+}
+
+#[tokio::test]
+async fn admin_api_needs_the_token_when_one_is_set() {
+    let d = Daemon::start_with(&[("rules.yaml", RULES)], &[], &["--admin-token", "t0ken-for-admin"]);
+    let r = client().get(d.url("/api/rules")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client().get(d.url("/api/rules")).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client().get(d.url("/api/rules")).bearer_auth("t0ken-for-admin").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["reload"]["loaded"], true);
+    assert!(v["sources"].as_array().unwrap().iter().any(|s| s["name"] == "github"));
+    // Health checks stay open.
+    assert_eq!(client().get(d.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(client().get(d.url("/readyz")).send().await.unwrap().status(), 200);
+    assert!(!d.log_text().contains("t0ken-for-admin"));
+}
+
+#[test]
+fn serve_refuses_a_public_listener_without_an_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let (code, _, err) = crate::support::run_cli(dir.path(), &["serve", "--listen", "0.0.0.0:0"], &[("HOOKWIRE_ADMIN_TOKEN", "")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("refusing to listen on 0.0.0.0:"), "{err}");
+    let (code, _, err) = crate::support::run_cli(dir.path(), &["serve", "--rules", "missing-dir", "--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("rules directory missing-dir does not exist"), "{err}");
+}
