@@ -185,7 +185,7 @@ async fn every_rejection_has_its_status_message_and_request_id() {
     let r = post(&d, "/hooks/github", "application/json", deep, &[]).await;
     assert_eq!(r.status(), 400);
     let msg = r.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_owned();
-    assert_eq!(msg, "invalid JSON at line 1 column 129: recursion limit exceeded");
+    assert_eq!(msg, "invalid JSON at line 1 column 128: recursion limit exceeded");
 
     let r = post(&d, "/hooks/github", "application/json", "{\"n\": 1e400}", &[]).await;
     assert_eq!(r.status(), 400);
