@@ -1,70 +1,140 @@
-//! The helpers templates may call (SPEC §4.4), the registry that holds them,
-//! and template analysis used at load (`jsonpath` literals are compiled then)
-//! and by `hookwire test` (fields a template refers to that the event lacks).
+//! The handlebars registry and hookwire's template helpers (SPEC §4.4), plus the
+//! static analyses the loader and `hookwire test` run on compiled templates.
 //!
-//! Every helper returns a JSON value, so each also works as a subexpression:
-//! `{{json (len payload.commits)}}` is `3`, not `"3"`.
+//! Promises:
+//! - [`registry`] never HTML-escapes, is not strict (a missing field renders as
+//!   empty text) and keeps handlebars' own helpers (`if`, `each`, `eq`, `len`, …).
+//! - Every hookwire helper computes a typed JSON value (`call_inner`), so it works
+//!   both as `{{helper …}}` and as a subexpression: `{{json (len payload.a)}}` is `3`.
+//! - Bad arguments (wrong count, bad format string, invalid JSONPath) are a
+//!   [`handlebars::RenderError`] with a message naming the helper, never a panic.
+//! - Templates render without being registered by name ([`render`]), so the same
+//!   registry serves every rule set.
+//!
+//! Text conversion inside helpers: a string is itself, `null`/missing is empty,
+//! anything else is its compact JSON text (so `upper` of `{"a":1}` is `{"A":1}`).
+//! The string helpers (`upper` … `base64`) pass a missing/null VALUE through as
+//! `null`, so a missing field stays missing through them.
 
-use handlebars::template::{Parameter, TemplateElement};
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use handlebars::template::{HelperTemplate, Parameter, TemplateElement};
 use handlebars::{
-    Context, Handlebars, Helper, HelperDef, JsonRender, RenderContext, RenderError, RenderErrorReason, Renderable,
-    ScopedJson, StringOutput, Template, handlebars_helper,
+    Context, Handlebars, Helper, HelperDef, JsonTruthy, Path, PathSeg, RenderContext, RenderError,
+    RenderErrorReason, Renderable, ScopedJson, Template,
 };
 use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
 
-/// Helper names of ours (handlebars' own are registered by `Handlebars::new`).
+/// Every helper name the [`registry`] knows: hookwire's and handlebars' built-ins.
+///
+/// In handlebars a bare `{{name}}` calls the helper of that name when one exists and
+/// reads the field otherwise, so code that classifies expressions needs this list.
 pub const HELPER_NAMES: &[&str] = &[
-    "json", "jsonpath", "default", "upper", "lower", "trim", "truncate", "replace", "urlencode", "base64", "join", "now",
-    "date",
+    // hookwire
+    "json",
+    "jsonpath",
+    "default",
+    "upper",
+    "lower",
+    "trim",
+    "truncate",
+    "replace",
+    "urlencode",
+    "base64",
+    "join",
+    "now",
+    "date", // handlebars 6 built-ins (Registry::new)
+    "if",
+    "unless",
+    "each",
+    "with",
+    "lookup",
+    "raw",
+    "log",
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "and",
+    "or",
+    "not",
+    "len",
 ];
 
-/// Text of a value as templates show it: strings as they are, the rest as handlebars renders them.
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.render(),
+/// Why a helper refused its arguments; turned into a handlebars `RenderError` at
+/// the boundary so the message reaches the delivery attempt intact.
+#[derive(Debug, thiserror::Error)]
+enum HelperError {
+    #[error("`{name}` expects {expected}, got {got} (usage: {usage})")]
+    Arity {
+        name: &'static str,
+        expected: &'static str,
+        got: usize,
+        usage: &'static str,
+    },
+    #[error("`{name}` takes no named arguments (usage: {usage})")]
+    NamedArgs {
+        name: &'static str,
+        usage: &'static str,
+    },
+    #[error("`{name}`: {reason}")]
+    BadArg { name: &'static str, reason: String },
+}
+
+impl From<HelperError> for RenderError {
+    fn from(e: HelperError) -> Self {
+        RenderErrorReason::Other(e.to_string()).into()
     }
 }
 
-fn usize_arg(v: &Value, helper: &'static str) -> Result<usize, RenderError> {
-    v.as_u64()
-        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| RenderErrorReason::Other(format!("`{helper}` needs a whole number, got {v}")).into())
+/// A registry with hookwire's helpers: no HTML escaping, not strict.
+pub fn registry() -> Handlebars<'static> {
+    let mut reg = Handlebars::new();
+    // Templates build JSON, URLs, shell arguments and mail: HTML escaping would corrupt all of them.
+    reg.register_escape_fn(handlebars::no_escape);
+    // SPEC §4.4: a missing field renders as empty text (and `hookwire test` warns instead).
+    reg.set_strict_mode(false);
+    for helper in VALUE_HELPERS {
+        reg.register_helper(helper.name, Box::new(helper));
+    }
+    reg.register_helper("jsonpath", Box::new(JsonPathHelper));
+    reg
 }
 
-handlebars_helper!(upper: |v: Json| text(v).to_uppercase());
-handlebars_helper!(lower: |v: Json| text(v).to_lowercase());
-handlebars_helper!(trim: |v: Json| text(v).trim().to_owned());
-handlebars_helper!(replace: |v: Json, from: Json, to: Json| {
-    let from = text(from);
-    if from.is_empty() { text(v) } else { text(v).replace(&from, &text(to)) }
-});
-handlebars_helper!(urlencode: |v: Json| {
-    url::form_urlencoded::byte_serialize(text(v).as_bytes()).collect::<String>().replace('+', "%20")
-});
-handlebars_helper!(b64: |v: Json| {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(text(v))
-});
-handlebars_helper!(default: |v: Json, fallback: Json| {
-    match v {
-        Value::Null => fallback.clone(),
-        Value::String(s) if s.is_empty() => fallback.clone(),
-        other => other.clone(),
-    }
-});
-handlebars_helper!(join: |list: Json, sep: Json| {
-    match list {
-        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(&text(sep)),
-        other => text(other),
-    }
-});
+/// Renders a compiled, unregistered template against `ctx`.
+pub fn render(reg: &Handlebars<'_>, tpl: &Template, ctx: &Context) -> Result<String, RenderError> {
+    let mut rc = RenderContext::new(None);
+    tpl.renders(reg, ctx, &mut rc)
+}
 
-/// `json` is special: a missing value is `null`, not an empty string.
-struct Json;
-impl HelperDef for Json {
+// ---------------------------------------------------------------------------
+// Value helpers
+// ---------------------------------------------------------------------------
+
+/// One helper that maps its positional arguments to a JSON value.
+///
+/// Written by hand rather than with `handlebars_helper!` because the macro ignores
+/// extra arguments, reports a missing one only as a type name, and cannot tell
+/// "VALUE missing" from "VALUE null" — we want arity errors that show the usage.
+struct ValueHelper {
+    name: &'static str,
+    usage: &'static str,
+    min: usize,
+    max: usize,
+    /// Human form of the arity for errors ("1 argument", "1 or 2 arguments").
+    expected: &'static str,
+    run: fn(&ValueHelper, &[&Value]) -> Result<Value, HelperError>,
+}
+
+/// The most arguments any value helper takes; arguments sit in a stack array.
+const MAX_ARGS: usize = 3;
+
+impl HelperDef for &'static ValueHelper {
     fn call_inner<'reg: 'rc, 'rc>(
         &self,
         h: &Helper<'rc>,
@@ -72,30 +142,342 @@ impl HelperDef for Json {
         _: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
-        let v = h.param(0).map(|p| p.value().clone()).unwrap_or(Value::Null);
-        Ok(ScopedJson::Derived(Value::String(v.to_string())))
+        let params = h.params();
+        if params.len() < self.min || params.len() > self.max {
+            return Err(self.arity(params.len()).into());
+        }
+        if !h.hash().is_empty() {
+            return Err(HelperError::NamedArgs {
+                name: self.name,
+                usage: self.usage,
+            }
+            .into());
+        }
+        // A missing field reads as null here: non-strict mode, like the rest of the template.
+        let mut args: [&Value; MAX_ARGS] = [&Value::Null; MAX_ARGS];
+        for (slot, p) in args.iter_mut().zip(params) {
+            *slot = p.value();
+        }
+        Ok(ScopedJson::Derived((self.run)(
+            self,
+            &args[..params.len()],
+        )?))
     }
 }
 
-struct Truncate;
-impl HelperDef for Truncate {
-    fn call_inner<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        let (Some(v), Some(n)) = (h.param(0), h.param(1)) else {
-            return Err(RenderErrorReason::Other("`truncate` takes a value and a length: {{truncate x 80}}".into()).into());
-        };
-        let n = usize_arg(n.value(), "truncate")?;
-        Ok(ScopedJson::Derived(Value::String(text(v.value()).chars().take(n).collect())))
+impl ValueHelper {
+    fn arity(&self, got: usize) -> HelperError {
+        HelperError::Arity {
+            name: self.name,
+            expected: self.expected,
+            got,
+            usage: self.usage,
+        }
+    }
+
+    fn bad(&self, reason: impl Into<String>) -> HelperError {
+        HelperError::BadArg {
+            name: self.name,
+            reason: reason.into(),
+        }
     }
 }
 
-/// `jsonpath "$.a.b"`: queries the event's payload (the root context's `payload`).
+static VALUE_HELPERS: [&ValueHelper; 12] = [
+    &ValueHelper {
+        name: "json",
+        usage: "json VALUE",
+        min: 1,
+        max: 1,
+        expected: "1 argument",
+        run: json,
+    },
+    &ValueHelper {
+        name: "default",
+        usage: "default VALUE FALLBACK",
+        min: 2,
+        max: 2,
+        expected: "2 arguments",
+        run: default,
+    },
+    &ValueHelper {
+        name: "upper",
+        usage: "upper VALUE",
+        min: 1,
+        max: 1,
+        expected: "1 argument",
+        run: upper,
+    },
+    &ValueHelper {
+        name: "lower",
+        usage: "lower VALUE",
+        min: 1,
+        max: 1,
+        expected: "1 argument",
+        run: lower,
+    },
+    &ValueHelper {
+        name: "trim",
+        usage: "trim VALUE",
+        min: 1,
+        max: 1,
+        expected: "1 argument",
+        run: trim,
+    },
+    &ValueHelper {
+        name: "truncate",
+        usage: "truncate VALUE N",
+        min: 2,
+        max: 2,
+        expected: "2 arguments",
+        run: truncate,
+    },
+    &ValueHelper {
+        name: "replace",
+        usage: "replace VALUE FROM TO",
+        min: 3,
+        max: 3,
+        expected: "3 arguments",
+        run: replace,
+    },
+    &ValueHelper {
+        name: "urlencode",
+        usage: "urlencode VALUE",
+        min: 1,
+        max: 1,
+        expected: "1 argument",
+        run: urlencode,
+    },
+    &ValueHelper {
+        name: "base64",
+        usage: "base64 VALUE",
+        min: 1,
+        max: 1,
+        expected: "1 argument",
+        run: base64,
+    },
+    &ValueHelper {
+        name: "join",
+        usage: "join ARRAY SEP",
+        min: 2,
+        max: 2,
+        expected: "2 arguments",
+        run: join,
+    },
+    &ValueHelper {
+        name: "now",
+        usage: "now [FORMAT]",
+        min: 0,
+        max: 1,
+        expected: "0 or 1 argument",
+        run: now,
+    },
+    &ValueHelper {
+        name: "date",
+        usage: "date VALUE FORMAT",
+        min: 2,
+        max: 2,
+        expected: "2 arguments",
+        run: date,
+    },
+];
+
+/// A value as text inside helpers: strings as is, null as empty, the rest as compact JSON.
+fn text(v: &Value) -> std::borrow::Cow<'_, str> {
+    match v {
+        Value::String(s) => s.as_str().into(),
+        Value::Null => "".into(),
+        other => other.to_string().into(),
+    }
+}
+
+/// Applies a text transformation, letting a missing/null VALUE through as null.
+fn map_text(v: &Value, f: impl FnOnce(&str) -> String) -> Value {
+    match v {
+        Value::Null => Value::Null,
+        v => Value::String(f(&text(v))),
+    }
+}
+
+fn json(_: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
+    Ok(Value::String(a[0].to_string()))
+}
+
+fn default(_: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
+    Ok(match a[0] {
+        Value::Null => a[1].clone(),
+        Value::String(s) if s.is_empty() => a[1].clone(),
+        v => v.clone(),
+    })
+}
+
+fn upper(_: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
+    Ok(map_text(a[0], str::to_uppercase))
+}
+
+fn lower(_: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
+    Ok(map_text(a[0], str::to_lowercase))
+}
+
+fn trim(_: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
+    Ok(map_text(a[0], |s| s.trim().to_owned()))
+}
+
+fn truncate(h: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
+    // A string N is accepted because form and query values always arrive as strings.
+    let n = match a[1] {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| h.bad(format!("N must be a whole number ≥ 0, got {}", a[1])))?;
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    // Cut at a char boundary: counting chars, never bytes, so UTF-8 is never split.
+    Ok(map_text(a[0], |s| match s.char_indices().nth(n) {
+        Some((i, _)) => s[..i].to_owned(),
+        None => s.to_owned(),
+    }))
+}
+
+fn replace(h: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
+    let from = text(a[1]);
+    if from.is_empty() {
+        // `str::replace("")` would insert TO between every character: never what was meant.
+        return Err(h.bad("FROM must not be empty"));
+    }
+    let to = text(a[2]);
+    Ok(map_text(a[0], |s| s.replace(from.as_ref(), &to)))
+}
+
+/// Percent-encodes for a URL path segment or query component.
+///
+/// `form_urlencoded::byte_serialize` (the `url` crate's) keeps only `A-Z a-z 0-9 * - . _`
+/// and turns spaces into `+`, encoding a literal `+` as `%2B`; so every `+` it emits was
+/// a space, and rewriting it to `%20` gives an encoding valid in paths and queries alike.
+fn urlencode(_: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
+    Ok(map_text(a[0], |s| {
+        let mut out = String::with_capacity(s.len());
+        for piece in url::form_urlencoded::byte_serialize(s.as_bytes()) {
+            if piece == "+" {
+                out.push_str("%20");
+            } else {
+                out.push_str(piece);
+            }
+        }
+        out
+    }))
+}
+
+fn base64(_: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
+    Ok(map_text(a[0], |s| {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }))
+}
+
+fn join(_: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
+    let sep = text(a[1]);
+    Ok(match a[0] {
+        Value::Array(items) => {
+            let mut out = String::new();
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(&sep);
+                }
+                out.push_str(&text(item));
+            }
+            Value::String(out)
+        }
+        Value::Null => Value::Null,
+        v => Value::String(text(v).into_owned()),
+    })
+}
+
+fn now(h: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
+    format_time(h, OffsetDateTime::now_utc(), a.first().copied())
+}
+
+fn date(h: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
+    let when = match a[0] {
+        // A missing date renders as empty text, like any missing field.
+        Value::Null => return Ok(Value::Null),
+        Value::String(s) => match s.trim().parse::<i64>() {
+            // Digits only: unix seconds sent as text (forms and query strings have no numbers).
+            Ok(secs) => from_unix(h, secs)?,
+            Err(_) => OffsetDateTime::parse(s.trim(), &Rfc3339)
+                .map_err(|e| h.bad(format!("{s:?} is neither RFC 3339 nor unix seconds: {e}")))?,
+        },
+        Value::Number(n) => match n.as_i64() {
+            Some(secs) => from_unix(h, secs)?,
+            None => {
+                let secs = n.as_f64().filter(|f| f.is_finite()).unwrap_or(f64::NAN);
+                // f64 seconds → i128 nanoseconds; out-of-range values fail in the constructor below.
+                let nanos = (secs * 1e9) as i128;
+                OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                    .map_err(|e| h.bad(format!("{n} is out of range as unix seconds: {e}")))?
+            }
+        },
+        other => {
+            return Err(h.bad(format!(
+                "VALUE must be an RFC 3339 string or unix seconds, got {other}"
+            )));
+        }
+    };
+    // Output is always UTC, like `now`, so the same FORMAT reads the same everywhere.
+    format_time(h, when.to_offset(UtcOffset::UTC), Some(a[1]))
+}
+
+fn from_unix(h: &ValueHelper, secs: i64) -> Result<OffsetDateTime, HelperError> {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map_err(|e| h.bad(format!("{secs} is out of range as unix seconds: {e}")))
+}
+
+/// Formats `t` as FORMAT says: `rfc3339` (default), `unix`, `unix_ms` (both numbers),
+/// or a `time` format description such as `[year]-[month]-[day]`.
+fn format_time(
+    h: &ValueHelper,
+    t: OffsetDateTime,
+    format: Option<&Value>,
+) -> Result<Value, HelperError> {
+    let format = match format {
+        None => "rfc3339",
+        Some(Value::String(s)) => s.as_str(),
+        Some(other) => return Err(h.bad(format!("FORMAT must be a string, got {other}"))),
+    };
+    let formatted = match format {
+        "rfc3339" => t.format(&Rfc3339),
+        "unix" => return Ok(Value::from(t.unix_timestamp())),
+        "unix_ms" => {
+            let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
+            return Ok(Value::from(
+                i64::try_from(ms).map_err(|_| h.bad("date out of range for unix_ms"))?,
+            ));
+        }
+        custom => {
+            let items = time::format_description::parse_borrowed::<1>(custom).map_err(|e| {
+                h.bad(format!(
+                    "invalid FORMAT {custom:?}: {e} (use rfc3339, unix, unix_ms or e.g. \"[year]-[month]-[day]\")"
+                ))
+            })?;
+            t.format(&items)
+        }
+    };
+    formatted
+        .map(Value::String)
+        .map_err(|e| h.bad(format!("cannot format the date with {format:?}: {e}")))
+}
+
+// ---------------------------------------------------------------------------
+// jsonpath
+// ---------------------------------------------------------------------------
+
+/// `jsonpath "$.a.b"`: queries the root context's `payload`, whatever block it sits in.
+///
+/// One node gives that value, several an array, none a missing value (empty text,
+/// `null` under `json`).
 struct JsonPathHelper;
+
+const JSONPATH_USAGE: &str = "jsonpath \"$.a.b\"";
+
 impl HelperDef for JsonPathHelper {
     fn call_inner<'reg: 'rc, 'rc>(
         &self,
@@ -104,197 +486,321 @@ impl HelperDef for JsonPathHelper {
         ctx: &'rc Context,
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
-        let Some(path) = h.param(0).and_then(|p| p.value().as_str()) else {
-            return Err(RenderErrorReason::Other("`jsonpath` takes a JSONPath string: {{jsonpath \"$.a.b\"}}".into()).into());
+        let name = "jsonpath";
+        if h.params().len() != 1 {
+            let got = h.params().len();
+            return Err(HelperError::Arity {
+                name,
+                expected: "1 argument",
+                got,
+                usage: JSONPATH_USAGE,
+            }
+            .into());
+        }
+        if !h.hash().is_empty() {
+            return Err(HelperError::NamedArgs {
+                name,
+                usage: JSONPATH_USAGE,
+            }
+            .into());
+        }
+        let path = match h.params()[0].value() {
+            Value::String(s) => s.as_str(),
+            other => {
+                return Err(HelperError::BadArg {
+                    name,
+                    reason: format!("the path must be a string, got {other}"),
+                }
+                .into());
+            }
         };
-        let query = crate::matching::JsonPath::compile(path).map_err(RenderErrorReason::Other)?;
+        let query =
+            jsonpath_rust::parser::parse_json_path(path).map_err(|e| HelperError::BadArg {
+                name,
+                reason: format!("invalid JSONPath `{path}`: {e}"),
+            })?;
+        // `ctx` is the root context even inside `#each`/`#with` (they push blocks, not contexts).
         let payload = ctx.data().get("payload").unwrap_or(&Value::Null);
-        let nodes = query.select(payload);
-        Ok(match nodes.as_slice() {
-            [] => ScopedJson::Missing,
-            [one] => ScopedJson::Derived((*one).clone()),
-            many => ScopedJson::Derived(Value::Array(many.iter().map(|v| (*v).clone()).collect())),
+        let mut nodes = jsonpath_rust::query::js_path_process(&query, payload).map_err(|e| {
+            HelperError::BadArg {
+                name,
+                reason: format!("JSONPath `{path}` failed: {e}"),
+            }
+        })?;
+        Ok(match nodes.len() {
+            0 => ScopedJson::Missing,
+            1 => ScopedJson::Derived(nodes.swap_remove(0).val().clone()),
+            _ => ScopedJson::Derived(Value::Array(
+                nodes.into_iter().map(|n| n.val().clone()).collect(),
+            )),
         })
     }
 }
 
-/// `now [FORMAT]` and `date VALUE FORMAT`.
-struct Time {
-    with_value: bool,
-}
-impl HelperDef for Time {
-    fn call_inner<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        let (at, format_idx) = if self.with_value {
-            let v = h.param(0).map(|p| p.value().clone()).unwrap_or(Value::Null);
-            (parse_time(&v)?, 1)
-        } else {
-            (time::OffsetDateTime::now_utc(), 0)
-        };
-        let format = h.param(format_idx).and_then(|p| p.value().as_str().map(str::to_owned)).unwrap_or_else(|| "rfc3339".into());
-        format_time(at, &format).map(|s| ScopedJson::Derived(Value::String(s)))
-    }
+// ---------------------------------------------------------------------------
+// Static analyses
+// ---------------------------------------------------------------------------
+
+fn helper_name(ht: &HelperTemplate) -> &str {
+    ht.name.as_name().unwrap_or("")
 }
 
-fn parse_time(v: &Value) -> Result<time::OffsetDateTime, RenderError> {
-    let bad = || RenderError::from(RenderErrorReason::Other(format!("`date` needs an RFC 3339 time or unix seconds, got {v}")));
-    match v {
-        Value::Number(n) => n.as_i64().and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok()).ok_or_else(bad),
-        Value::String(s) => match s.parse::<i64>() {
-            Ok(secs) => time::OffsetDateTime::from_unix_timestamp(secs).map_err(|_| bad()),
-            Err(_) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| bad()),
-        },
-        _ => Err(bad()),
-    }
+/// Mirrors handlebars' private `HelperTemplate::is_name_only`: `{{x}}` with nothing else.
+fn is_name_only(ht: &HelperTemplate) -> bool {
+    !ht.block && ht.params.is_empty() && ht.hash.is_empty()
 }
 
-fn format_time(at: time::OffsetDateTime, format: &str) -> Result<String, RenderError> {
-    let err = |e: String| RenderError::from(RenderErrorReason::Other(e));
-    match format {
-        "rfc3339" => at.format(&time::format_description::well_known::Rfc3339).map_err(|e| err(e.to_string())),
-        "unix" => Ok(at.unix_timestamp().to_string()),
-        "unix_ms" => Ok((at.unix_timestamp_nanos() / 1_000_000).to_string()),
-        custom => {
-            let items = time::format_description::parse_borrowed::<1>(custom).map_err(|e| err(format!("invalid time format `{custom}`: {e}")))?;
-            at.format(&items).map_err(|e| err(e.to_string()))
-        }
-    }
+/// Hash arguments in a stable order (the AST keeps them in a `HashMap`).
+fn sorted_hash(hash: &HashMap<String, Parameter>) -> Vec<&Parameter> {
+    let mut entries: Vec<_> = hash.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries.into_iter().map(|(_, p)| p).collect()
 }
 
-/// A registry with every helper, no HTML escaping, strict mode off.
-pub fn registry() -> Handlebars<'static> {
-    let mut h = Handlebars::new();
-    h.register_escape_fn(handlebars::no_escape);
-    h.set_strict_mode(false);
-    h.register_helper("json", Box::new(Json));
-    h.register_helper("jsonpath", Box::new(JsonPathHelper));
-    h.register_helper("default", Box::new(default));
-    h.register_helper("upper", Box::new(upper));
-    h.register_helper("lower", Box::new(lower));
-    h.register_helper("trim", Box::new(trim));
-    h.register_helper("truncate", Box::new(Truncate));
-    h.register_helper("replace", Box::new(replace));
-    h.register_helper("urlencode", Box::new(urlencode));
-    h.register_helper("base64", Box::new(b64));
-    h.register_helper("join", Box::new(join));
-    h.register_helper("now", Box::new(Time { with_value: false }));
-    h.register_helper("date", Box::new(Time { with_value: true }));
-    h
-}
-
-/// Renders a compiled template without registering it by name.
-pub fn render(reg: &Handlebars<'_>, tpl: &Template, ctx: &Context) -> Result<String, RenderError> {
-    let mut rc = RenderContext::new(None);
-    let mut out = StringOutput::new();
-    tpl.render(reg, ctx, &mut rc, &mut out)?;
-    out.into_string().map_err(|e| RenderErrorReason::Other(e.to_string()).into())
-}
-
-/// String literals passed to `jsonpath` anywhere in the template.
+/// The string literals given to `jsonpath` anywhere in `tpl` (blocks, `else`
+/// branches and subexpressions included), so the loader can compile them.
 pub fn literal_jsonpath_args(tpl: &Template) -> Vec<String> {
     let mut out = Vec::new();
-    walk(tpl, &mut |name, params, _| {
-        if name == "jsonpath" {
-            if let Some(Parameter::Literal(Value::String(s))) = params.first() {
-                out.push(s.clone());
-            }
-        }
-    });
+    collect_jsonpaths_in(tpl, &mut out);
     out
 }
 
-/// Dotted paths the template refers to (outside scope-changing blocks) that `ctx` lacks.
+fn collect_jsonpaths_in(tpl: &Template, out: &mut Vec<String>) {
+    for el in &tpl.elements {
+        match el {
+            TemplateElement::Expression(ht)
+            | TemplateElement::HtmlExpression(ht)
+            | TemplateElement::HelperBlock(ht) => collect_jsonpaths(ht, out),
+            TemplateElement::PartialExpression(dt)
+            | TemplateElement::PartialBlock(dt)
+            | TemplateElement::DecoratorExpression(dt)
+            | TemplateElement::DecoratorBlock(dt) => {
+                for p in dt.params.iter().chain(sorted_hash(&dt.hash)) {
+                    collect_jsonpaths_param(p, out);
+                }
+                if let Some(t) = &dt.template {
+                    collect_jsonpaths_in(t, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn collect_jsonpaths(ht: &HelperTemplate, out: &mut Vec<String>) {
+    if helper_name(ht) == "jsonpath"
+        && let Some(Parameter::Literal(Value::String(s))) = ht.params.first()
+    {
+        out.push(s.clone());
+    }
+    for p in ht.params.iter().chain(sorted_hash(&ht.hash)) {
+        collect_jsonpaths_param(p, out);
+    }
+    for t in [&ht.template, &ht.inverse].into_iter().flatten() {
+        collect_jsonpaths_in(t, out);
+    }
+}
+
+fn collect_jsonpaths_param(p: &Parameter, out: &mut Vec<String>) {
+    if let Parameter::Subexpression(s) = p
+        && let TemplateElement::Expression(ht) = s.as_element()
+    {
+        collect_jsonpaths(ht, out);
+    }
+}
+
+/// Dotted paths (`payload.pusher.name`, `headers.x-github-event`) that `tpl` reads
+/// from the top-level context and that `ctx` does not have, each once, in order.
+///
+/// Rules, chosen so a warning means "this would render empty and you did not plan it":
+/// - Inside `#each`, `#with` and unknown block helpers, relative paths are read against
+///   a scope not known statically and are skipped; `@root.…` paths are still checked,
+///   and the `{{else}}` branch of those blocks keeps the outer scope.
+/// - `#if`/`#unless` keep the scope. Their condition is an existence test, so a missing
+///   condition field is not reported; when the condition is a plain path only the branch
+///   `ctx` would take is checked (the other is not "met").
+/// - The VALUE of `default` is not reported: a fallback was written for it.
+/// - `this.`/`./` prefixes are dropped; `../`, `@index`-style locals and `this` are skipped.
+/// - A field that is present but `null` is not missing.
 pub fn missing_fields(tpl: &Template, ctx: &Value) -> Vec<String> {
-    let mut paths = Vec::new();
-    walk(tpl, &mut |_, params, scoped| {
-        if scoped {
-            return;
-        }
-        for p in params {
-            if let Parameter::Path(path) = p {
-                paths.push(raw(path).to_owned());
-            }
-        }
-    });
-    let mut out: Vec<String> = paths
-        .into_iter()
-        .map(|p| p.trim_start_matches("this.").trim_start_matches("@root.").to_owned())
-        .filter(|p| !p.starts_with('@') && !p.starts_with("..") && p != "this" && !HELPER_NAMES.contains(&p.as_str()))
-        .filter(|p| {
-            let mut v = ctx;
-            for seg in p.split(['.', '/']) {
-                match v.get(seg) {
-                    Some(next) => v = next,
-                    None => return true,
-                }
-            }
-            false
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+    let mut walker = MissingWalker {
+        ctx,
+        out: Vec::new(),
+    };
+    walker.template(tpl, Scope::Root);
+    walker.out
 }
 
-fn raw(p: &handlebars::Path) -> &str {
-    match p {
-        handlebars::Path::Relative((_, raw)) | handlebars::Path::Local((_, _, raw)) => raw,
-    }
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Relative paths read the top-level context.
+    Root,
+    /// Inside a block that changed `this`: relative paths cannot be checked.
+    Unknown,
 }
 
-/// Calls `f(helper_or_path_name, params, inside_scope_block)` for every
-/// expression, helper call and subexpression of the template.
-fn walk(tpl: &Template, f: &mut dyn FnMut(&str, &[Parameter], bool)) {
-    fn helper(ht: &handlebars::template::HelperTemplate, scoped: bool, f: &mut dyn FnMut(&str, &[Parameter], bool)) {
-        let name = match &ht.name {
-            Parameter::Name(n) => n.clone(),
-            Parameter::Path(p) => {
-                // `{{payload.a}}`: a plain reference is a path with no params.
-                if ht.params.is_empty() && !ht.block {
-                    f("", std::slice::from_ref(&ht.name), scoped);
-                }
-                raw(p).to_owned()
-            }
-            other => {
-                param(other, scoped, f);
-                String::new()
-            }
-        };
-        f(&name, &ht.params, scoped);
-        for p in ht.params.iter().chain(ht.hash.values()) {
-            param(p, scoped, f);
-        }
-        let inner_scoped = scoped || (ht.block && matches!(name.as_str(), "each" | "with"));
-        if let Some(t) = &ht.template {
-            go(t, inner_scoped, f);
-        }
-        if let Some(t) = &ht.inverse {
-            go(t, scoped, f);
-        }
-    }
-    fn param(p: &Parameter, scoped: bool, f: &mut dyn FnMut(&str, &[Parameter], bool)) {
-        if let Parameter::Subexpression(sub) = p {
-            if let TemplateElement::Expression(ht) = sub.as_element() {
-                helper(ht, scoped, f);
-            }
-        }
-    }
-    fn go(tpl: &Template, scoped: bool, f: &mut dyn FnMut(&str, &[Parameter], bool)) {
+struct MissingWalker<'a> {
+    ctx: &'a Value,
+    out: Vec<String>,
+}
+
+impl MissingWalker<'_> {
+    fn template(&mut self, tpl: &Template, scope: Scope) {
         for el in &tpl.elements {
             match el {
-                TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) | TemplateElement::HelperBlock(h) => {
-                    helper(h, scoped, f)
+                TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
+                    self.expression(ht, scope)
                 }
+                TemplateElement::HelperBlock(ht) => self.block(ht, scope),
                 _ => {}
             }
         }
     }
-    go(tpl, false, f);
+
+    /// `{{x}}`, `{{helper args…}}` or the inside of a subexpression.
+    fn expression(&mut self, ht: &HelperTemplate, scope: Scope) {
+        if is_name_only(ht) {
+            // A bare name calls the helper of that name if there is one (`{{now}}`).
+            if let Parameter::Path(p) = &ht.name
+                && !HELPER_NAMES.contains(&helper_name(ht))
+            {
+                self.path(p, scope);
+            }
+            return;
+        }
+        let skip_first_path = helper_name(ht) == "default";
+        self.args(ht, scope, skip_first_path);
+    }
+
+    fn args(&mut self, ht: &HelperTemplate, scope: Scope, skip_first_path: bool) {
+        for (i, p) in ht.params.iter().enumerate() {
+            if i == 0 && skip_first_path && matches!(p, Parameter::Path(_)) {
+                continue;
+            }
+            self.param(p, scope);
+        }
+        for p in sorted_hash(&ht.hash) {
+            self.param(p, scope);
+        }
+    }
+
+    fn param(&mut self, p: &Parameter, scope: Scope) {
+        match p {
+            Parameter::Path(path) => self.path(path, scope),
+            Parameter::Subexpression(s) => {
+                if let TemplateElement::Expression(ht) = s.as_element() {
+                    self.expression(ht, scope);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn block(&mut self, ht: &HelperTemplate, scope: Scope) {
+        let name = helper_name(ht);
+        match name {
+            "if" | "unless" => {
+                // Plain-path conditions are existence tests: only subexpressions are checked.
+                self.args(ht, scope, true);
+                let taken = self
+                    .condition(ht, scope)
+                    .map(|truthy| truthy == (name == "if"));
+                if taken != Some(false)
+                    && let Some(t) = &ht.template
+                {
+                    self.template(t, scope);
+                }
+                if taken != Some(true)
+                    && let Some(t) = &ht.inverse
+                {
+                    self.template(t, scope);
+                }
+            }
+            // Boolean built-ins used as blocks (`{{#eq a b}}`) render both branches in place.
+            "eq" | "ne" | "gt" | "gte" | "lt" | "lte" | "and" | "or" | "not" => {
+                self.args(ht, scope, false);
+                for t in [&ht.template, &ht.inverse].into_iter().flatten() {
+                    self.template(t, scope);
+                }
+            }
+            _ => {
+                self.args(ht, scope, false);
+                if let Some(t) = &ht.template {
+                    self.template(t, Scope::Unknown);
+                }
+                // `{{else}}` of `#each`/`#with` renders when there is nothing to enter: outer scope.
+                if let Some(t) = &ht.inverse {
+                    self.template(t, scope);
+                }
+            }
+        }
+    }
+
+    /// The truthiness `#if` would see, when its condition is a path readable here.
+    fn condition(&self, ht: &HelperTemplate, scope: Scope) -> Option<bool> {
+        let Some(Parameter::Path(path)) = ht.params.first() else {
+            return None;
+        };
+        let segs = self.checkable(path, scope)?;
+        let include_zero = matches!(
+            ht.hash.get("includeZero"),
+            Some(Parameter::Literal(Value::Bool(true)))
+        );
+        Some(resolve(self.ctx, &segs).is_some_and(|v| v.is_truthy(include_zero)))
+    }
+
+    fn path(&mut self, path: &Path, scope: Scope) {
+        let Some(segs) = self.checkable(path, scope) else {
+            return;
+        };
+        if resolve(self.ctx, &segs).is_none() {
+            let dotted = segs.join(".");
+            if !self.out.contains(&dotted) {
+                self.out.push(dotted);
+            }
+        }
+    }
+
+    /// The named segments of `path` when it reads the top-level context from here.
+    fn checkable<'p>(&self, path: &'p Path, scope: Scope) -> Option<Vec<&'p str>> {
+        // `Path::Local` is `@index`, `@key`, …: block-local data, never a context field.
+        let Path::Relative((segs, raw)) = path else {
+            return None;
+        };
+        let body = ["this.", "this/", "./"]
+            .iter()
+            .find_map(|p| raw.strip_prefix(p))
+            .unwrap_or(raw);
+        let rooted = body.starts_with("@root.") || body.starts_with("@root/");
+        let mut named = Vec::with_capacity(segs.len());
+        let mut ruled = 0;
+        for seg in segs {
+            match seg {
+                PathSeg::Named(n) => named.push(n.as_str()),
+                // `@root`, `../`, or a kind this code does not know: not a plain key.
+                _ => ruled += 1,
+            }
+        }
+        // The only ruled segments left in a relative path are `@root` and `../`; a `../`
+        // climbs to a scope this walk does not track.
+        let climbs = ruled > usize::from(rooted);
+        if climbs || named.is_empty() || (scope == Scope::Unknown && !rooted) {
+            return None;
+        }
+        Some(named)
+    }
+}
+
+/// Follows `segs` through objects (by key) and arrays (by index), as handlebars does.
+fn resolve<'v>(mut v: &'v Value, segs: &[&str]) -> Option<&'v Value> {
+    for seg in segs {
+        v = match v {
+            Value::Object(m) => m.get(*seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
 }
 
 #[cfg(test)]
@@ -302,58 +808,408 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn r(src: &str, data: Value) -> String {
+    // Names of hookwire's own helpers.
+    const OWN_HELPERS: &[&str] = &[
+        "json",
+        "jsonpath",
+        "default",
+        "upper",
+        "lower",
+        "trim",
+        "truncate",
+        "replace",
+        "urlencode",
+        "base64",
+        "join",
+        "now",
+        "date",
+    ];
+
+    fn ctx() -> Value {
+        json!({
+            "payload": {
+                "name": "  Ada Lovelace  ",
+                "word": "héllo wörld",
+                "emoji": "a😀b😀c",
+                "empty": "",
+                "nothing": null,
+                "n": 42,
+                "flag": true,
+                "obj": {"k": "v"},
+                "tags": ["a", "b", "c"],
+                "nested": [1, [2, 3], {"k": 1}, null, "x"],
+                "commits": [{"id": "c1"}, {"id": "c2"}, {"id": "c3"}],
+                "pusher": {"name": "octocat"},
+                "when": "2024-03-05T06:07:08+02:00",
+                "epoch": 1700000000,
+                "epoch_text": "1700000000",
+                "html": "<a href=\"x\">&</a>"
+            },
+            "headers": {"x-github-event": "push"},
+            "event": {"id": "evt_1"},
+        })
+    }
+
+    fn try_render(src: &str) -> Result<String, RenderError> {
         let reg = registry();
         let tpl = Template::compile(src).unwrap();
-        render(&reg, &tpl, &Context::from(data)).unwrap()
+        render(&reg, &tpl, &Context::from(ctx()))
+    }
+
+    fn r(src: &str) -> String {
+        try_render(src).unwrap_or_else(|e| panic!("{src}: {e}"))
+    }
+
+    fn err(src: &str) -> String {
+        match try_render(src) {
+            Ok(out) => panic!("{src}: expected an error, rendered {out:?}"),
+            Err(e) => e.to_string(),
+        }
     }
 
     #[test]
-    fn helpers_render_as_documented() {
-        let d = json!({"payload": {"name": "  Ada Lovelace ", "n": 3, "list": ["a", "b", 3], "empty": "", "when": "2024-05-01T12:30:00Z", "uni": "héllo wörld", "o": {"k": 1}}});
+    fn helpers_render_as_text() {
         let cases: &[(&str, &str)] = &[
-            ("{{json payload.list}}", r#"["a","b",3]"#),
-            ("{{json payload.nope}}", "null"),
-            ("{{json (len payload.list)}}", "3"),
-            ("{{jsonpath \"$.o.k\"}}", "1"),
-            ("{{json (jsonpath \"$.list[*]\")}}", r#"["a","b",3]"#),
-            ("{{default payload.empty \"none\"}}", "none"),
-            ("{{default payload.nope \"none\"}}", "none"),
-            ("{{default payload.n 0}}", "3"),
-            ("{{upper payload.uni}}", "HÉLLO WÖRLD"),
-            ("{{lower \"ABC\"}}", "abc"),
-            ("[{{trim payload.name}}]", "[Ada Lovelace]"),
-            ("{{truncate payload.uni 4}}", "héll"),
-            ("{{truncate payload.uni 100}}", "héllo wörld"),
-            ("{{replace payload.uni \"l\" \"L\"}}", "héLLo wörLd"),
-            ("{{urlencode \"a b&c/é\"}}", "a%20b%26c%2F%C3%A9"),
+            ("{{json payload.obj}}", r#"{"k":"v"}"#),
+            ("{{json payload.tags}}", r#"["a","b","c"]"#),
+            ("{{json payload.name}}", r#""  Ada Lovelace  ""#),
+            ("{{json payload.missing}}", "null"),
+            ("{{json payload.n}}", "42"),
+            ("{{default payload.missing \"n/a\"}}", "n/a"),
+            ("{{default payload.nothing \"n/a\"}}", "n/a"),
+            ("{{default payload.empty \"n/a\"}}", "n/a"),
+            ("{{default payload.n \"n/a\"}}", "42"),
+            ("{{default payload.flag \"n/a\"}}", "true"),
+            ("{{upper payload.word}}", "HÉLLO WÖRLD"),
+            ("{{lower \"ÀB\"}}", "àb"),
+            ("{{upper payload.obj}}", r#"{"K":"V"}"#),
+            ("{{upper payload.missing}}", ""),
+            ("{{trim payload.name}}", "Ada Lovelace"),
+            ("{{trim payload.empty}}", ""),
+            ("{{truncate payload.word 4}}", "héll"),
+            ("{{truncate payload.emoji 2}}", "a😀"),
+            ("{{truncate payload.emoji 0}}", ""),
+            ("{{truncate payload.emoji 99}}", "a😀b😀c"),
+            ("{{truncate payload.emoji \"3\"}}", "a😀b"),
+            ("{{truncate payload.missing 3}}", ""),
+            ("{{replace payload.word \"l\" \"L\"}}", "héLLo wörLd"),
+            ("{{replace payload.word \"zz\" \"L\"}}", "héllo wörld"),
+            ("{{replace payload.n 4 7}}", "72"),
+            ("{{urlencode \"a b&c=d/é+\"}}", "a%20b%26c%3Dd%2F%C3%A9%2B"),
+            ("{{urlencode payload.empty}}", ""),
             ("{{base64 \"hello\"}}", "aGVsbG8="),
-            ("{{join payload.list \", \"}}", "a, b, 3"),
-            ("{{date payload.when \"[year]-[month]-[day]\"}}", "2024-05-01"),
-            ("{{date 0 \"unix\"}}", "0"),
-            ("{{date \"1714566600\" \"rfc3339\"}}", "2024-05-01T12:30:00Z"),
-            ("<a href=\"x\">{{payload.uni}} & </a>", "<a href=\"x\">héllo wörld & </a>"),
+            ("{{base64 \"é\"}}", "w6k="),
+            ("{{base64 payload.empty}}", ""),
+            ("{{join payload.tags \", \"}}", "a, b, c"),
+            ("{{join payload.nested \"|\"}}", r#"1|[2,3]|{"k":1}||x"#),
+            ("{{join payload.empty_list \",\"}}", ""),
+            ("{{join payload.n \",\"}}", "42"),
+            ("{{date payload.when \"rfc3339\"}}", "2024-03-05T04:07:08Z"),
+            (
+                "{{date payload.when \"[year]-[month]-[day] [hour]:[minute]\"}}",
+                "2024-03-05 04:07",
+            ),
+            ("{{date payload.epoch \"rfc3339\"}}", "2023-11-14T22:13:20Z"),
+            ("{{date payload.epoch_text \"[year]\"}}", "2023"),
+            (
+                "{{date 1700000000.5 \"rfc3339\"}}",
+                "2023-11-14T22:13:20.5Z",
+            ),
+            ("{{date payload.when \"unix\"}}", "1709611628"),
+            ("{{date payload.when \"unix_ms\"}}", "1709611628000"),
+            ("{{date payload.missing \"unix\"}}", ""),
+            ("{{jsonpath \"$.pusher.name\"}}", "octocat"),
+            ("{{jsonpath \"$.nope\"}}", ""),
+            (
+                "{{#each payload.commits}}{{jsonpath \"$.pusher.name\"}}{{/each}}",
+                "octocatoctocatoctocat",
+            ),
         ];
         for (src, want) in cases {
-            assert_eq!(r(src, d.clone()), *want, "{src}");
+            assert_eq!(r(src), *want, "{src}");
         }
-        assert_eq!(r("{{now \"unix\"}}", d.clone()).len(), 10);
     }
 
     #[test]
-    fn bad_arguments_are_render_errors_not_panics() {
+    fn helpers_return_typed_values_as_subexpressions() {
+        let cases: &[(&str, &str)] = &[
+            ("{{json (len payload.commits)}}", "3"),
+            ("{{json (default payload.missing 5)}}", "5"),
+            ("{{json (default payload.obj 5)}}", r#"{"k":"v"}"#),
+            ("{{json (upper payload.word)}}", r#""HÉLLO WÖRLD""#),
+            ("{{json (upper payload.missing)}}", "null"),
+            ("{{json (lower \"A\")}}", r#""a""#),
+            ("{{json (trim \" a \")}}", r#""a""#),
+            ("{{json (truncate payload.emoji 2)}}", r#""a😀""#),
+            ("{{json (replace \"aa\" \"a\" \"b\")}}", r#""bb""#),
+            ("{{json (urlencode \"a b\")}}", r#""a%20b""#),
+            ("{{json (base64 \"hello\")}}", r#""aGVsbG8=""#),
+            ("{{json (join payload.tags \"-\")}}", r#""a-b-c""#),
+            ("{{json (json payload.obj)}}", r#""{\"k\":\"v\"}""#),
+            ("{{json (date payload.epoch \"unix\")}}", "1700000000"),
+            ("{{json (date payload.epoch \"unix_ms\")}}", "1700000000000"),
+            (
+                "{{json (jsonpath \"$.commits[*].id\")}}",
+                r#"["c1","c2","c3"]"#,
+            ),
+            ("{{json (jsonpath \"$.commits[0]\")}}", r#"{"id":"c1"}"#),
+            ("{{json (jsonpath \"$.n\")}}", "42"),
+            ("{{json (jsonpath \"$.nope\")}}", "null"),
+            ("{{#if (jsonpath \"$.flag\")}}yes{{else}}no{{/if}}", "yes"),
+            ("{{upper (default payload.missing \"x\")}}", "X"),
+        ];
+        for (src, want) in cases {
+            assert_eq!(r(src), *want, "{src}");
+        }
+    }
+
+    #[test]
+    fn now_formats_current_utc_time() {
+        let before = OffsetDateTime::now_utc().unix_timestamp();
+        let secs: i64 = r("{{now \"unix\"}}").parse().unwrap();
+        assert!((before..=before + 5).contains(&secs));
+        let ms: i64 = r("{{json (now \"unix_ms\")}}").parse().unwrap();
+        assert!(ms / 1000 >= before && ms / 1000 <= before + 5);
+        let rfc = r("{{now}}");
+        let parsed = OffsetDateTime::parse(&rfc, &Rfc3339).unwrap();
+        assert_eq!(parsed.offset(), UtcOffset::UTC);
+        assert!(rfc.ends_with('Z'), "{rfc}");
+        assert_eq!(
+            r("{{now \"[year]\"}}"),
+            OffsetDateTime::now_utc().year().to_string()
+        );
+        assert_eq!(r("{{json (now \"rfc3339\")}}").chars().next(), Some('"'));
+        // `(now)` alone parses as a reference, which handlebars still calls as a helper.
+        assert!(r("{{json (now)}}").ends_with("Z\""));
+    }
+
+    #[test]
+    fn bad_arguments_are_render_errors_naming_the_helper() {
+        let cases: &[(&str, &str)] = &[
+            ("{{json}}", "`json` expects 1 argument, got 0"),
+            (
+                "{{json payload.n payload.n}}",
+                "`json` expects 1 argument, got 2",
+            ),
+            (
+                "{{default payload.n}}",
+                "`default` expects 2 arguments, got 1 (usage: default VALUE FALLBACK)",
+            ),
+            ("{{upper}}", "`upper` expects 1 argument, got 0"),
+            ("{{lower \"a\" \"b\"}}", "`lower` expects 1 argument"),
+            ("{{trim}}", "`trim` expects 1 argument"),
+            (
+                "{{truncate payload.word}}",
+                "`truncate` expects 2 arguments, got 1",
+            ),
+            (
+                "{{truncate payload.word -1}}",
+                "`truncate`: N must be a whole number",
+            ),
+            (
+                "{{truncate payload.word \"x\"}}",
+                "`truncate`: N must be a whole number",
+            ),
+            (
+                "{{replace payload.word \"a\"}}",
+                "`replace` expects 3 arguments",
+            ),
+            (
+                "{{replace payload.word \"\" \"x\"}}",
+                "`replace`: FROM must not be empty",
+            ),
+            ("{{urlencode}}", "`urlencode` expects 1 argument"),
+            ("{{base64 \"a\" \"b\"}}", "`base64` expects 1 argument"),
+            ("{{join payload.tags}}", "`join` expects 2 arguments"),
+            (
+                "{{now \"a\" \"b\"}}",
+                "`now` expects 0 or 1 argument, got 2",
+            ),
+            ("{{now \"[nope]\"}}", "`now`: invalid FORMAT \"[nope]\""),
+            ("{{now 5}}", "`now`: FORMAT must be a string"),
+            ("{{date payload.when}}", "`date` expects 2 arguments"),
+            (
+                "{{date \"yesterday\" \"unix\"}}",
+                "`date`: \"yesterday\" is neither RFC 3339 nor unix seconds",
+            ),
+            (
+                "{{date payload.obj \"unix\"}}",
+                "`date`: VALUE must be an RFC 3339 string or unix seconds",
+            ),
+            (
+                "{{date 99999999999999 \"unix\"}}",
+                "`date`: 99999999999999 is out of range",
+            ),
+            ("{{jsonpath}}", "`jsonpath` expects 1 argument, got 0"),
+            (
+                "{{jsonpath \"$.a\" \"$.b\"}}",
+                "`jsonpath` expects 1 argument, got 2",
+            ),
+            ("{{jsonpath \"$[?\"}}", "`jsonpath`: invalid JSONPath `$[?`"),
+            (
+                "{{jsonpath payload.n}}",
+                "`jsonpath`: the path must be a string",
+            ),
+            (
+                "{{upper payload.word x=1}}",
+                "`upper` takes no named arguments",
+            ),
+            (
+                "{{json (truncate payload.word)}}",
+                "`truncate` expects 2 arguments",
+            ),
+        ];
+        for (src, want) in cases {
+            let e = err(src);
+            assert!(e.contains(want), "{src}: {e:?} does not contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_html_escaped() {
+        let html = "<a href=\"x\">&</a>";
+        assert_eq!(r("{{payload.html}}"), html);
+        assert_eq!(r("{{{payload.html}}}"), html);
+        assert_eq!(r("{{trim payload.html}}"), html);
+        assert_eq!(r("{{default payload.missing payload.html}}"), html);
+        assert_eq!(r("{{json payload.html}}"), r#""<a href=\"x\">&</a>""#);
+        assert_eq!(r("<b>{{#if payload.flag}}'&'{{/if}}</b>"), "<b>'&'</b>");
+    }
+
+    #[test]
+    fn handlebars_builtins_and_plain_rendering_are_kept() {
+        assert_eq!(
+            r("{{#each payload.tags}}{{@index}}={{this}};{{/each}}"),
+            "0=a;1=b;2=c;"
+        );
+        assert_eq!(
+            r("{{#if (eq headers.x-github-event \"push\")}}push{{/if}}"),
+            "push"
+        );
+        assert_eq!(r("{{len payload.tags}}"), "3");
+        assert_eq!(
+            r("{{payload.obj}}|{{payload.n}}|{{payload.flag}}|{{payload.missing}}"),
+            "[object]|42|true|"
+        );
+        assert_eq!(r("{{lookup payload.pusher \"name\"}}"), "octocat");
+    }
+
+    fn missing(src: &str) -> Vec<String> {
+        missing_fields(&Template::compile(src).unwrap(), &ctx())
+    }
+
+    #[test]
+    fn missing_fields_reports_unresolved_top_level_paths() {
+        assert_eq!(
+            missing(
+                "{{payload.pusher.name}} {{payload.pusher.email}} {{headers.x-github-event}} {{headers.x-hub-signature}}"
+            ),
+            ["payload.pusher.email", "headers.x-hub-signature"]
+        );
+    }
+
+    #[test]
+    fn missing_fields_cases() {
+        let cases: &[(&str, &[&str])] = &[
+            // helpers: arguments and subexpressions are checked, the helper name is not
+            (
+                "{{upper payload.nope}} {{json (truncate payload.nope2 3)}}",
+                &["payload.nope", "payload.nope2"],
+            ),
+            ("{{now}} {{json now}}", &["now"]),
+            ("{{lookup payload.obj \"zz\"}}", &[]),
+            // present but null is not missing; array indices resolve
+            (
+                "{{payload.nothing}} {{payload.commits.0.id}} {{payload.commits.5.id}}",
+                &["payload.commits.5.id"],
+            ),
+            // repeated reports are merged
+            (
+                "{{payload.a}}{{payload.a}}{{payload.b}}",
+                &["payload.a", "payload.b"],
+            ),
+            // this./@root. prefixes at the top level
+            (
+                "{{this.payload.a}} {{@root.payload.b}} {{this}}",
+                &["payload.a", "payload.b"],
+            ),
+            // inside each/with: relative paths skipped, @root still checked, else keeps outer scope
+            (
+                "{{#each payload.commits}}{{id}}{{nope}}{{../x}}{{@index}}{{/each}}",
+                &[],
+            ),
+            (
+                "{{#each payload.nolist}}{{id}}{{else}}{{payload.c}}{{/each}}",
+                &["payload.nolist", "payload.c"],
+            ),
+            (
+                "{{#with payload.pusher}}{{name}}{{email}}{{@root.payload.d}}{{/with}}",
+                &["payload.d"],
+            ),
+            (
+                "{{#each payload.commits as |c|}}{{c.id}}{{c.nope}}{{/each}}",
+                &[],
+            ),
+            // if/unless: the condition is a test; only the branch ctx would take is checked
+            (
+                "{{#if payload.nope}}{{payload.a}}{{else}}{{payload.b}}{{/if}}",
+                &["payload.b"],
+            ),
+            (
+                "{{#if payload.flag}}{{payload.a}}{{else}}{{payload.b}}{{/if}}",
+                &["payload.a"],
+            ),
+            (
+                "{{#unless payload.flag}}{{payload.a}}{{else}}{{payload.b}}{{/unless}}",
+                &["payload.b"],
+            ),
+            (
+                "{{#if (eq payload.e 1)}}{{payload.a}}{{else}}{{payload.b}}{{/if}}",
+                &["payload.e", "payload.a", "payload.b"],
+            ),
+            (
+                "{{#if payload.nope}}x{{else if payload.flag}}{{payload.a}}{{else}}{{payload.b}}{{/if}}",
+                &["payload.a"],
+            ),
+            // default: its VALUE has a fallback
+            (
+                "{{default payload.nope \"x\"}} {{default payload.nope payload.fb}}",
+                &["payload.fb"],
+            ),
+            // jsonpath literal is not a field
+            ("{{jsonpath \"$.nope\"}}", &[]),
+        ];
+        for (src, want) in cases {
+            assert_eq!(missing(src), *want, "{src}");
+        }
+    }
+
+    #[test]
+    fn jsonpath_literals_are_found_everywhere() {
+        let tpl = Template::compile(
+            "{{jsonpath \"$.a\"}}{{#if x}}{{json (jsonpath \"$.b\")}}{{else}}{{#each y}}{{jsonpath '$[?'}}{{/each}}{{/if}}{{jsonpath payload.dyn}}{{default (jsonpath \"$.c\") x=(jsonpath \"$.d\")}}",
+        )
+        .unwrap();
+        assert_eq!(
+            literal_jsonpath_args(&tpl),
+            ["$.a", "$.b", "$[?", "$.c", "$.d"]
+        );
+        assert!(literal_jsonpath_args(&Template::compile("{{payload.a}}").unwrap()).is_empty());
+    }
+
+    #[test]
+    fn helper_names_cover_every_registered_helper() {
         let reg = registry();
-        for src in ["{{truncate \"abc\"}}", "{{truncate \"abc\" \"x\"}}", "{{date \"yesterday\" \"unix\"}}", "{{now \"[nope\"}}", "{{jsonpath 5}}"] {
-            let tpl = Template::compile(src).unwrap();
-            assert!(render(&reg, &tpl, &Context::from(json!({}))).is_err(), "{src}");
+        for name in HELPER_NAMES {
+            // Calling each name with no arguments must hit the helper, not "helper not found".
+            let tpl = Template::compile(&format!("{{{{{name} 1 2 3 4}}}}")).unwrap();
+            if let Err(e) = render(&reg, &tpl, &Context::from(json!({}))) {
+                assert!(!e.to_string().contains("not found"), "{name}: {e}");
+            }
         }
-    }
-
-    #[test]
-    fn analysis_finds_jsonpath_literals_and_missing_fields() {
-        let tpl = Template::compile("{{payload.a}} {{payload.b.c}} {{upper payload.d}} {{#each payload.list}}{{this.x}}{{/each}} {{json (jsonpath \"$.x\")}}").unwrap();
-        assert_eq!(literal_jsonpath_args(&tpl), ["$.x"]);
-        let ctx = json!({"payload": {"a": 1, "list": []}});
-        assert_eq!(missing_fields(&tpl, &ctx), ["payload.b.c", "payload.d"]);
+        for name in OWN_HELPERS {
+            assert!(HELPER_NAMES.contains(name), "{name}");
+        }
+        assert_eq!(VALUE_HELPERS.len() + 1, OWN_HELPERS.len());
     }
 }
