@@ -4,6 +4,15 @@
 
 use std::fmt;
 
+/// ULIDs made in the same millisecond are ordered only if they come from one
+/// generator, which then increments the random part instead of redrawing it.
+fn next_ulid() -> ulid::Ulid {
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut g = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+    // Overflow of the random part within one millisecond is practically impossible; fall back to a fresh ULID.
+    g.get_or_insert_with(ulid::Generator::new).generate().unwrap_or_else(|_| ulid::Ulid::new())
+}
+
 macro_rules! prefixed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
@@ -16,7 +25,7 @@ macro_rules! prefixed_id {
 
             /// A new id; ids created later sort after ids created earlier.
             pub fn new() -> Self {
-                Self(format!("{}{}", $prefix, ulid::Ulid::new().to_string().to_lowercase()))
+                Self(format!("{}{}", $prefix, next_ulid().to_string().to_lowercase()))
             }
 
             /// Accepts a string that has this id's prefix.
@@ -64,6 +73,14 @@ prefixed_id!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_sort_in_creation_order() {
+        let ids: Vec<EventId> = (0..1000).map(|_| EventId::new()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
 
     #[test]
     fn ids_carry_their_prefix_and_round_trip() {

@@ -212,7 +212,7 @@ fn steps(out: &mut String, steps_list: &[Step], depth: usize) {
         if !s.found.is_empty() {
             out.push_str(&format!("{pad}    found: {}\n", s.found.join(", ")));
         }
-        if !s.reason.is_empty() && s.reason != "true" && s.reason != "false" {
+        if !s.reason.is_empty() && s.reason != "holds" && s.reason != "does not hold" {
             out.push_str(&format!("{pad}    {}\n", s.reason));
         }
         steps(out, &s.children, depth + 1);

@@ -27,6 +27,10 @@ use crate::server::AppState;
 use crate::store::{IngestOutcome, NewDelivery, NewEvent, StoreError};
 use evaluate::{Evaluation, Request};
 
+/// Header sections larger than this are refused (SPEC §5). hyper already
+/// bounds what it buffers; this makes the limit exact and the answer a 431.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// How long a sender is asked to wait when the store cannot take its event.
 const STORE_RETRY_AFTER_SECS: u64 = 5;
 
@@ -43,6 +47,8 @@ pub enum IngestError {
     RateLimited(Duration),
     #[error("body larger than {0} bytes")]
     TooLarge(u64),
+    #[error("headers larger than {MAX_HEADER_BYTES} bytes")]
+    HeadersTooLarge,
     #[error("could not read the body: {0}")]
     BodyRead(String),
     #[error("verification failed")]
@@ -61,6 +67,7 @@ impl IngestError {
             IngestError::IpNotAllowed => StatusCode::FORBIDDEN,
             IngestError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             IngestError::BodyRead(_) | IngestError::Decode(_) => StatusCode::BAD_REQUEST,
             IngestError::Unverified(_) => StatusCode::UNAUTHORIZED,
             IngestError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -75,6 +82,7 @@ impl IngestError {
             IngestError::IpNotAllowed => "ip",
             IngestError::RateLimited(_) => "rate_limited",
             IngestError::TooLarge(_) => "too_large",
+            IngestError::HeadersTooLarge => "headers_too_large",
             IngestError::BodyRead(_) => "body_read",
             IngestError::Unverified(_) => "verify",
             IngestError::Decode(_) => "decode",
@@ -147,6 +155,10 @@ async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, IngestError> {
+    let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(IngestError::HeadersTooLarge);
+    }
     let path = uri.path();
     let source = set.source_for_path(path).ok_or_else(|| IngestError::UnknownPath(path.to_owned()))?;
     if !source.methods.iter().any(|m| m == method.as_str()) {

@@ -426,7 +426,7 @@ fn explain_values(op: &Op, nodes: &[&Value], result: bool) -> String {
     if textual && !first.is_string() {
         return format!("the value is {}, not a string", kind_name(first));
     }
-    if result { "true".to_owned() } else { "false".to_owned() }
+    if result { "holds".to_owned() } else { "does not hold".to_owned() }
 }
 
 fn holds(op: &Op, n: &Value) -> bool {

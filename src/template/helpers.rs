@@ -409,9 +409,12 @@ fn date(h: &ValueHelper, a: &[&Value]) -> Result<Value, HelperError> {
         Value::Number(n) => match n.as_i64() {
             Some(secs) => from_unix(h, secs)?,
             None => {
-                let secs = n.as_f64().filter(|f| f.is_finite()).unwrap_or(f64::NAN);
-                // f64 seconds → i128 nanoseconds; out-of-range values fail in the constructor below.
-                let nanos = (secs * 1e9) as i128;
+                // Fractional seconds. `as` saturates, so a huge value becomes i128::MAX
+                // nanoseconds and fails the range check in the constructor.
+                let nanos = n
+                    .as_f64()
+                    .map(|secs| (secs * 1e9) as i128)
+                    .unwrap_or(i128::MAX);
                 OffsetDateTime::from_unix_timestamp_nanos(nanos)
                     .map_err(|e| h.bad(format!("{n} is out of range as unix seconds: {e}")))?
             }

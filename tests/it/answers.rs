@@ -179,7 +179,7 @@ async fn every_rejection_has_its_status_message_and_request_id() {
     let r = post(&d, "/hooks/github", "application/json", "{\"ref\": \"refs/heads/main\",\n  \"x\": tru}", &[]).await;
     assert_eq!(r.status(), 400);
     request_id(&r);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "invalid JSON at line 2 column 10: expected ident"}));
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "invalid JSON at line 2 column 11: expected ident"}));
 
     let deep = "[".repeat(100_000) + &"]".repeat(100_000);
     let r = post(&d, "/hooks/github", "application/json", deep, &[]).await;
@@ -251,9 +251,9 @@ rules:
   - name: media-play
     source: plex
     when: { path: $.payload.event, equals: media.play }
-  - name: delivered
+  - name: processed
     source: sendgrid
-    when: { path: "$[*].event", equals: delivered }
+    when: { path: "$[*].event", equals: processed }
 "#;
 
 async fn stored_payload(d: &Daemon, r: reqwest::Response) -> (Value, Value) {
@@ -284,7 +284,7 @@ async fn xml_multipart_and_top_level_arrays_decode_and_match() {
     let r = post(&d, "/hooks/sendgrid", "application/json", fixture("tests/fixtures/sendgrid-array.json"), &[]).await;
     let (body, payload) = stored_payload(&d, r).await;
     assert!(payload.is_array());
-    assert_eq!(body["matched"], json!(["delivered"]));
+    assert_eq!(body["matched"], json!(["processed"]));
 
     let r = post(&d, "/hooks/xml", "application/xml", "<app><unclosed></app>", &[]).await;
     assert_eq!(r.status(), 400);

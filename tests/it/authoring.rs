@@ -85,8 +85,11 @@ fn test_command_explains_matches_and_renders_actions() {
     assert_eq!(push["matched"], true, "{push:#}");
     let body = &push["rendered"][0]["rendered"]["body"];
     assert_eq!(body["text"], "Codertocat pushed 1 commit(s) to Codertocat/Hello-World (master)", "{push:#}");
-    let release = rules.iter().find(|r| r["rule"] == "deploy-on-release");
-    assert!(release.is_none(), "rules of other sources are not evaluated");
+    let release = rules.iter().find(|r| r["rule"] == "deploy-on-release").expect("same source");
+    assert_eq!(release["matched"], false);
+    assert_eq!(release["conditions"][0]["children"][0]["found"], serde_json::json!(["\"push\""]), "{release:#}");
+    assert_eq!(release["conditions"][0]["children"][0]["reason"], "does not hold", "{release:#}");
+    assert!(rules.iter().all(|r| r["rule"] != "lead-to-crm"), "rules of other sources are not evaluated");
 
     // Text format: the same verdicts, readable.
     let (code, out, _) = run_cli(

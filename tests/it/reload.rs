@@ -66,7 +66,7 @@ async fn add_break_fix_delete_while_requests_flow() {
     let v = d.wait_rules("reload error reported", |v| !v["reload"]["last_error"].is_null()).await;
     let err = &v["reload"]["last_error"][0];
     assert!(err["file"].as_str().unwrap().ends_with("a.yaml"), "{err}");
-    assert_eq!((err["line"].as_u64(), err["col"].as_u64()), (Some(4), Some(54)), "{err}");
+    assert_eq!((err["line"].as_u64(), err["col"].as_u64()), (Some(4), Some(53)), "{err}");
     assert!(err["message"].as_str().unwrap().starts_with("a condition takes one operator"), "{err}");
     assert_eq!(version(&v), v1, "the broken set was not swapped in");
     assert_eq!(matched(&d).await, ["push-main"]);
