@@ -10,7 +10,9 @@ fn next_ulid() -> ulid::Ulid {
     static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
     let mut g = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
     // Overflow of the random part within one millisecond is practically impossible; fall back to a fresh ULID.
-    g.get_or_insert_with(ulid::Generator::new).generate().unwrap_or_else(|_| ulid::Ulid::new())
+    g.get_or_insert_with(ulid::Generator::new)
+        .generate()
+        .unwrap_or_else(|_| ulid::Ulid::new())
 }
 
 macro_rules! prefixed_id {

@@ -41,7 +41,11 @@ struct ServeArgs {
     #[arg(long, env = "HOOKWIRE_RULES", default_value = "./rules")]
     rules: PathBuf,
     /// Where events are stored: sqlite://PATH.
-    #[arg(long, env = "HOOKWIRE_DATABASE", default_value = "sqlite://hookwire.db")]
+    #[arg(
+        long,
+        env = "HOOKWIRE_DATABASE",
+        default_value = "sqlite://hookwire.db"
+    )]
     database: String,
     /// Bearer token for the admin API; without it the API answers loopback clients only.
     #[arg(long, env = "HOOKWIRE_ADMIN_TOKEN", hide_env_values = true)]
@@ -65,7 +69,11 @@ struct ServeArgs {
     #[arg(long, env = "HOOKWIRE_SHUTDOWN_GRACE", default_value = "10s")]
     shutdown_grace: Duration,
     /// Proxy addresses (CIDR) whose X-Forwarded-For is trusted; repeatable.
-    #[arg(long = "trusted-proxy", env = "HOOKWIRE_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        long = "trusted-proxy",
+        env = "HOOKWIRE_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
     trusted_proxies: Vec<ipnet::IpNet>,
     /// Allow a non-loopback --listen without --admin-token (the admin API then still answers loopback clients only).
     #[arg(long, env = "HOOKWIRE_INSECURE_ADMIN")]
@@ -109,7 +117,11 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Check { paths }) => {
-            let paths = if paths.is_empty() { vec![PathBuf::from("./rules")] } else { paths };
+            let paths = if paths.is_empty() {
+                vec![PathBuf::from("./rules")]
+            } else {
+                paths
+            };
             cli::check::run(&paths)
         }
         Some(Command::Test(t)) => cli::test::run(&cli::test::TestOptions {
@@ -126,7 +138,9 @@ fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> ExitCode {
     hookwire::telemetry::init(args.log_format == "json");
     if args.tls_cert.is_some() {
-        eprintln!("hookwire: --tls-cert/--tls-key are not supported yet; terminate TLS in a proxy for now");
+        eprintln!(
+            "hookwire: --tls-cert/--tls-key are not supported yet; terminate TLS in a proxy for now"
+        );
         return ExitCode::from(2);
     }
     let _ = (args.workers, args.retention, &args.smtp_from);
@@ -141,14 +155,20 @@ fn serve(args: ServeArgs) -> ExitCode {
         insecure_admin: args.insecure_admin,
         shutdown_grace: args.shutdown_grace.get(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hookwire: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(hookwire::server::serve(opts, tokio_util::sync::CancellationToken::new())) {
+    match runtime.block_on(hookwire::server::serve(
+        opts,
+        tokio_util::sync::CancellationToken::new(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -53,12 +53,16 @@ pub struct ServeOptions {
 }
 
 pub fn router(app: Arc<AppState>) -> Router {
-    crate::admin::router(app.clone()).fallback(crate::ingest::handle).with_state(app)
+    crate::admin::router(app.clone())
+        .fallback(crate::ingest::handle)
+        .with_state(app)
 }
 
 /// Runs until SIGINT/SIGTERM or `cancel`.
 pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let listener = TcpListener::bind(&opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
     if opts.admin_token.is_none() && !addr.ip().is_loopback() && !opts.insecure_admin {
         anyhow::bail!(
@@ -67,11 +71,21 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
         );
     }
     if !opts.rules.is_dir() {
-        anyhow::bail!("rules directory {} does not exist (create it or pass --rules DIR)", opts.rules.display());
+        anyhow::bail!(
+            "rules directory {} does not exist (create it or pass --rules DIR)",
+            opts.rules.display()
+        );
     }
-    let store = crate::store::open(&opts.database).with_context(|| format!("cannot open database {}", opts.database))?;
-    let load_opts = LoadOptions { smtp_configured: opts.smtp_url.is_some() };
-    let live = Arc::new(LiveRules::new(vec![opts.rules.clone()], crate::rules::process_env(), load_opts));
+    let store = crate::store::open(&opts.database)
+        .with_context(|| format!("cannot open database {}", opts.database))?;
+    let load_opts = LoadOptions {
+        smtp_configured: opts.smtp_url.is_some(),
+    };
+    let live = Arc::new(LiveRules::new(
+        vec![opts.rules.clone()],
+        crate::rules::process_env(),
+        load_opts,
+    ));
     let watcher = crate::watch::spawn(live.clone(), cancel.clone())
         .with_context(|| format!("cannot watch {}", opts.rules.display()))?;
 
@@ -94,10 +108,18 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, router: Router, cancel: CancellationToken, grace: Duration) {
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    cancel: CancellationToken,
+    grace: Duration,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).max_buf_size(MAX_HEADER_BYTES).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .timer(TokioTimer::new())
+        .max_buf_size(MAX_HEADER_BYTES)
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let shutdown = shutdown_signal(cancel.clone());
     tokio::pin!(shutdown);
     loop {
@@ -115,10 +137,11 @@ async fn accept_loop(listener: TcpListener, router: Router, cancel: Cancellation
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            router.clone().oneshot(req.map(axum::body::Body::new))
-        });
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -129,7 +152,10 @@ async fn accept_loop(listener: TcpListener, router: Router, cancel: Cancellation
     }
     drop(listener);
     tracing::info!("shutting down: finishing requests in flight");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace period");
     }
     let _ = TokioExecutor::new();

@@ -40,7 +40,10 @@ pub struct ReloadStatus {
 mod rfc3339_opt {
     use std::time::SystemTime;
 
-    pub fn serialize<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => s.serialize_str(&crate::ingest::rfc3339(*t)),
             None => s.serialize_none(),
@@ -75,7 +78,10 @@ impl LiveRules {
     }
 
     pub fn status(&self) -> ReloadStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Builds a new set from the files and swaps it in if it is valid.
@@ -107,7 +113,10 @@ impl LiveRules {
                 for e in &failure.errors {
                     tracing::error!(file = %e.file, line = e.line, col = e.col, "rule set not loaded: {}", e.message);
                 }
-                tracing::error!(errors = failure.errors.len(), "rule files have errors: keeping the last good rule set");
+                tracing::error!(
+                    errors = failure.errors.len(),
+                    "rule files have errors: keeping the last good rule set"
+                );
                 status.failures += 1;
                 status.last_error = Some(failure.errors);
                 status.last_error_at = Some(SystemTime::now());
@@ -119,7 +128,10 @@ impl LiveRules {
 
 /// Watches the rule paths and reloads on every change until cancelled.
 /// Failures of the watcher itself are logged; it keeps going.
-pub fn spawn(live: Arc<LiveRules>, cancel: CancellationToken) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+pub fn spawn(
+    live: Arc<LiveRules>,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DebounceEventResult>();
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
         let _ = tx.send(res);

@@ -55,22 +55,38 @@ fn all(ts: &[Template], ctx: &Context) -> Result<Vec<String>, RenderError> {
 }
 
 fn pairs(ts: &[(String, Template)], ctx: &Context) -> Result<Vec<(String, String)>, RenderError> {
-    ts.iter().map(|(k, t)| Ok((k.clone(), t.render(ctx)?))).collect()
+    ts.iter()
+        .map(|(k, t)| Ok((k.clone(), t.render(ctx)?)))
+        .collect()
 }
 
-pub fn render(action: &Action, ctx: &Context, data: &EventData<'_>) -> Result<Rendered, RenderError> {
+pub fn render(
+    action: &Action,
+    ctx: &Context,
+    data: &EventData<'_>,
+) -> Result<Rendered, RenderError> {
     Ok(match &action.kind {
         ActionKind::Http(h) => {
             let mut headers = pairs(&h.headers, ctx)?;
-            let has = |headers: &[(String, String)], name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+            let has = |headers: &[(String, String)], name: &str| {
+                headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+            };
             let (body, content_type) = match &h.body {
                 None => (None, None),
                 Some(HttpBody::Json(t)) => (Some(t.render(ctx)?), Some("application/json")),
-                Some(HttpBody::Text(t)) => (Some(Value::String(t.render(ctx)?)), Some("text/plain; charset=utf-8")),
+                Some(HttpBody::Text(t)) => (
+                    Some(Value::String(t.render(ctx)?)),
+                    Some("text/plain; charset=utf-8"),
+                ),
                 Some(HttpBody::Form(fields)) => {
                     let rendered = pairs(fields, ctx)?;
-                    let text = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(rendered).finish();
-                    (Some(Value::String(text)), Some("application/x-www-form-urlencoded"))
+                    let text = url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(rendered)
+                        .finish();
+                    (
+                        Some(Value::String(text)),
+                        Some("application/x-www-form-urlencoded"),
+                    )
                 }
             };
             if let Some(ct) = content_type {
@@ -78,7 +94,13 @@ pub fn render(action: &Action, ctx: &Context, data: &EventData<'_>) -> Result<Re
                     headers.push(("Content-Type".to_owned(), ct.to_owned()));
                 }
             }
-            Rendered::Http { method: h.method.clone(), url: h.url.render(ctx)?, headers, body, forward: h.forward }
+            Rendered::Http {
+                method: h.method.clone(),
+                url: h.url.render(ctx)?,
+                headers,
+                body,
+                forward: h.forward,
+            }
         }
         ActionKind::Email(e) => Rendered::Email {
             from: e.from.as_ref().map(|f| f.render(ctx)).transpose()?,

@@ -22,7 +22,10 @@ pub fn router(app: Arc<AppState>) -> Router<Arc<AppState>> {
     let api = Router::new()
         .route("/api/rules", get(rules))
         .route_layer(axum::middleware::from_fn_with_state(app, require_admin));
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).merge(api)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(api)
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -38,7 +41,11 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         "rules_loaded": rules_loaded,
         "store": match &store { Ok(()) => "ok".to_owned(), Err(e) => e.to_string() },
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -58,14 +65,22 @@ async fn require_admin(
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("");
             if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-                let mut resp = (StatusCode::UNAUTHORIZED, Json(json!({ "error": "admin token required" }))).into_response();
-                resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                let mut resp = (
+                    StatusCode::UNAUTHORIZED,
+                    Json(json!({ "error": "admin token required" })),
+                )
+                    .into_response();
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
                 return resp;
             }
         }
         None => {
             let ip = peer.ip();
-            let loopback = ip.is_loopback() || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
+            let loopback = ip.is_loopback()
+                || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
             if !loopback {
                 return (StatusCode::FORBIDDEN, Json(json!({ "error": "the admin API answers loopback clients only unless an admin token is set" })))
                     .into_response();

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use crate::rules::{self, LoadOptions};
 
 pub fn run(paths: &[PathBuf]) -> ExitCode {
-    let opts = LoadOptions { smtp_configured: std::env::var_os("HOOKWIRE_SMTP_URL").is_some() };
+    let opts = LoadOptions {
+        smtp_configured: std::env::var_os("HOOKWIRE_SMTP_URL").is_some(),
+    };
     match rules::load(paths, &rules::process_env(), &opts) {
         Ok(set) => {
             for w in &set.warnings {
@@ -31,7 +33,11 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
             for w in &failure.warnings {
                 eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.col, w.message);
             }
-            eprintln!("{} error{}", failure.errors.len(), plural(failure.errors.len()));
+            eprintln!(
+                "{} error{}",
+                failure.errors.len(),
+                plural(failure.errors.len())
+            );
             ExitCode::FAILURE
         }
     }

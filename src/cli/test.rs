@@ -70,34 +70,61 @@ pub fn run(opts: &TestOptions) -> ExitCode {
 }
 
 fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
-    let smtp = LoadOptions { smtp_configured: std::env::var_os("HOOKWIRE_SMTP_URL").is_some() };
-    let set = rules::load(std::slice::from_ref(&opts.rules), &rules::process_env(), &smtp).map_err(|f| format!("the rule files have errors:\n{f}"))?;
+    let smtp = LoadOptions {
+        smtp_configured: std::env::var_os("HOOKWIRE_SMTP_URL").is_some(),
+    };
+    let set = rules::load(
+        std::slice::from_ref(&opts.rules),
+        &rules::process_env(),
+        &smtp,
+    )
+    .map_err(|f| format!("the rule files have errors:\n{f}"))?;
     let source = set.source(&opts.source).ok_or_else(|| {
         let known: Vec<&str> = set.sources.iter().map(|s| s.name.as_str()).collect();
-        format!("no source `{}` in {} (known: {})", opts.source, opts.rules.display(), known.join(", "))
+        format!(
+            "no source `{}` in {} (known: {})",
+            opts.source,
+            opts.rules.display(),
+            known.join(", ")
+        )
     })?;
-    let body = std::fs::read(&opts.payload).map_err(|e| format!("cannot read {}: {e}", opts.payload.display()))?;
+    let body = std::fs::read(&opts.payload)
+        .map_err(|e| format!("cannot read {}: {e}", opts.payload.display()))?;
 
     let mut headers = Vec::new();
     for h in &opts.headers {
-        let (k, v) = h.split_once(':').ok_or_else(|| format!("--header `{h}` is not 'Name: value'"))?;
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header `{h}` is not 'Name: value'"))?;
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
     }
     let mut query = Vec::new();
     for q in &opts.query {
-        let (k, v) = q.split_once('=').ok_or_else(|| format!("--query `{q}` is not k=v"))?;
+        let (k, v) = q
+            .split_once('=')
+            .ok_or_else(|| format!("--query `{q}` is not k=v"))?;
         query.push((k.to_owned(), v.to_owned()));
     }
-    let content_type = headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone()).or_else(|| guess_content_type(&opts.payload));
+    let content_type = headers
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.clone())
+        .or_else(|| guess_content_type(&opts.payload));
     if let Some(ct) = &content_type {
         if !headers.iter().any(|(k, _)| k == "content-type") {
             headers.push(("content-type".to_owned(), ct.clone()));
         }
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| e.to_string())?;
     let decoded = runtime
-        .block_on(decode::decode(content_type.as_deref(), bytes::Bytes::from(body.clone()), &source.json_fields))
+        .block_on(decode::decode(
+            content_type.as_deref(),
+            bytes::Bytes::from(body.clone()),
+            &source.json_fields,
+        ))
         .map_err(|e| format!("{}: {e}", opts.payload.display()))?;
 
     let now = SystemTime::now();
@@ -105,7 +132,11 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
         event_id: "evt_test".to_owned(),
         source: source.name.clone(),
         received_at: rfc3339(now),
-        method: source.methods.first().cloned().unwrap_or_else(|| "POST".to_owned()),
+        method: source
+            .methods
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "POST".to_owned()),
         path: source.path.clone(),
         headers,
         query,
@@ -114,7 +145,10 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
     };
     let eval = evaluate::evaluate(&set, &req);
     let mut warnings = Vec::new();
-    let data = EventData { payload: &req.payload, raw_body: &req.body_text };
+    let data = EventData {
+        payload: &req.payload,
+        raw_body: &req.body_text,
+    };
     let mut reports = Vec::new();
     for trace in eval.trace {
         let mut rendered = Vec::new();
@@ -123,23 +157,43 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
             for action in &rule.actions {
                 for t in actions::templates(action) {
                     for field in t.missing_fields(ctx.data()) {
-                        warnings.push(format!("{}: rule `{}` action `{}`: template field `{field}` is missing", rule.file, rule.name, action.name));
+                        warnings.push(format!(
+                            "{}: rule `{}` action `{}`: template field `{field}` is missing",
+                            rule.file, rule.name, action.name
+                        ));
                     }
                 }
-                let created = trace.actions.iter().any(|a| a.action == action.name && a.delivery);
+                let created = trace
+                    .actions
+                    .iter()
+                    .any(|a| a.action == action.name && a.delivery);
                 if !created {
                     continue;
                 }
                 match actions::render(action, &ctx, &data) {
-                    Ok(r) => rendered.push(RenderedAction { action: action.name.clone(), rendered: Some(r), error: None }),
-                    Err(e) => rendered.push(RenderedAction { action: action.name.clone(), rendered: None, error: Some(e.to_string()) }),
+                    Ok(r) => rendered.push(RenderedAction {
+                        action: action.name.clone(),
+                        rendered: Some(r),
+                        error: None,
+                    }),
+                    Err(e) => rendered.push(RenderedAction {
+                        action: action.name.clone(),
+                        rendered: None,
+                        error: Some(e.to_string()),
+                    }),
                 }
             }
         }
         reports.push(RuleReport { trace, rendered });
     }
     warnings.dedup();
-    let report = Report { source: source.name.clone(), content_type, facts: decoded.facts, rules: reports, warnings };
+    let report = Report {
+        source: source.name.clone(),
+        content_type,
+        facts: decoded.facts,
+        rules: reports,
+        warnings,
+    };
     Ok((report, set))
 }
 
@@ -181,8 +235,15 @@ fn render_text(r: &Report) -> String {
         }
         steps(&mut out, &t.conditions, 2);
         for a in &t.actions {
-            let state = if a.delivery { "delivery" } else { "skipped by its `when`" };
-            out.push_str(&format!("  action {} ({}): {state}\n", a.action, a.action_type));
+            let state = if a.delivery {
+                "delivery"
+            } else {
+                "skipped by its `when`"
+            };
+            out.push_str(&format!(
+                "  action {} ({}): {state}\n",
+                a.action, a.action_type
+            ));
             steps(&mut out, &a.conditions, 3);
             if let Some(e) = &a.error {
                 out.push_str(&format!("      error: {e}\n"));
@@ -208,7 +269,13 @@ fn mark(ok: bool) -> &'static str {
 fn steps(out: &mut String, steps_list: &[Step], depth: usize) {
     let pad = "  ".repeat(depth);
     for s in steps_list {
-        out.push_str(&format!("{pad}{} {}  [line {}:{}]\n", mark(s.result), s.condition, s.line, s.col));
+        out.push_str(&format!(
+            "{pad}{} {}  [line {}:{}]\n",
+            mark(s.result),
+            s.condition,
+            s.line,
+            s.col
+        ));
         if !s.found.is_empty() {
             out.push_str(&format!("{pad}    found: {}\n", s.found.join(", ")));
         }
@@ -226,7 +293,13 @@ fn rendered(out: &mut String, ra: &RenderedAction) {
         return;
     }
     match &ra.rendered {
-        Some(Rendered::Http { method, url, headers, body, forward }) => {
+        Some(Rendered::Http {
+            method,
+            url,
+            headers,
+            body,
+            forward,
+        }) => {
             out.push_str(&format!("{pad}{method} {url}\n"));
             for (k, v) in headers {
                 out.push_str(&format!("{pad}{k}: {v}\n"));
@@ -236,12 +309,29 @@ fn rendered(out: &mut String, ra: &RenderedAction) {
             }
             match body {
                 Some(Value::String(s)) => out.push_str(&format!("{pad}{s}\n")),
-                Some(v) => out.push_str(&format!("{pad}{}\n", serde_json::to_string_pretty(v).unwrap_or_default().replace('\n', &format!("\n{pad}")))),
+                Some(v) => out.push_str(&format!(
+                    "{pad}{}\n",
+                    serde_json::to_string_pretty(v)
+                        .unwrap_or_default()
+                        .replace('\n', &format!("\n{pad}"))
+                )),
                 None => {}
             }
         }
-        Some(Rendered::Email { from, to, cc, bcc, subject, text, html }) => {
-            out.push_str(&format!("{pad}From: {}\n{pad}To: {}\n", from.as_deref().unwrap_or("(--smtp-from)"), to.join(", ")));
+        Some(Rendered::Email {
+            from,
+            to,
+            cc,
+            bcc,
+            subject,
+            text,
+            html,
+        }) => {
+            out.push_str(&format!(
+                "{pad}From: {}\n{pad}To: {}\n",
+                from.as_deref().unwrap_or("(--smtp-from)"),
+                to.join(", ")
+            ));
             if !cc.is_empty() {
                 out.push_str(&format!("{pad}Cc: {}\n", cc.join(", ")));
             }
@@ -250,11 +340,22 @@ fn rendered(out: &mut String, ra: &RenderedAction) {
             }
             out.push_str(&format!("{pad}Subject: {subject}\n"));
             for body in text.iter().chain(html.iter()) {
-                out.push_str(&format!("{pad}{}\n", body.replace('\n', &format!("\n{pad}"))));
+                out.push_str(&format!(
+                    "{pad}{}\n",
+                    body.replace('\n', &format!("\n{pad}"))
+                ));
             }
         }
-        Some(Rendered::Command { argv, env, stdin, cwd }) => {
-            out.push_str(&format!("{pad}argv: {}\n", serde_json::to_string(argv).unwrap_or_default()));
+        Some(Rendered::Command {
+            argv,
+            env,
+            stdin,
+            cwd,
+        }) => {
+            out.push_str(&format!(
+                "{pad}argv: {}\n",
+                serde_json::to_string(argv).unwrap_or_default()
+            ));
             for (k, v) in env {
                 out.push_str(&format!("{pad}env {k}={v}\n"));
             }

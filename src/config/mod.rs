@@ -31,9 +31,9 @@ impl FromStr for Duration {
                 "duration `{s}` needs a unit, for example `{s}s` or `{s}ms`"
             ));
         }
-        humantime::parse_duration(s)
-            .map(Duration)
-            .map_err(|e| format!("invalid duration `{s}`: {e} (write e.g. `250ms`, `5s`, `10m`, `2h`, `7d`)"))
+        humantime::parse_duration(s).map(Duration).map_err(|e| {
+            format!("invalid duration `{s}`: {e} (write e.g. `250ms`, `5s`, `10m`, `2h`, `7d`)")
+        })
     }
 }
 
@@ -146,17 +146,33 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units() {
-        for (text, ms) in [("250ms", 250), ("5s", 5_000), ("10m", 600_000), ("2h", 7_200_000), ("7d", 604_800_000)] {
+        for (text, ms) in [
+            ("250ms", 250),
+            ("5s", 5_000),
+            ("10m", 600_000),
+            ("2h", 7_200_000),
+            ("7d", 604_800_000),
+        ] {
             let d: Duration = text.parse().unwrap();
             assert_eq!(d.0.as_millis(), ms, "{text}");
         }
-        assert!("300".parse::<Duration>().unwrap_err().contains("needs a unit"));
+        assert!(
+            "300"
+                .parse::<Duration>()
+                .unwrap_err()
+                .contains("needs a unit")
+        );
         assert!("soon".parse::<Duration>().is_err());
     }
 
     #[test]
     fn sizes_parse_with_units() {
-        for (text, bytes) in [("512", 512), ("64KiB", 65_536), ("1MiB", 1_048_576), ("5MiB", 5 * 1_048_576)] {
+        for (text, bytes) in [
+            ("512", 512),
+            ("64KiB", 65_536),
+            ("1MiB", 1_048_576),
+            ("5MiB", 5 * 1_048_576),
+        ] {
             assert_eq!(text.parse::<ByteSize>().unwrap().0, bytes, "{text}");
         }
         assert!("lots".parse::<ByteSize>().is_err());

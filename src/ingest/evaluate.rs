@@ -49,7 +49,12 @@ impl Request {
     }
 
     pub fn input(&self) -> Input<'_> {
-        Input { payload: &self.payload, headers: &self.headers, query: &self.query, method: &self.method }
+        Input {
+            payload: &self.payload,
+            headers: &self.headers,
+            query: &self.query,
+            method: &self.method,
+        }
     }
 }
 
@@ -57,7 +62,8 @@ impl Request {
 fn pairs_to_object(pairs: &[(String, String)]) -> Value {
     let mut map = serde_json::Map::new();
     for (k, v) in pairs {
-        map.entry(k.clone()).or_insert_with(|| Value::String(v.clone()));
+        map.entry(k.clone())
+            .or_insert_with(|| Value::String(v.clone()));
     }
     Value::Object(map)
 }
@@ -106,7 +112,10 @@ pub struct Evaluation {
 impl Evaluation {
     /// The first matched rule (in load order) that answers with `respond`.
     pub fn responder<'a>(&self, set: &'a RuleSet) -> Option<&'a Rule> {
-        self.matched.iter().filter_map(|m| set.rule(m)).find(|r| r.respond.is_some())
+        self.matched
+            .iter()
+            .filter_map(|m| set.rule(m))
+            .find(|r| r.respond.is_some())
     }
 }
 
@@ -170,7 +179,13 @@ pub fn evaluate(set: &RuleSet, req: &Request) -> Evaluation {
                 });
             }
         }
-        out.trace.push(RuleTrace { rule: rule.name.clone(), matched, disabled: false, conditions, actions });
+        out.trace.push(RuleTrace {
+            rule: rule.name.clone(),
+            matched,
+            disabled: false,
+            conditions,
+            actions,
+        });
     }
     out
 }

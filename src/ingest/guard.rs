@@ -24,7 +24,9 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     }
     let mut client = peer;
     for value in headers.get_all("x-forwarded-for").iter().rev() {
-        let Ok(text) = value.to_str() else { return client };
+        let Ok(text) = value.to_str() else {
+            return client;
+        };
         for part in text.rsplit(',') {
             match part.trim().parse::<IpAddr>() {
                 Ok(ip) if is_trusted(&ip) => client = ip,
@@ -58,16 +60,21 @@ impl RateLimits {
     pub fn check(&self, source: &str, limit: RateLimit) -> Result<(), Duration> {
         let limiter = {
             let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry((source.to_owned(), limit)).or_insert_with(|| Arc::new(RateLimiter::direct(quota(limit)))).clone()
+            map.entry((source.to_owned(), limit))
+                .or_insert_with(|| Arc::new(RateLimiter::direct(quota(limit))))
+                .clone()
         };
-        limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
 
 fn quota(limit: RateLimit) -> Quota {
     let count = NonZeroU32::new(limit.count).unwrap_or(NonZeroU32::MIN);
     let period = limit.per / limit.count.max(1);
-    Quota::with_period(period.max(Duration::from_nanos(1))).map_or(Quota::per_second(count), |q| q.allow_burst(count))
+    Quota::with_period(period.max(Duration::from_nanos(1)))
+        .map_or(Quota::per_second(count), |q| q.allow_burst(count))
 }
 
 #[cfg(test)]
@@ -81,7 +88,10 @@ mod tests {
         h.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
         let proxy: IpAddr = "10.0.0.2".parse().unwrap();
         let stranger: IpAddr = "198.51.100.7".parse().unwrap();
-        assert_eq!(client_ip(proxy, &h, &trusted), "203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(client_ip(stranger, &h, &trusted), stranger);
         h.insert("x-forwarded-for", "garbage".parse().unwrap());
         assert_eq!(client_ip(proxy, &h, &trusted), proxy);
@@ -99,12 +109,18 @@ mod tests {
     #[test]
     fn rate_limit_allows_the_burst_then_refuses_with_a_wait() {
         let limits = RateLimits::default();
-        let limit = RateLimit { count: 3, per: Duration::from_secs(60) };
+        let limit = RateLimit {
+            count: 3,
+            per: Duration::from_secs(60),
+        };
         for _ in 0..3 {
             assert!(limits.check("s", limit).is_ok());
         }
         let wait = limits.check("s", limit).unwrap_err();
-        assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(20), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(1) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
         assert!(limits.check("other", limit).is_ok());
     }
 }

@@ -97,10 +97,16 @@ impl IngestError {
         let h = resp.headers_mut();
         match &self {
             IngestError::RateLimited(wait) => {
-                h.insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64));
+                h.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64),
+                );
             }
             IngestError::Store(_) => {
-                h.insert(header::RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER_SECS));
+                h.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(STORE_RETRY_AFTER_SECS),
+                );
             }
             IngestError::Method { allowed, .. } => {
                 if let Ok(v) = HeaderValue::from_str(allowed) {
@@ -116,7 +122,8 @@ impl IngestError {
 
 fn set_request_id(resp: &mut Response, id: &EventId) {
     if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-        resp.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+        resp.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), v);
     }
 }
 
@@ -135,9 +142,15 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(e) => {
             match &e {
-                IngestError::Store(cause) => tracing::error!(event_id = %id, path = uri.path(), error = %cause, "event not stored: answering 503"),
-                IngestError::Unverified(cause) => tracing::warn!(request_id = %id, path = uri.path(), %peer, reason = %cause, "request rejected: verification failed"),
-                other => tracing::info!(request_id = %id, path = uri.path(), %peer, reason = other.reason(), "request rejected: {other}"),
+                IngestError::Store(cause) => {
+                    tracing::error!(event_id = %id, path = uri.path(), error = %cause, "event not stored: answering 503")
+                }
+                IngestError::Unverified(cause) => {
+                    tracing::warn!(request_id = %id, path = uri.path(), %peer, reason = %cause, "request rejected: verification failed")
+                }
+                other => {
+                    tracing::info!(request_id = %id, path = uri.path(), %peer, reason = other.reason(), "request rejected: {other}")
+                }
             }
             e.into_response_with_id(&id)
         }
@@ -155,49 +168,75 @@ async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, IngestError> {
-    let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
     if header_bytes > MAX_HEADER_BYTES {
         return Err(IngestError::HeadersTooLarge);
     }
     let path = uri.path();
-    let source = set.source_for_path(path).ok_or_else(|| IngestError::UnknownPath(path.to_owned()))?;
+    let source = set
+        .source_for_path(path)
+        .ok_or_else(|| IngestError::UnknownPath(path.to_owned()))?;
     if !source.methods.iter().any(|m| m == method.as_str()) {
-        return Err(IngestError::Method { method: method.to_string(), allowed: source.methods.join(", ") });
+        return Err(IngestError::Method {
+            method: method.to_string(),
+            allowed: source.methods.join(", "),
+        });
     }
     let client = guard::client_ip(peer.ip(), &headers, &app.trusted_proxies);
     if !guard::ip_allowed(client, &source.allow_ips) {
         return Err(IngestError::IpNotAllowed);
     }
     if let Some(limit) = source.rate_limit {
-        app.rate_limits.check(&source.name, limit).map_err(IngestError::RateLimited)?;
+        app.rate_limits
+            .check(&source.name, limit)
+            .map_err(IngestError::RateLimited)?;
     }
 
     let max = source.max_body.unwrap_or(app.max_body);
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {
         return Err(IngestError::TooLarge(max));
     }
     // Reads at most `max` bytes; a body that goes on is refused without being buffered.
-    let bytes = axum::body::to_bytes(body, usize::try_from(max).unwrap_or(usize::MAX)).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            IngestError::TooLarge(max)
-        } else {
-            IngestError::BodyRead(e.to_string())
-        }
-    })?;
+    let bytes = axum::body::to_bytes(body, usize::try_from(max).unwrap_or(usize::MAX))
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                IngestError::TooLarge(max)
+            } else {
+                IngestError::BodyRead(e.to_string())
+            }
+        })?;
 
     let now = SystemTime::now();
     if let Some(v) = &source.verifier {
-        let req = verify::Request { headers: &headers, query: uri.query(), body: &bytes, now };
+        let req = verify::Request {
+            headers: &headers,
+            query: uri.query(),
+            body: &bytes,
+            now,
+        };
         v.verify(&req).map_err(IngestError::Unverified)?;
     }
 
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let decoded = decode::decode(content_type, bytes.clone(), &source.json_fields).await?;
 
     let header_pairs = header_pairs(&headers);
     let query = query_pairs(uri.query());
-    let received_at_ms = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let received_at_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let req = Request {
         event_id: id.to_string(),
         source: source.name.clone(),
@@ -255,7 +294,11 @@ async fn ingest(
     match app.store.ingest(event).await? {
         IngestOutcome::Duplicate { first } => {
             tracing::info!(event_id = %first, source = %source.name, "duplicate delivery ignored");
-            let mut resp = (StatusCode::OK, axum::Json(json!({ "event_id": first, "duplicate": true }))).into_response();
+            let mut resp = (
+                StatusCode::OK,
+                axum::Json(json!({ "event_id": first, "duplicate": true })),
+            )
+                .into_response();
             set_request_id(&mut resp, &first);
             Ok(resp)
         }
@@ -270,21 +313,37 @@ async fn ingest(
 
 /// 202 with the matched rules, or the first matched rule's own `respond`.
 fn respond(set: &RuleSet, eval: &Evaluation, req: &Request, id: &EventId) -> Response {
-    let default = || (StatusCode::ACCEPTED, axum::Json(json!({ "event_id": id, "matched": eval.matched }))).into_response();
-    let Some(rule) = eval.responder(set) else { return default() };
-    let Some(r) = &rule.respond else { return default() };
+    let default = || {
+        (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "event_id": id, "matched": eval.matched })),
+        )
+            .into_response()
+    };
+    let Some(rule) = eval.responder(set) else {
+        return default();
+    };
+    let Some(r) = &rule.respond else {
+        return default();
+    };
     let ctx = req.context(&rule.name, 1);
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
     let rendered = match &r.body {
         None => Ok((None, Vec::new())),
-        Some(HttpBody::Json(t)) => t.render(&ctx).map(|v| (Some("application/json"), v.to_string().into_bytes())),
-        Some(HttpBody::Text(t)) => t.render(&ctx).map(|s| (Some("text/plain; charset=utf-8"), s.into_bytes())),
+        Some(HttpBody::Json(t)) => t
+            .render(&ctx)
+            .map(|v| (Some("application/json"), v.to_string().into_bytes())),
+        Some(HttpBody::Text(t)) => t
+            .render(&ctx)
+            .map(|s| (Some("text/plain; charset=utf-8"), s.into_bytes())),
         Some(HttpBody::Form(fields)) => fields
             .iter()
             .map(|(k, t)| t.render(&ctx).map(|v| (k.as_str(), v)))
             .collect::<Result<Vec<_>, _>>()
             .map(|pairs| {
-                let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+                let body = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs)
+                    .finish();
                 (Some("application/x-www-form-urlencoded"), body.into_bytes())
             }),
     };
@@ -298,15 +357,21 @@ fn respond(set: &RuleSet, eval: &Evaluation, req: &Request, id: &EventId) -> Res
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
     if let Some(ct) = content_type {
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     }
     for (name, t) in &r.headers {
-        let value = t.render(&ctx).ok().and_then(|v| HeaderValue::from_str(&v).ok());
+        let value = t
+            .render(&ctx)
+            .ok()
+            .and_then(|v| HeaderValue::from_str(&v).ok());
         match (HeaderName::from_bytes(name.as_bytes()), value) {
             (Ok(n), Some(v)) => {
                 resp.headers_mut().insert(n, v);
             }
-            _ => tracing::warn!(event_id = %id, rule = %rule.name, header = %name, "respond header skipped: invalid name or value"),
+            _ => {
+                tracing::warn!(event_id = %id, rule = %rule.name, header = %name, "respond header skipped: invalid name or value")
+            }
         }
     }
     resp
@@ -317,16 +382,27 @@ pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::with_capacity(headers.keys_len());
     for name in headers.keys() {
         if let Some(v) = headers.get(name) {
-            out.push((name.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()));
+            out.push((
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            ));
         }
     }
     out
 }
 
 pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
-    query.map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+    query
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

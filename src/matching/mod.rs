@@ -29,11 +29,17 @@ pub struct Input<'a> {
 
 impl Input<'_> {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn query(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -47,12 +53,19 @@ pub struct JsonPath {
 impl JsonPath {
     pub fn compile(text: &str) -> Result<Self, String> {
         match jsonpath_rust::parser::parse_json_path(text) {
-            Ok(query) => Ok(Self { text: text.to_owned(), query }),
+            Ok(query) => Ok(Self {
+                text: text.to_owned(),
+                query,
+            }),
             Err(jsonpath_rust::parser::errors::JsonPathError::PestError(e)) => {
                 let at = match e.line_col {
-                    pest::error::LineColLocation::Pos((_, c)) | pest::error::LineColLocation::Span((_, c), _) => c,
+                    pest::error::LineColLocation::Pos((_, c))
+                    | pest::error::LineColLocation::Span((_, c), _) => c,
                 };
-                Err(format!("invalid JSONPath `{text}` at character {at}: {}", e.variant.message()))
+                Err(format!(
+                    "invalid JSONPath `{text}` at character {at}: {}",
+                    e.variant.message()
+                ))
             }
             Err(e) => Err(format!("invalid JSONPath `{text}`: {e}")),
         }
@@ -65,7 +78,11 @@ impl JsonPath {
     pub fn select_filtering_root<'a>(&self, root: &'a Value) -> Vec<&'a Value> {
         if root.is_object() && self.text.trim_start().starts_with("$[?") {
             let wrapped = Value::Array(vec![root.clone()]);
-            return if self.select(&wrapped).is_empty() { Vec::new() } else { vec![root] };
+            return if self.select(&wrapped).is_empty() {
+                Vec::new()
+            } else {
+                vec![root]
+            };
         }
         self.select(root)
     }
@@ -160,7 +177,12 @@ impl Op {
 /// A compiled `when`.
 #[derive(Debug, Clone)]
 pub enum Condition {
-    Test { operand: Operand, op: Op, every: bool, pos: Pos },
+    Test {
+        operand: Operand,
+        op: Op,
+        every: bool,
+        pos: Pos,
+    },
     /// A bare JSONPath string: holds when it selects at least one node.
     Selects(JsonPath, Pos),
     All(Vec<Condition>, Pos),
@@ -234,7 +256,12 @@ impl Condition {
 
     fn run<S: Sink>(&self, input: &Input<'_>, sink: &mut S) -> bool {
         match self {
-            Condition::Test { operand, op, every, pos } => run_test(operand, op, *every, *pos, input, sink),
+            Condition::Test {
+                operand,
+                op,
+                every,
+                pos,
+            } => run_test(operand, op, *every, *pos, input, sink),
             Condition::Selects(path, pos) => {
                 let nodes = path.select_filtering_root(input.payload);
                 let result = !nodes.is_empty();
@@ -266,7 +293,12 @@ impl Condition {
                         condition: "not".to_owned(),
                         result,
                         found: Vec::new(),
-                        reason: if result { "the inner condition is false" } else { "the inner condition is true" }.to_owned(),
+                        reason: if result {
+                            "the inner condition is false"
+                        } else {
+                            "the inner condition is true"
+                        }
+                        .to_owned(),
                         line: pos.line,
                         col: pos.col,
                         children: child.into_steps(),
@@ -278,7 +310,14 @@ impl Condition {
     }
 }
 
-fn run_group<S: Sink>(items: &[Condition], all: bool, name: &str, pos: Pos, input: &Input<'_>, sink: &mut S) -> bool {
+fn run_group<S: Sink>(
+    items: &[Condition],
+    all: bool,
+    name: &str,
+    pos: Pos,
+    input: &Input<'_>,
+    sink: &mut S,
+) -> bool {
     let mut child = sink.child();
     let mut result = all;
     let mut deciding = None;
@@ -333,7 +372,10 @@ fn zero_nodes_reason(path: &JsonPath, input: &Input<'_>) -> String {
 }
 
 fn show_values<'a>(values: impl Iterator<Item = &'a Value>) -> Vec<String> {
-    values.take(TRACE_VALUES).map(|v| truncate(&v.to_string())).collect()
+    values
+        .take(TRACE_VALUES)
+        .map(|v| truncate(&v.to_string()))
+        .collect()
 }
 
 fn truncate(s: &str) -> String {
@@ -343,7 +385,14 @@ fn truncate(s: &str) -> String {
     }
 }
 
-fn run_test<S: Sink>(operand: &Operand, op: &Op, every: bool, pos: Pos, input: &Input<'_>, sink: &mut S) -> bool {
+fn run_test<S: Sink>(
+    operand: &Operand,
+    op: &Op,
+    every: bool,
+    pos: Pos,
+    input: &Input<'_>,
+    sink: &mut S,
+) -> bool {
     // Header, query and method values are strings; they are wrapped once here
     // so every operator works on JSON values alike.
     let owned: Option<Value>;
@@ -379,7 +428,13 @@ fn run_test<S: Sink>(operand: &Operand, op: &Op, every: bool, pos: Pos, input: &
         match op {
             Op::Exists(want) => *want,
             Op::NotEquals(v) => !quantify(&nodes, every, |n| json_eq(n, v), &mut why, S::EXPLAIN),
-            Op::NotIn(vs) => !quantify(&nodes, every, |n| vs.iter().any(|v| json_eq(n, v)), &mut why, S::EXPLAIN),
+            Op::NotIn(vs) => !quantify(
+                &nodes,
+                every,
+                |n| vs.iter().any(|v| json_eq(n, v)),
+                &mut why,
+                S::EXPLAIN,
+            ),
             _ => quantify(&nodes, every, |n| holds(op, n), &mut why, S::EXPLAIN),
         }
     };
@@ -406,27 +461,54 @@ fn run_test<S: Sink>(operand: &Operand, op: &Op, every: bool, pos: Pos, input: &
 }
 
 /// `any` (default) or `every` node satisfies `pred`.
-fn quantify(nodes: &[&Value], every: bool, pred: impl Fn(&Value) -> bool, why: &mut String, explain: bool) -> bool {
-    let result = if every { nodes.iter().all(|n| pred(n)) } else { nodes.iter().any(|n| pred(n)) };
+fn quantify(
+    nodes: &[&Value],
+    every: bool,
+    pred: impl Fn(&Value) -> bool,
+    why: &mut String,
+    explain: bool,
+) -> bool {
+    let result = if every {
+        nodes.iter().all(|n| pred(n))
+    } else {
+        nodes.iter().any(|n| pred(n))
+    };
     if explain && nodes.len() > 1 {
         let count = nodes.iter().filter(|n| pred(n)).count();
-        let _ = write!(why, "{count} of {} selected nodes satisfy the operator", nodes.len());
+        let _ = write!(
+            why,
+            "{count} of {} selected nodes satisfy the operator",
+            nodes.len()
+        );
     }
     result
 }
 
 fn explain_values(op: &Op, nodes: &[&Value], result: bool) -> String {
-    let Some(first) = nodes.first() else { return String::new() };
+    let Some(first) = nodes.first() else {
+        return String::new();
+    };
     if let Op::Cmp(_, want) = op {
         if !same_kind(first, want) {
-            return format!("cannot order {} against {}: ordering needs two numbers or two strings", kind_name(first), kind_name(want));
+            return format!(
+                "cannot order {} against {}: ordering needs two numbers or two strings",
+                kind_name(first),
+                kind_name(want)
+            );
         }
     }
-    let textual = matches!(op, Op::Matches(_) | Op::Glob(..) | Op::StartsWith(_) | Op::EndsWith(_));
+    let textual = matches!(
+        op,
+        Op::Matches(_) | Op::Glob(..) | Op::StartsWith(_) | Op::EndsWith(_)
+    );
     if textual && !first.is_string() {
         return format!("the value is {}, not a string", kind_name(first));
     }
-    if result { "holds".to_owned() } else { "does not hold".to_owned() }
+    if result {
+        "holds".to_owned()
+    } else {
+        "does not hold".to_owned()
+    }
 }
 
 fn holds(op: &Op, n: &Value) -> bool {
@@ -467,9 +549,13 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
                 _ => x.as_f64() == y.as_f64(),
             },
         },
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -487,7 +573,10 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
 }
 
 fn same_kind(a: &Value, b: &Value) -> bool {
-    matches!((a, b), (Value::Number(_), Value::Number(_)) | (Value::String(_), Value::String(_)))
+    matches!(
+        (a, b),
+        (Value::Number(_), Value::Number(_)) | (Value::String(_), Value::String(_))
+    )
 }
 
 fn kind_name(v: &Value) -> &'static str {
@@ -506,8 +595,21 @@ fn kind_name(v: &Value) -> &'static str {
 
 const OPERANDS: [&str; 4] = ["path", "header", "query", "method"];
 const OPERATORS: [&str; 15] = [
-    "equals", "not_equals", "in", "not_in", "matches", "glob", "contains", "starts_with", "ends_with", "exists",
-    "gt", "gte", "lt", "lte", "every",
+    "equals",
+    "not_equals",
+    "in",
+    "not_in",
+    "matches",
+    "glob",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "exists",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "every",
 ];
 const COMBINATORS: [&str; 3] = ["all", "any", "not"];
 
@@ -529,18 +631,31 @@ fn compile_one(node: &Node, errors: &mut Vec<(Pos, String)>) -> Option<Condition
             }
         },
         Kind::Seq(items) => {
-            let list: Vec<_> = items.iter().filter_map(|i| compile_one(i, errors)).collect();
+            let list: Vec<_> = items
+                .iter()
+                .filter_map(|i| compile_one(i, errors))
+                .collect();
             Some(Condition::All(list, node.pos))
         }
         Kind::Map(entries) => compile_map(node, entries, errors),
         _ => {
-            errors.push((node.pos, format!("a condition must be a map, a list or a JSONPath string, found {}", node.describe())));
+            errors.push((
+                node.pos,
+                format!(
+                    "a condition must be a map, a list or a JSONPath string, found {}",
+                    node.describe()
+                ),
+            ));
             None
         }
     }
 }
 
-fn compile_map(node: &Node, entries: &[(crate::rules::node::Key, Node)], errors: &mut Vec<(Pos, String)>) -> Option<Condition> {
+fn compile_map(
+    node: &Node,
+    entries: &[(crate::rules::node::Key, Node)],
+    errors: &mut Vec<(Pos, String)>,
+) -> Option<Condition> {
     let start = errors.len();
     let mut operand: Option<(&str, &Node)> = None;
     let mut operator: Option<(&str, &Node)> = None;
@@ -553,17 +668,26 @@ fn compile_map(node: &Node, entries: &[(crate::rules::node::Key, Node)], errors:
             every = Some(value);
         } else if OPERANDS.contains(&k) {
             if let Some((first, _)) = operand {
-                errors.push((key.pos, format!("a condition takes one operand, found `{first}` and `{k}`")));
+                errors.push((
+                    key.pos,
+                    format!("a condition takes one operand, found `{first}` and `{k}`"),
+                ));
             }
             operand.get_or_insert((k, value));
         } else if OPERATORS.contains(&k) {
             if let Some((first, _)) = operator {
-                errors.push((key.pos, format!("a condition takes one operator, found `{first}` and `{k}`")));
+                errors.push((
+                    key.pos,
+                    format!("a condition takes one operator, found `{first}` and `{k}`"),
+                ));
             }
             operator.get_or_insert((k, value));
         } else if COMBINATORS.contains(&k) {
             if let Some((first, _)) = combinator {
-                errors.push((key.pos, format!("a condition takes one combinator, found `{first}` and `{k}`")));
+                errors.push((
+                    key.pos,
+                    format!("a condition takes one combinator, found `{first}` and `{k}`"),
+                ));
             }
             combinator.get_or_insert((k, value));
         } else {
@@ -581,31 +705,55 @@ fn compile_map(node: &Node, entries: &[(crate::rules::node::Key, Node)], errors:
 
     if let Some((name, value)) = combinator {
         if operand.is_some() || operator.is_some() || every.is_some() {
-            errors.push((node.pos, format!("`{name}` cannot be combined with an operand or operator in the same condition")));
+            errors.push((
+                node.pos,
+                format!(
+                    "`{name}` cannot be combined with an operand or operator in the same condition"
+                ),
+            ));
             return None;
         }
         return match name {
             "not" => compile_one(value, errors).map(|c| Condition::Not(Box::new(c), node.pos)),
             _ => {
                 let Kind::Seq(items) = &value.kind else {
-                    errors.push((value.pos, format!("`{name}` takes a list of conditions, found {}", value.describe())));
+                    errors.push((
+                        value.pos,
+                        format!(
+                            "`{name}` takes a list of conditions, found {}",
+                            value.describe()
+                        ),
+                    ));
                     return None;
                 };
-                let list: Vec<_> = items.iter().filter_map(|i| compile_one(i, errors)).collect();
-                Some(if name == "all" { Condition::All(list, node.pos) } else { Condition::Any(list, node.pos) })
+                let list: Vec<_> = items
+                    .iter()
+                    .filter_map(|i| compile_one(i, errors))
+                    .collect();
+                Some(if name == "all" {
+                    Condition::All(list, node.pos)
+                } else {
+                    Condition::Any(list, node.pos)
+                })
             }
         };
     }
 
     let Some((operand_name, operand_node)) = operand else {
         if errors.len() == start {
-            errors.push((node.pos, "a condition needs an operand: `path`, `header`, `query` or `method`".to_owned()));
+            errors.push((
+                node.pos,
+                "a condition needs an operand: `path`, `header`, `query` or `method`".to_owned(),
+            ));
         }
         return None;
     };
     let Some((op_name, op_node)) = operator else {
         if errors.len() == start {
-            errors.push((node.pos, format!("the condition on `{operand_name}` needs an operator, e.g. `equals`")));
+            errors.push((
+                node.pos,
+                format!("the condition on `{operand_name}` needs an operator, e.g. `equals`"),
+            ));
         }
         return None;
     };
@@ -622,11 +770,17 @@ fn compile_map(node: &Node, entries: &[(crate::rules::node::Key, Node)], errors:
         ("query", Kind::Str(s)) => Operand::Query(s.clone()),
         ("method", Kind::Bool(true)) => Operand::Method,
         ("method", _) => {
-            errors.push((operand_node.pos, "`method` is written `method: true`".to_owned()));
+            errors.push((
+                operand_node.pos,
+                "`method` is written `method: true`".to_owned(),
+            ));
             return None;
         }
         (name, _) => {
-            errors.push((operand_node.pos, format!("`{name}` takes a string, found {}", operand_node.describe())));
+            errors.push((
+                operand_node.pos,
+                format!("`{name}` takes a string, found {}", operand_node.describe()),
+            ));
             return None;
         }
     };
@@ -634,12 +788,18 @@ fn compile_map(node: &Node, entries: &[(crate::rules::node::Key, Node)], errors:
         None => false,
         Some(Kind::Bool(b)) => *b,
         Some(_) => {
-            errors.push((every.map_or(node.pos, |n| n.pos), "`every` takes true or false".to_owned()));
+            errors.push((
+                every.map_or(node.pos, |n| n.pos),
+                "`every` takes true or false".to_owned(),
+            ));
             return None;
         }
     };
     if every && !matches!(operand, Operand::Path(_)) {
-        errors.push((node.pos, "`every` applies to `path` operands only".to_owned()));
+        errors.push((
+            node.pos,
+            "`every` applies to `path` operands only".to_owned(),
+        ));
         return None;
     }
 
@@ -657,7 +817,10 @@ fn compile_map(node: &Node, entries: &[(crate::rules::node::Key, Node)], errors:
         match &op_node.kind {
             Kind::Str(s) => Some(s.clone()),
             _ => {
-                errors.push((op_node.pos, format!("`{op_name}` takes a string, found {}", op_node.describe())));
+                errors.push((
+                    op_node.pos,
+                    format!("`{op_name}` takes a string, found {}", op_node.describe()),
+                ));
                 None
             }
         }
@@ -666,7 +829,10 @@ fn compile_map(node: &Node, entries: &[(crate::rules::node::Key, Node)], errors:
         match &op_node.kind {
             Kind::Seq(items) => Some(items.iter().map(value).collect()),
             _ => {
-                errors.push((op_node.pos, format!("`{op_name}` takes a list, found {}", op_node.describe())));
+                errors.push((
+                    op_node.pos,
+                    format!("`{op_name}` takes a list, found {}", op_node.describe()),
+                ));
                 None
             }
         }
@@ -685,15 +851,30 @@ fn compile_map(node: &Node, entries: &[(crate::rules::node::Key, Node)], errors:
                 Ok(re) => Op::Matches(re),
                 Err(e) => {
                     let msg = e.to_string();
-                    let last = msg.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("invalid").trim();
-                    errors.push((op_node.pos, format!("invalid regex `{s}`: {}", last.trim_start_matches("error: "))));
+                    let last = msg
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .last()
+                        .unwrap_or("invalid")
+                        .trim();
+                    errors.push((
+                        op_node.pos,
+                        format!(
+                            "invalid regex `{s}`: {}",
+                            last.trim_start_matches("error: ")
+                        ),
+                    ));
                     return None;
                 }
             }
         }
         "glob" => {
             let s = string(errors)?;
-            match GlobBuilder::new(&s).literal_separator(true).backslash_escape(true).build() {
+            match GlobBuilder::new(&s)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+            {
                 Ok(g) => Op::Glob(s, g.compile_matcher()),
                 Err(e) => {
                     errors.push((op_node.pos, format!("invalid glob `{s}`: {}", e.kind())));
@@ -711,7 +892,13 @@ fn compile_map(node: &Node, entries: &[(crate::rules::node::Key, Node)], errors:
         "gt" | "gte" | "lt" | "lte" => {
             let v = value(op_node);
             if !(v.is_number() || v.is_string()) {
-                errors.push((op_node.pos, format!("`{op_name}` takes a number or a string, found {}", op_node.describe())));
+                errors.push((
+                    op_node.pos,
+                    format!(
+                        "`{op_name}` takes a number or a string, found {}",
+                        op_node.describe()
+                    ),
+                ));
                 return None;
             }
             let c = match op_name {
@@ -724,7 +911,12 @@ fn compile_map(node: &Node, entries: &[(crate::rules::node::Key, Node)], errors:
         }
         _ => return None,
     };
-    Some(Condition::Test { operand, op, every, pos: node.pos })
+    Some(Condition::Test {
+        operand,
+        op,
+        every,
+        pos: node.pos,
+    })
 }
 
 #[cfg(test)]

@@ -21,9 +21,17 @@ fn cond(yaml: &str) -> Condition {
 }
 
 fn check(yaml: &str, payload: &Value, headers: &[(&str, &str)], want: bool) -> Vec<Step> {
-    let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let query = vec![("ref".to_owned(), "main".to_owned())];
-    let input = Input { payload, headers: &headers, query: &query, method: "POST" };
+    let input = Input {
+        payload,
+        headers: &headers,
+        query: &query,
+        method: "POST",
+    };
     let c = cond(yaml);
     let fast = c.eval(&input);
     let (slow, steps) = c.explain(&input);
@@ -118,12 +126,20 @@ cases! {
 
 #[test]
 fn zero_node_trace_says_so_and_suggests_the_root() {
-    let steps = check("{path: $.payload.ref, equals: refs/heads/master}", &push(), &[], false);
+    let steps = check(
+        "{path: $.payload.ref, equals: refs/heads/master}",
+        &push(),
+        &[],
+        false,
+    );
     assert_eq!(
         steps[0].reason,
         "selected 0 nodes: JSONPath `$.payload.ref` selected nothing (the payload is the root: did you mean `$.ref`?)"
     );
-    assert_eq!(steps[0].condition, "path $.payload.ref equals \"refs/heads/master\"");
+    assert_eq!(
+        steps[0].condition,
+        "path $.payload.ref equals \"refs/heads/master\""
+    );
     let steps = check("{path: $.ref, exists: true}", &Value::Null, &[], false);
     assert_eq!(steps[0].reason, "selected 0 nodes (the payload is null)");
 }
@@ -132,13 +148,32 @@ fn zero_node_trace_says_so_and_suggests_the_root() {
 fn trace_shows_found_values_and_reasons() {
     let steps = check("{path: $.s, gt: 1}", &numbers(), &[], false);
     assert_eq!(steps[0].found, ["\"5\""]);
-    assert_eq!(steps[0].reason, "cannot order a string against a number: ordering needs two numbers or two strings");
-    let steps = check("[{path: $.ref, equals: x}, {path: $.ref, starts_with: refs}]", &push(), &[], false);
+    assert_eq!(
+        steps[0].reason,
+        "cannot order a string against a number: ordering needs two numbers or two strings"
+    );
+    let steps = check(
+        "[{path: $.ref, equals: x}, {path: $.ref, starts_with: refs}]",
+        &push(),
+        &[],
+        false,
+    );
     assert_eq!(steps[0].reason, "condition 1 of 2 is false");
     assert_eq!(steps[0].children.len(), 2, "explain evaluates every branch");
-    assert_eq!((steps[0].children[1].line, steps[0].children[1].col), (1, 28));
-    let steps = check("{path: '$.list[*]', every: true, gt: 1}", &numbers(), &[], false);
-    assert_eq!(steps[0].reason, "2 of 3 selected nodes satisfy the operator");
+    assert_eq!(
+        (steps[0].children[1].line, steps[0].children[1].col),
+        (1, 28)
+    );
+    let steps = check(
+        "{path: '$.list[*]', every: true, gt: 1}",
+        &numbers(),
+        &[],
+        false,
+    );
+    assert_eq!(
+        steps[0].reason,
+        "2 of 3 selected nodes satisfy the operator"
+    );
     let long = "x".repeat(500);
     let steps = check("{path: $.s, equals: y}", &json!({"s": long}), &[], false);
     assert!(steps[0].found[0].chars().count() <= TRACE_VALUE_CHARS + 1);
@@ -147,23 +182,83 @@ fn trace_shows_found_values_and_reasons() {
 #[test]
 fn load_errors_name_the_problem_and_position() {
     let cases: &[(&str, (u32, u32), &str)] = &[
-        ("{path: $.a, equals: 1, matches: x}", (1, 24), "a condition takes one operator, found `equals` and `matches`"),
-        ("{path: $.a, header: b, equals: 1}", (1, 13), "a condition takes one operand, found `path` and `header`"),
-        ("{path: $.a}", (1, 1), "the condition on `path` needs an operator, e.g. `equals`"),
-        ("{equals: 1}", (1, 1), "a condition needs an operand: `path`, `header`, `query` or `method`"),
-        ("{path: $.a, matches: '('}", (1, 22), "invalid regex `(`: unclosed group"),
-        ("{path: $.a, glob: '[a'}", (1, 19), "invalid glob `[a`: unclosed character class; missing ']'"),
-        ("{path: '$.a[', equals: 1}", (1, 8), "invalid JSONPath `$.a[`"),
+        (
+            "{path: $.a, equals: 1, matches: x}",
+            (1, 24),
+            "a condition takes one operator, found `equals` and `matches`",
+        ),
+        (
+            "{path: $.a, header: b, equals: 1}",
+            (1, 13),
+            "a condition takes one operand, found `path` and `header`",
+        ),
+        (
+            "{path: $.a}",
+            (1, 1),
+            "the condition on `path` needs an operator, e.g. `equals`",
+        ),
+        (
+            "{equals: 1}",
+            (1, 1),
+            "a condition needs an operand: `path`, `header`, `query` or `method`",
+        ),
+        (
+            "{path: $.a, matches: '('}",
+            (1, 22),
+            "invalid regex `(`: unclosed group",
+        ),
+        (
+            "{path: $.a, glob: '[a'}",
+            (1, 19),
+            "invalid glob `[a`: unclosed character class; missing ']'",
+        ),
+        (
+            "{path: '$.a[', equals: 1}",
+            (1, 8),
+            "invalid JSONPath `$.a[`",
+        ),
         ("'$[?@.a ==]'", (1, 1), "invalid JSONPath `$[?@.a ==]`"),
-        ("{path: $.a, exists: yes}", (1, 21), "`exists` takes true or false"),
-        ("{path: $.a, in: x}", (1, 17), "`in` takes a list, found a string"),
-        ("{path: $.a, gt: [1]}", (1, 17), "`gt` takes a number or a string, found a list"),
-        ("{method: POST, equals: x}", (1, 10), "`method` is written `method: true`"),
-        ("{header: a, every: true, equals: x}", (1, 1), "`every` applies to `path` operands only"),
-        ("{all: {path: $.a, exists: true}}", (1, 7), "`all` takes a list of conditions, found a map"),
+        (
+            "{path: $.a, exists: yes}",
+            (1, 21),
+            "`exists` takes true or false",
+        ),
+        (
+            "{path: $.a, in: x}",
+            (1, 17),
+            "`in` takes a list, found a string",
+        ),
+        (
+            "{path: $.a, gt: [1]}",
+            (1, 17),
+            "`gt` takes a number or a string, found a list",
+        ),
+        (
+            "{method: POST, equals: x}",
+            (1, 10),
+            "`method` is written `method: true`",
+        ),
+        (
+            "{header: a, every: true, equals: x}",
+            (1, 1),
+            "`every` applies to `path` operands only",
+        ),
+        (
+            "{all: {path: $.a, exists: true}}",
+            (1, 7),
+            "`all` takes a list of conditions, found a map",
+        ),
         ("{colour: red}", (1, 2), "unknown key `colour` in condition"),
-        ("{not: {path: $.a, equals: 1}, path: $.b}", (1, 1), "`not` cannot be combined with an operand or operator in the same condition"),
-        ("5", (1, 1), "a condition must be a map, a list or a JSONPath string, found a number"),
+        (
+            "{not: {path: $.a, equals: 1}, path: $.b}",
+            (1, 1),
+            "`not` cannot be combined with an operand or operator in the same condition",
+        ),
+        (
+            "5",
+            (1, 1),
+            "a condition must be a map, a list or a JSONPath string, found a number",
+        ),
     ];
     for (yaml, pos, message) in cases {
         let node = parse_yaml(yaml).unwrap();
@@ -171,6 +266,9 @@ fn load_errors_name_the_problem_and_position() {
         assert!(compile(&node, &mut errors).is_none(), "{yaml}");
         let (p, m) = &errors[0];
         assert_eq!((p.line, p.col), *pos, "{yaml}: {m}");
-        assert!(m.starts_with(message), "{yaml}: got `{m}`, want `{message}…`");
+        assert!(
+            m.starts_with(message),
+            "{yaml}: got `{m}`, want `{message}…`"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::de::{from_node, Spanned};
+use super::de::{Spanned, from_node};
 use super::node::{Format, Kind, Node, Pos};
 use super::{Diagnostic, LoadOptions, RuleSet, env, node, raw};
 use crate::ingest::verify::Verifier;
@@ -90,7 +90,11 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// 15 attempts from 5 s doubling to 4 h: about 14 hours, which outlives most outages.
     fn default() -> Self {
-        Self { attempts: 15, initial: Duration::from_secs(5), max: Duration::from_secs(4 * 3600) }
+        Self {
+            attempts: 15,
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(4 * 3600),
+        }
     }
 }
 
@@ -244,10 +248,18 @@ impl<'a> Builder<'a> {
         let mut resolved = env::Resolved::default();
         env::resolve(&mut root, self.env, &mut resolved);
         self.secrets.append(&mut resolved.secrets);
-        let mut errs = FileErrors { file: shown, list: resolved.errors };
+        let mut errs = FileErrors {
+            file: shown,
+            list: resolved.errors,
+        };
 
         match &root.kind {
-            Kind::Map(entries) if !entries.is_empty() && !entries.iter().any(|(k, _)| TOP_LEVEL.contains(&k.name.as_str())) => {
+            Kind::Map(entries)
+                if !entries.is_empty()
+                    && !entries
+                        .iter()
+                        .any(|(k, _)| TOP_LEVEL.contains(&k.name.as_str())) =>
+            {
                 errs.push(
                     root.pos,
                     "not a rule file: it has none of the top-level keys `sources`, `rules` or `tests` (keep payloads and other JSON/YAML outside the rules directory)",
@@ -267,26 +279,54 @@ impl<'a> Builder<'a> {
                 }
             }
             Kind::Null => {}
-            _ => errs.push(root.pos, format!("a rule file must be a map with `sources`, `rules` or `tests`, found {}", root.describe())),
+            _ => errs.push(
+                root.pos,
+                format!(
+                    "a rule file must be a map with `sources`, `rules` or `tests`, found {}",
+                    root.describe()
+                ),
+            ),
         }
         let file = errs.file;
-        self.errors.extend(errs.list.into_iter().map(|(pos, m)| Diagnostic::new(file, pos, m)));
+        self.errors.extend(
+            errs.list
+                .into_iter()
+                .map(|(pos, m)| Diagnostic::new(file, pos, m)),
+        );
     }
 
     fn add_sources(&mut self, node: &Node, errs: &mut FileErrors<'_>) {
         let Kind::Map(entries) = &node.kind else {
-            errs.push(node.pos, format!("`sources` must be a map of name → source, found {}", node.describe()));
+            errs.push(
+                node.pos,
+                format!(
+                    "`sources` must be a map of name → source, found {}",
+                    node.describe()
+                ),
+            );
             return;
         };
         for (key, value) in entries {
             if !valid_name(&key.name) {
-                errs.push(key.pos, format!("invalid source name `{}`: use lowercase letters, digits, `-` and `_`", key.name));
+                errs.push(
+                    key.pos,
+                    format!(
+                        "invalid source name `{}`: use lowercase letters, digits, `-` and `_`",
+                        key.name
+                    ),
+                );
                 continue;
             }
             // `github:` with nothing under it is a source with all defaults.
             let empty = Node::new(value.pos, Kind::Map(Vec::new()));
-            let value = if matches!(value.kind, Kind::Null) { &empty } else { value };
-            let Some(raw) = errs.read::<raw::Source>(value) else { continue };
+            let value = if matches!(value.kind, Kind::Null) {
+                &empty
+            } else {
+                value
+            };
+            let Some(raw) = errs.read::<raw::Source>(value) else {
+                continue;
+            };
             if let Some(s) = compile_source(&key.name, key.pos, raw, errs) {
                 if s.verifier.is_none() {
                     self.warnings.push(Diagnostic::new(
@@ -302,11 +342,16 @@ impl<'a> Builder<'a> {
 
     fn add_rules(&mut self, node: &Node, errs: &mut FileErrors<'_>) {
         let Kind::Seq(items) = &node.kind else {
-            errs.push(node.pos, format!("`rules` must be a list, found {}", node.describe()));
+            errs.push(
+                node.pos,
+                format!("`rules` must be a list, found {}", node.describe()),
+            );
             return;
         };
         for item in items {
-            let Some(raw) = errs.read::<raw::Rule>(item) else { continue };
+            let Some(raw) = errs.read::<raw::Rule>(item) else {
+                continue;
+            };
             let before = errs.list.len();
             let rule = self.compile_rule(raw, item.pos, errs);
             if let (Some((rule, names)), true) = (rule, errs.list.len() == before) {
@@ -316,18 +361,43 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn compile_rule(&mut self, raw: raw::Rule, pos: Pos, errs: &mut FileErrors<'_>) -> Option<(Rule, Vec<(String, Pos)>)> {
+    fn compile_rule(
+        &mut self,
+        raw: raw::Rule,
+        pos: Pos,
+        errs: &mut FileErrors<'_>,
+    ) -> Option<(Rule, Vec<(String, Pos)>)> {
         if !valid_name(&raw.name) {
-            errs.push(raw.name.pos, format!("invalid rule name `{}`: use lowercase letters, digits, `-` and `_`", *raw.name));
+            errs.push(
+                raw.name.pos,
+                format!(
+                    "invalid rule name `{}`: use lowercase letters, digits, `-` and `_`",
+                    *raw.name
+                ),
+            );
         }
-        let names: Vec<(String, Pos)> = raw.source.value.0.iter().map(|s| (s.clone(), raw.source.pos)).collect();
+        let names: Vec<(String, Pos)> = raw
+            .source
+            .value
+            .0
+            .iter()
+            .map(|s| (s.clone(), raw.source.pos))
+            .collect();
         let when = raw.when.as_ref().and_then(|w| compile_condition(w, errs));
         let mut actions = Vec::new();
         for (i, node) in raw.actions.iter().flatten().enumerate() {
-            let Some(a) = errs.read::<raw::Action>(node) else { continue };
+            let Some(a) = errs.read::<raw::Action>(node) else {
+                continue;
+            };
             if let Some(a) = self.compile_action(a, i, node.pos, errs) {
                 if let Some(dup) = actions.iter().find(|x: &&Action| x.name == a.name) {
-                    errs.push(node.pos, format!("duplicate action name `{}` in rule `{}` (first at line {})", a.name, *raw.name, dup.pos.line));
+                    errs.push(
+                        node.pos,
+                        format!(
+                            "duplicate action name `{}` in rule `{}` (first at line {})",
+                            a.name, *raw.name, dup.pos.line
+                        ),
+                    );
                     continue;
                 }
                 actions.push(a);
@@ -349,10 +419,23 @@ impl<'a> Builder<'a> {
         ))
     }
 
-    fn compile_action(&mut self, raw: raw::Action, index: usize, pos: Pos, errs: &mut FileErrors<'_>) -> Option<Action> {
-        let kinds = [raw.http.is_some(), raw.email.is_some(), raw.command.is_some()];
+    fn compile_action(
+        &mut self,
+        raw: raw::Action,
+        index: usize,
+        pos: Pos,
+        errs: &mut FileErrors<'_>,
+    ) -> Option<Action> {
+        let kinds = [
+            raw.http.is_some(),
+            raw.email.is_some(),
+            raw.command.is_some(),
+        ];
         if kinds.iter().filter(|k| **k).count() != 1 {
-            errs.push(pos, "an action takes exactly one of `http`, `email` or `command`");
+            errs.push(
+                pos,
+                "an action takes exactly one of `http`, `email` or `command`",
+            );
             return None;
         }
         let (kind, type_name) = if let Some(h) = raw.http {
@@ -375,7 +458,13 @@ impl<'a> Builder<'a> {
         let name = match raw.name {
             Some(n) => {
                 if !valid_name(&n) {
-                    errs.push(n.pos, format!("invalid action name `{}`: use lowercase letters, digits, `-` and `_`", *n));
+                    errs.push(
+                        n.pos,
+                        format!(
+                            "invalid action name `{}`: use lowercase letters, digits, `-` and `_`",
+                            *n
+                        ),
+                    );
                 }
                 n.value
             }
@@ -390,16 +479,30 @@ impl<'a> Builder<'a> {
                 }
                 a.value
             });
-            RetryPolicy { attempts, initial: r.initial.map_or(d.initial, |x| x.get()), max: r.max.map_or(d.max, |x| x.get()) }
+            RetryPolicy {
+                attempts,
+                initial: r.initial.map_or(d.initial, |x| x.get()),
+                max: r.max.map_or(d.max, |x| x.get()),
+            }
         });
         let serialize_by = raw.serialize_by.as_ref().and_then(|s| errs.template(s));
-        Some(Action { name, when, retry: retry.unwrap_or_default(), serialize_by, kind: kind?, pos })
+        Some(Action {
+            name,
+            when,
+            retry: retry.unwrap_or_default(),
+            serialize_by,
+            kind: kind?,
+            pos,
+        })
     }
 
     fn warn_shell(&mut self, c: &raw::Command, file: &str) {
         let argv = &c.argv.value;
         let Some(first) = argv.first() else { return };
-        let program = Path::new(first.as_str()).file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let program = Path::new(first.as_str())
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
         if !SHELLS.contains(&program) {
             return;
         }
@@ -420,14 +523,22 @@ impl<'a> Builder<'a> {
 
     fn add_tests(&mut self, node: &Node, path: &Path, errs: &mut FileErrors<'_>) {
         let Kind::Seq(items) = &node.kind else {
-            errs.push(node.pos, format!("`tests` must be a list, found {}", node.describe()));
+            errs.push(
+                node.pos,
+                format!("`tests` must be a list, found {}", node.describe()),
+            );
             return;
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         for item in items {
-            let Some(t) = errs.read::<raw::Test>(item) else { continue };
+            let Some(t) = errs.read::<raw::Test>(item) else {
+                continue;
+            };
             if t.payload.is_some() == t.body.is_some() {
-                errs.push(item.pos, "a test takes exactly one of `payload` (a file) or `body` (text)");
+                errs.push(
+                    item.pos,
+                    "a test takes exactly one of `payload` (a file) or `body` (text)",
+                );
                 continue;
             }
             self.tests.push(RuleTest {
@@ -457,7 +568,10 @@ impl<'a> Builder<'a> {
                 self.errors.push(Diagnostic::new(
                     &s.file,
                     s.pos,
-                    format!("duplicate source name `{}`: also defined at {}:{}", s.name, first.file, first.pos),
+                    format!(
+                        "duplicate source name `{}`: also defined at {}:{}",
+                        s.name, first.file, first.pos
+                    ),
                 ));
                 continue;
             }
@@ -466,7 +580,10 @@ impl<'a> Builder<'a> {
                 self.errors.push(Diagnostic::new(
                     &s.file,
                     s.pos,
-                    format!("source `{}` has the path `{}` of source `{}` ({}:{})", s.name, s.path, first.name, first.file, first.pos),
+                    format!(
+                        "source `{}` has the path `{}` of source `{}` ({}:{})",
+                        s.name, s.path, first.name, first.file, first.pos
+                    ),
                 ));
             } else {
                 paths.insert(&s.path, s);
@@ -478,36 +595,67 @@ impl<'a> Builder<'a> {
                 self.errors.push(Diagnostic::new(
                     &r.file,
                     r.pos,
-                    format!("duplicate rule name `{}`: also defined at {}:{}", r.name, first.file, first.pos),
+                    format!(
+                        "duplicate rule name `{}`: also defined at {}:{}",
+                        r.name, first.file, first.pos
+                    ),
                 ));
             } else {
                 rule_names.insert(&r.name, r);
             }
             for (name, pos) in names {
                 if !seen.contains_key(name.as_str()) {
-                    self.errors.push(Diagnostic::new(&r.file, *pos, format!("rule `{}` names source `{name}`, which is not defined", r.name)));
+                    self.errors.push(Diagnostic::new(
+                        &r.file,
+                        *pos,
+                        format!(
+                            "rule `{}` names source `{name}`, which is not defined",
+                            r.name
+                        ),
+                    ));
                 }
             }
         }
         for t in &self.tests {
             if !seen.contains_key(t.source.as_str()) {
-                self.errors.push(Diagnostic::new(&t.file, t.pos, format!("test \"{}\" names source `{}`, which is not defined", t.name, t.source)));
+                self.errors.push(Diagnostic::new(
+                    &t.file,
+                    t.pos,
+                    format!(
+                        "test \"{}\" names source `{}`, which is not defined",
+                        t.name, t.source
+                    ),
+                ));
             }
         }
-        let set = RuleSet::assemble(files, self.sources, self.rules, self.tests, self.secrets, self.warnings.clone());
+        let set = RuleSet::assemble(
+            files,
+            self.sources,
+            self.rules,
+            self.tests,
+            self.secrets,
+            self.warnings.clone(),
+        );
         (set, self.errors, self.warnings)
     }
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn compile_condition(node: &Node, errs: &mut FileErrors<'_>) -> Option<Condition> {
     matching::compile(node, &mut errs.list)
 }
 
-fn compile_source(name: &str, pos: Pos, raw: raw::Source, errs: &mut FileErrors<'_>) -> Option<Source> {
+fn compile_source(
+    name: &str,
+    pos: Pos,
+    raw: raw::Source,
+    errs: &mut FileErrors<'_>,
+) -> Option<Source> {
     let before = errs.list.len();
     let path = match raw.path {
         Some(p) if !p.starts_with('/') => {
@@ -595,18 +743,31 @@ fn parse_rate(s: &str) -> Result<RateLimit, String> {
         _ => return Err(err()),
     };
     if count == 0 {
-        return Err(format!("invalid rate limit `{s}`: the count must be at least 1"));
+        return Err(format!(
+            "invalid rate limit `{s}`: the count must be at least 1"
+        ));
     }
     Ok(RateLimit { count, per })
 }
 
-fn template_map(map: Option<std::collections::BTreeMap<String, Spanned<String>>>, errs: &mut FileErrors<'_>) -> Vec<(String, Template)> {
-    map.unwrap_or_default().into_iter().filter_map(|(k, v)| errs.template(&v).map(|t| (k, t))).collect()
+fn template_map(
+    map: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    errs: &mut FileErrors<'_>,
+) -> Vec<(String, Template)> {
+    map.unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| errs.template(&v).map(|t| (k, t)))
+        .collect()
 }
 
 fn compile_body(node: &Node, errs: &mut FileErrors<'_>) -> Option<HttpBody> {
     match &node.kind {
-        Kind::Str(s) => errs.template(&Spanned { pos: node.pos, value: s.clone() }).map(HttpBody::Text),
+        Kind::Str(s) => errs
+            .template(&Spanned {
+                pos: node.pos,
+                value: s.clone(),
+            })
+            .map(HttpBody::Text),
         _ => JsonTemplate::compile(node, &mut errs.list).map(HttpBody::Json),
     }
 }
@@ -614,7 +775,13 @@ fn compile_body(node: &Node, errs: &mut FileErrors<'_>) -> Option<HttpBody> {
 fn compile_respond(raw: raw::Respond, errs: &mut FileErrors<'_>) -> Option<Respond> {
     let status = match raw.status {
         Some(s) if !(100..=599).contains(&s.value) => {
-            errs.push(s.pos, format!("`status` must be an HTTP status (100-599), found {}", s.value));
+            errs.push(
+                s.pos,
+                format!(
+                    "`status` must be an HTTP status (100-599), found {}",
+                    s.value
+                ),
+            );
             return None;
         }
         Some(s) => s.value,
@@ -625,14 +792,24 @@ fn compile_respond(raw: raw::Respond, errs: &mut FileErrors<'_>) -> Option<Respo
         Some(b) => Some(compile_body(b, errs)?),
         None => None,
     };
-    Some(Respond { status, headers, body })
+    Some(Respond {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn compile_http(h: raw::Http, errs: &mut FileErrors<'_>) -> Option<HttpAction> {
     let before = errs.list.len();
-    let method = h.method.as_ref().map_or("POST".to_owned(), |m| m.to_ascii_uppercase());
+    let method = h
+        .method
+        .as_ref()
+        .map_or("POST".to_owned(), |m| m.to_ascii_uppercase());
     if axum::http::Method::from_bytes(method.as_bytes()).is_err() {
-        errs.push(h.method.as_ref().map_or(h.url.pos, |m| m.pos), format!("invalid HTTP method `{method}`"));
+        errs.push(
+            h.method.as_ref().map_or(h.url.pos, |m| m.pos),
+            format!("invalid HTTP method `{method}`"),
+        );
     }
     let allow_payload_host = h.allow_payload_host.unwrap_or(false);
     check_url(&h.url, allow_payload_host, errs);
@@ -653,7 +830,10 @@ fn compile_http(h: raw::Http, errs: &mut FileErrors<'_>) -> Option<HttpAction> {
         body
     };
     if bodies + usize::from(forward) > 1 {
-        errs.push(h.url.pos, "an http action takes at most one of `body`, `form` or `forward: true`");
+        errs.push(
+            h.url.pos,
+            "an http action takes at most one of `body`, `form` or `forward: true`",
+        );
     }
     if errs.list.len() > before {
         return None;
@@ -674,11 +854,17 @@ fn compile_http(h: raw::Http, errs: &mut FileErrors<'_>) -> Option<HttpAction> {
 fn check_url(url: &Spanned<String>, allow_payload_host: bool, errs: &mut FileErrors<'_>) {
     let s = url.as_str();
     let Some((scheme, rest)) = s.split_once("://") else {
-        errs.push(url.pos, format!("`url` must start with http:// or https://, found `{s}`"));
+        errs.push(
+            url.pos,
+            format!("`url` must start with http:// or https://, found `{s}`"),
+        );
         return;
     };
     if !matches!(scheme, "http" | "https") {
-        errs.push(url.pos, format!("`url` must use http or https, found `{scheme}`"));
+        errs.push(
+            url.pos,
+            format!("`url` must use http or https, found `{scheme}`"),
+        );
         return;
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -695,8 +881,20 @@ fn check_url(url: &Spanned<String>, allow_payload_host: bool, errs: &mut FileErr
 
 fn compile_email(e: raw::Email, errs: &mut FileErrors<'_>) -> Option<EmailAction> {
     let before = errs.list.len();
-    let list = |v: Vec<Spanned<String>>, errs: &mut FileErrors<'_>| -> Vec<Template> { v.iter().filter_map(|s| errs.template(s)).collect() };
-    let to = list(e.to.value.0.iter().map(|t| Spanned { pos: e.to.pos, value: t.clone() }).collect(), errs);
+    let list = |v: Vec<Spanned<String>>, errs: &mut FileErrors<'_>| -> Vec<Template> {
+        v.iter().filter_map(|s| errs.template(s)).collect()
+    };
+    let to = list(
+        e.to.value
+            .0
+            .iter()
+            .map(|t| Spanned {
+                pos: e.to.pos,
+                value: t.clone(),
+            })
+            .collect(),
+        errs,
+    );
     let cc = list(e.cc.unwrap_or_default(), errs);
     let bcc = list(e.bcc.unwrap_or_default(), errs);
     let from = e.from.as_ref().and_then(|f| errs.template(f));
@@ -704,12 +902,23 @@ fn compile_email(e: raw::Email, errs: &mut FileErrors<'_>) -> Option<EmailAction
     let text = e.text.as_ref().and_then(|t| errs.template(t));
     let html = e.html.as_ref().and_then(|t| errs.template(t));
     if e.text.is_none() && e.html.is_none() {
-        errs.push(e.subject.pos, "an email action needs `text`, `html` or both");
+        errs.push(
+            e.subject.pos,
+            "an email action needs `text`, `html` or both",
+        );
     }
     if errs.list.len() > before {
         return None;
     }
-    Some(EmailAction { to, cc, bcc, from, subject: subject?, text, html })
+    Some(EmailAction {
+        to,
+        cc,
+        bcc,
+        from,
+        subject: subject?,
+        text,
+        html,
+    })
 }
 
 fn compile_command(c: raw::Command, errs: &mut FileErrors<'_>) -> Option<CommandAction> {
@@ -717,7 +926,12 @@ fn compile_command(c: raw::Command, errs: &mut FileErrors<'_>) -> Option<Command
     if c.argv.is_empty() {
         errs.push(c.argv.pos, "`argv` needs at least the program to run");
     }
-    let argv = c.argv.value.iter().filter_map(|a| errs.template(a)).collect();
+    let argv = c
+        .argv
+        .value
+        .iter()
+        .filter_map(|a| errs.template(a))
+        .collect();
     let env = template_map(c.env, errs);
     let stdin = match c.stdin.as_ref().map(|s| (s.pos, s.as_str())) {
         None | Some((_, "none")) => Stdin::None,

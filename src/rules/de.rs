@@ -39,15 +39,26 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError { pos: None, message: msg.to_string() }
+        DeError {
+            pos: None,
+            message: msg.to_string(),
+        }
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        let list = expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ");
+        let list = expected
+            .iter()
+            .map(|e| format!("`{e}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         match expected.len() {
-            0 => Self::custom(format_args!("unknown field `{field}`: this takes no fields")),
+            0 => Self::custom(format_args!(
+                "unknown field `{field}`: this takes no fields"
+            )),
             1 => Self::custom(format_args!("unknown field `{field}`, expected {list}")),
-            _ => Self::custom(format_args!("unknown field `{field}`, expected one of {list}")),
+            _ => Self::custom(format_args!(
+                "unknown field `{field}`, expected one of {list}"
+            )),
         }
     }
 
@@ -92,9 +103,18 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a value")
             }
-            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Spanned<T>, D::Error> {
-                let pos = HANDOFF.with(|h| h.borrow_mut().take()).map(|n| n.pos).unwrap_or_default();
-                Ok(Spanned { pos, value: T::deserialize(d)? })
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Spanned<T>, D::Error> {
+                let pos = HANDOFF
+                    .with(|h| h.borrow_mut().take())
+                    .map(|n| n.pos)
+                    .unwrap_or_default();
+                Ok(Spanned {
+                    pos,
+                    value: T::deserialize(d)?,
+                })
             }
         }
         d.deserialize_newtype_struct(SPANNED, V(std::marker::PhantomData))
@@ -132,7 +152,10 @@ impl<'de> Deserializer<'de> for &'de Node {
             Kind::Float(f) => v.visit_f64(*f),
             Kind::Str(s) => v.visit_borrowed_str(s),
             Kind::Seq(items) => v.visit_seq(SeqAccess { iter: items.iter() }),
-            Kind::Map(entries) => v.visit_map(MapAccess { iter: entries.iter(), value: None }),
+            Kind::Map(entries) => v.visit_map(MapAccess {
+                iter: entries.iter(),
+                value: None,
+            }),
         };
         r.map_err(|e| e.at(self.pos))
     }
@@ -144,7 +167,11 @@ impl<'de> Deserializer<'de> for &'de Node {
         }
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, v: V) -> DeResult<V::Value> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        v: V,
+    ) -> DeResult<V::Value> {
         match name {
             NODE => {
                 HANDOFF.with(|h| *h.borrow_mut() = Some(self.clone()));
@@ -164,25 +191,39 @@ impl<'de> Deserializer<'de> for &'de Node {
         variants: &'static [&'static str],
         v: V,
     ) -> DeResult<V::Value> {
-        let list = || variants.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ");
+        let list = || {
+            variants
+                .iter()
+                .map(|e| format!("`{e}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let r = match &self.kind {
             Kind::Str(s) => v.visit_enum(s.as_str().into_deserializer()),
             Kind::Map(entries) if entries.len() == 1 => {
                 let (key, value) = &entries[0];
                 v.visit_enum(EnumAccess { key, value })
             }
-            Kind::Map(entries) if entries.is_empty() => {
-                Err(de::Error::custom(format_args!("expected one of {}, found an empty map", list())))
-            }
+            Kind::Map(entries) if entries.is_empty() => Err(de::Error::custom(format_args!(
+                "expected one of {}, found an empty map",
+                list()
+            ))),
             Kind::Map(entries) => {
-                let names = entries.iter().map(|(k, _)| format!("`{}`", k.name)).collect::<Vec<_>>();
+                let names = entries
+                    .iter()
+                    .map(|(k, _)| format!("`{}`", k.name))
+                    .collect::<Vec<_>>();
                 Err(de::Error::custom(format_args!(
                     "takes exactly one of {}, found {}",
                     list(),
                     names.join(" and ")
                 )))
             }
-            _ => Err(de::Error::custom(format_args!("expected one of {}, found {}", list(), self.describe()))),
+            _ => Err(de::Error::custom(format_args!(
+                "expected one of {}, found {}",
+                list(),
+                self.describe()
+            ))),
         };
         r.map_err(|e| e.at(self.pos))
     }
@@ -201,7 +242,10 @@ struct SeqAccess<'de> {
 impl<'de> de::SeqAccess<'de> for SeqAccess<'de> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> DeResult<Option<T::Value>> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> DeResult<Option<T::Value>> {
         match self.iter.next() {
             Some(node) => seed.deserialize(node).map(Some).map_err(|e| e.at(node.pos)),
             None => Ok(None),
@@ -260,7 +304,10 @@ impl<'de> de::VariantAccess<'de> for &'de Node {
     fn unit_variant(self) -> DeResult<()> {
         match self.kind {
             Kind::Null => Ok(()),
-            _ => Err(DeError { pos: Some(self.pos), message: format!("expected nothing, found {}", self.describe()) }),
+            _ => Err(DeError {
+                pos: Some(self.pos),
+                message: format!("expected nothing, found {}", self.describe()),
+            }),
         }
     }
 
@@ -272,10 +319,19 @@ impl<'de> de::VariantAccess<'de> for &'de Node {
         self.deserialize_any(v)
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, _fields: &'static [&'static str], v: V) -> DeResult<V::Value> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        v: V,
+    ) -> DeResult<V::Value> {
         match self.kind {
             // `github: {}` and a bare `github:` both mean "no options".
-            Kind::Null => v.visit_map(MapAccess { iter: [].iter(), value: None }).map_err(|e| e.at(self.pos)),
+            Kind::Null => v
+                .visit_map(MapAccess {
+                    iter: [].iter(),
+                    value: None,
+                })
+                .map_err(|e| e.at(self.pos)),
             _ => self.deserialize_any(v),
         }
     }
@@ -313,15 +369,45 @@ mod tests {
     #[test]
     fn errors_point_at_the_value_or_key() {
         let cases: &[(&str, u32, u32, &str)] = &[
-            ("name: a\ncolor: red\n", 2, 1, "unknown field `color`, expected one of `name`, `count`, `raw`, `kind`"),
-            ("name: a\ncount: many\n", 2, 8, "invalid type: string \"many\", expected u32"),
+            (
+                "name: a\ncolor: red\n",
+                2,
+                1,
+                "unknown field `color`, expected one of `name`, `count`, `raw`, `kind`",
+            ),
+            (
+                "name: a\ncount: many\n",
+                2,
+                8,
+                "invalid type: string \"many\", expected u32",
+            ),
             ("count: 1\n", 1, 1, "missing field `name`"),
-            ("name: a\nkind: {a: {x: 1}, b: null}\n", 2, 7, "takes exactly one of `a`, `b`, found `a` and `b`"),
-            ("name: a\nkind:\n  a: {x: 1, y: 2}\n", 3, 13, "unknown field `y`, expected `x`"),
+            (
+                "name: a\nkind: {a: {x: 1}, b: null}\n",
+                2,
+                7,
+                "takes exactly one of `a`, `b`, found `a` and `b`",
+            ),
+            (
+                "name: a\nkind:\n  a: {x: 1, y: 2}\n",
+                3,
+                13,
+                "unknown field `y`, expected `x`",
+            ),
         ];
         for (text, line, col, message) in cases {
             let e = read(text).unwrap_err();
-            assert_eq!((e.pos, e.message.as_str()), (Some(Pos { line: *line, col: *col }), *message), "{text}");
+            assert_eq!(
+                (e.pos, e.message.as_str()),
+                (
+                    Some(Pos {
+                        line: *line,
+                        col: *col
+                    }),
+                    *message
+                ),
+                "{text}"
+            );
         }
     }
 
@@ -330,7 +416,10 @@ mod tests {
         let t = read("kind: b\nname: hello\nraw:\n  k: [1]\n").unwrap();
         assert_eq!(t.name.pos, Pos { line: 2, col: 7 });
         assert_eq!(&*t.name, "hello");
-        assert_eq!(t.raw.unwrap().get("k").unwrap().pos, Pos { line: 4, col: 6 });
+        assert_eq!(
+            t.raw.unwrap().get("k").unwrap().pos,
+            Pos { line: 4, col: 6 }
+        );
         assert_eq!(t.kind, Some(Choice::B));
     }
 }

@@ -31,7 +31,11 @@ pub fn resolve(node: &mut Node, env: &HashMap<String, String>, out: &mut Resolve
     }
 }
 
-fn substitute(s: &str, env: &HashMap<String, String>, secrets: &mut Vec<String>) -> Result<String, String> {
+fn substitute(
+    s: &str,
+    env: &HashMap<String, String>,
+    secrets: &mut Vec<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -41,7 +45,9 @@ fn substitute(s: &str, env: &HashMap<String, String>, secrets: &mut Vec<String>)
             out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
-            let end = tail.find('}').ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
+            let end = tail
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
             let expr = &tail[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
@@ -89,8 +95,16 @@ mod tests {
             ("${MISSING:-fallback}", Ok("fallback")),
             ("${MISSING:-}", Ok("")),
             ("cost $5 and $${LITERAL}", Ok("cost $5 and ${LITERAL}")),
-            ("${MISSING}", Err("environment variable `MISSING` is not set (write `${MISSING:-default}` for a default)")),
-            ("${BAD NAME}", Err("invalid variable name `BAD NAME` in `${BAD NAME}`")),
+            (
+                "${MISSING}",
+                Err(
+                    "environment variable `MISSING` is not set (write `${MISSING:-default}` for a default)",
+                ),
+            ),
+            (
+                "${BAD NAME}",
+                Err("invalid variable name `BAD NAME` in `${BAD NAME}`"),
+            ),
             ("${TOKEN", Err("unclosed `${` in `${TOKEN`")),
         ];
         for (input, want) in cases {

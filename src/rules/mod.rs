@@ -23,7 +23,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-pub use compile::{Action, ActionKind, CommandAction, EmailAction, HttpAction, HttpBody, RateLimit, Respond, RetryPolicy, Rule, RuleTest, Source, Stdin};
+pub use compile::{
+    Action, ActionKind, CommandAction, EmailAction, HttpAction, HttpBody, RateLimit, Respond,
+    RetryPolicy, Rule, RuleTest, Source, Stdin,
+};
 use node::Pos;
 
 /// A problem (or a warning) at a place in a rule file.
@@ -37,13 +40,22 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(file: &str, pos: Pos, message: impl Into<String>) -> Self {
-        Self { file: file.to_owned(), line: pos.line, col: pos.col, message: message.into() }
+        Self {
+            file: file.to_owned(),
+            line: pos.line,
+            col: pos.col,
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
     }
 }
 
@@ -80,7 +92,8 @@ impl RuleSet {
     /// Every rule of a source (enabled or not), in load order.
     pub fn rules_of<'a>(&'a self, source: &str) -> impl Iterator<Item = &'a Rule> + 'a {
         let idx = self.sources.iter().position(|s| s.name == source);
-        idx.into_iter().flat_map(move |i| self.rules_of[i].iter().map(move |&r| &self.rules[r]))
+        idx.into_iter()
+            .flat_map(move |i| self.rules_of[i].iter().map(move |&r| &self.rules[r]))
     }
 
     pub fn rule(&self, name: &str) -> Option<&Rule> {
@@ -89,7 +102,14 @@ impl RuleSet {
 
     /// An empty set, served until the first load succeeds.
     pub fn empty() -> Self {
-        Self::assemble(Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new())
+        Self::assemble(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        )
     }
 
     fn assemble(
@@ -100,10 +120,21 @@ impl RuleSet {
         secrets: Vec<String>,
         warnings: Vec<Diagnostic>,
     ) -> Self {
-        let by_path = sources.iter().enumerate().map(|(i, s)| (s.path.clone(), i)).collect();
+        let by_path = sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.path.clone(), i))
+            .collect();
         let rules_of = sources
             .iter()
-            .map(|s| rules.iter().enumerate().filter(|(_, r)| r.sources.contains(&s.name)).map(|(i, _)| i).collect())
+            .map(|s| {
+                rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.sources.contains(&s.name))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
             .collect();
         Self {
             version: VERSION.fetch_add(1, Ordering::Relaxed) + 1,
@@ -147,7 +178,11 @@ pub struct LoadOptions {
 }
 
 /// Loads every rule file under `paths` (files or directories, read recursively).
-pub fn load(paths: &[PathBuf], env: &HashMap<String, String>, opts: &LoadOptions) -> Result<RuleSet, LoadFailure> {
+pub fn load(
+    paths: &[PathBuf],
+    env: &HashMap<String, String>,
+    opts: &LoadOptions,
+) -> Result<RuleSet, LoadFailure> {
     let mut errors = Vec::new();
     let mut files = Vec::new();
     for p in paths {
@@ -162,16 +197,26 @@ pub fn load(paths: &[PathBuf], env: &HashMap<String, String>, opts: &LoadOptions
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) => {
-                errors.push(Diagnostic::new(&shown, Pos { line: 1, col: 1 }, format!("cannot read: {e}")));
+                errors.push(Diagnostic::new(
+                    &shown,
+                    Pos { line: 1, col: 1 },
+                    format!("cannot read: {e}"),
+                ));
                 continue;
             }
         };
-        let Some(format) = node::Format::of(file) else { continue };
+        let Some(format) = node::Format::of(file) else {
+            continue;
+        };
         builder.add_file(&shown, file, format, &text);
     }
     let (set, mut more, warnings) = builder.finish(files.iter().map(|f| shown(f)).collect());
     errors.append(&mut more);
-    if errors.is_empty() { Ok(set) } else { Err(LoadFailure { errors, warnings }) }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(LoadFailure { errors, warnings })
+    }
 }
 
 /// A path as shown in messages: as given, without a leading `./`.
@@ -180,14 +225,20 @@ fn shown(p: &Path) -> String {
 }
 
 fn is_hidden(p: &Path) -> bool {
-    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<Diagnostic>) {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
-            errors.push(Diagnostic::new(&path.display().to_string(), Pos { line: 1, col: 1 }, format!("cannot read: {e}")));
+            errors.push(Diagnostic::new(
+                &path.display().to_string(),
+                Pos { line: 1, col: 1 },
+                format!("cannot read: {e}"),
+            ));
             return;
         }
     };
@@ -206,7 +257,11 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<Diagnosti
     let entries = match std::fs::read_dir(path) {
         Ok(e) => e,
         Err(e) => {
-            errors.push(Diagnostic::new(&path.display().to_string(), Pos { line: 1, col: 1 }, format!("cannot read: {e}")));
+            errors.push(Diagnostic::new(
+                &path.display().to_string(),
+                Pos { line: 1, col: 1 },
+                format!("cannot read: {e}"),
+            ));
             return;
         }
     };
@@ -225,5 +280,7 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<Diagnosti
 
 /// The process environment as a map, for `${VAR}` resolution.
 pub fn process_env() -> HashMap<String, String> {
-    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
 }

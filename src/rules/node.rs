@@ -92,7 +92,10 @@ impl Node {
             Kind::Str(s) => Value::String(s.clone()),
             Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             Kind::Map(entries) => Value::Object(
-                entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect(),
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), v.to_json()))
+                    .collect(),
             ),
         }
     }
@@ -142,7 +145,10 @@ const MAX_DEPTH: usize = 64;
 
 fn pos_of(span: &Span) -> Pos {
     let m = span.start;
-    Pos { line: saturate(m.line()), col: saturate(m.col() + 1) }
+    Pos {
+        line: saturate(m.line()),
+        col: saturate(m.col() + 1),
+    }
 }
 
 fn saturate(n: usize) -> u32 {
@@ -164,7 +170,10 @@ pub fn parse_yaml(text: &str) -> Result<Node, SyntaxError> {
 
     while let Some(item) = parser.next_event() {
         let (event, span) = item.map_err(|e| SyntaxError {
-            pos: Pos { line: saturate(e.marker().line()), col: saturate(e.marker().col() + 1) },
+            pos: Pos {
+                line: saturate(e.marker().line()),
+                col: saturate(e.marker().col() + 1),
+            },
             message: e.info().to_owned(),
         })?;
         let pos = pos_of(&span);
@@ -172,31 +181,52 @@ pub fn parse_yaml(text: &str) -> Result<Node, SyntaxError> {
             Event::DocumentStart(_) => {
                 documents += 1;
                 if documents > 1 {
-                    return Err(SyntaxError { pos, message: "a rule file holds one YAML document; found a second `---`".into() });
+                    return Err(SyntaxError {
+                        pos,
+                        message: "a rule file holds one YAML document; found a second `---`".into(),
+                    });
                 }
                 continue;
             }
             Event::SequenceStart(anchor, _) => {
                 if stack.len() >= MAX_DEPTH {
-                    return Err(SyntaxError { pos, message: format!("nested deeper than {MAX_DEPTH} levels") });
+                    return Err(SyntaxError {
+                        pos,
+                        message: format!("nested deeper than {MAX_DEPTH} levels"),
+                    });
                 }
                 stack.push(Frame::Seq(pos, Vec::new(), nonzero(anchor)));
                 continue;
             }
             Event::MappingStart(anchor, _) => {
                 if stack.len() >= MAX_DEPTH {
-                    return Err(SyntaxError { pos, message: format!("nested deeper than {MAX_DEPTH} levels") });
+                    return Err(SyntaxError {
+                        pos,
+                        message: format!("nested deeper than {MAX_DEPTH} levels"),
+                    });
                 }
                 stack.push(Frame::Map(pos, Vec::new(), None, nonzero(anchor)));
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
                 Some(Frame::Seq(p, items, anchor)) => (Node::new(p, Kind::Seq(items)), anchor),
-                _ => return Err(SyntaxError { pos, message: "unbalanced sequence".into() }),
+                _ => {
+                    return Err(SyntaxError {
+                        pos,
+                        message: "unbalanced sequence".into(),
+                    });
+                }
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(p, entries, _, anchor)) => (Node::new(p, Kind::Map(entries)), anchor),
-                _ => return Err(SyntaxError { pos, message: "unbalanced mapping".into() }),
+                Some(Frame::Map(p, entries, _, anchor)) => {
+                    (Node::new(p, Kind::Map(entries)), anchor)
+                }
+                _ => {
+                    return Err(SyntaxError {
+                        pos,
+                        message: "unbalanced mapping".into(),
+                    });
+                }
             },
             Event::Scalar(value, style, anchor, tag) => {
                 let tagged_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
@@ -214,13 +244,21 @@ pub fn parse_yaml(text: &str) -> Result<Node, SyntaxError> {
                     count += count_nodes(&n);
                     (n, None)
                 }
-                None => return Err(SyntaxError { pos, message: "unknown alias".into() }),
+                None => {
+                    return Err(SyntaxError {
+                        pos,
+                        message: "unknown alias".into(),
+                    });
+                }
             },
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => continue,
         };
         count += 1;
         if count > MAX_NODES {
-            return Err(SyntaxError { pos, message: format!("more than {MAX_NODES} values (aliases expand too far)") });
+            return Err(SyntaxError {
+                pos,
+                message: format!("more than {MAX_NODES} values (aliases expand too far)"),
+            });
         }
         if let Some(a) = anchor {
             anchors.insert(a, node.clone());
@@ -255,16 +293,25 @@ fn push_value(stack: &mut [Frame], root: &mut Option<Node>, node: Node) -> Resul
                     Kind::Float(f) => f.to_string(),
                     Kind::Null => "null".to_owned(),
                     Kind::Seq(_) | Kind::Map(_) => {
-                        return Err(SyntaxError { pos: node.pos, message: "a map key must be a plain value".into() });
+                        return Err(SyntaxError {
+                            pos: node.pos,
+                            message: "a map key must be a plain value".into(),
+                        });
                     }
                 };
                 if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == name) {
                     return Err(SyntaxError {
                         pos: node.pos,
-                        message: format!("duplicate key `{name}` (first at line {})", first.pos.line),
+                        message: format!(
+                            "duplicate key `{name}` (first at line {})",
+                            first.pos.line
+                        ),
                     });
                 }
-                *pending = Some(Key { pos: node.pos, name });
+                *pending = Some(Key {
+                    pos: node.pos,
+                    name,
+                });
             }
             Some(key) => entries.push((key, node)),
         },
@@ -278,7 +325,9 @@ fn resolve_plain(s: &Cow<'_, str>) -> Kind {
         "" | "~" | "null" | "Null" | "NULL" => return Kind::Null,
         "true" | "True" | "TRUE" => return Kind::Bool(true),
         "false" | "False" | "FALSE" => return Kind::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Kind::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Kind::Float(f64::INFINITY);
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Kind::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Kind::Float(f64::NAN),
         _ => {}
@@ -300,8 +349,13 @@ fn resolve_plain(s: &Cow<'_, str>) -> Kind {
             return Kind::Int(i);
         }
     }
-    let looks_numeric = digits.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'.')
-        && digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+    let looks_numeric = digits
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_digit() || b == b'.')
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
     if looks_numeric {
         if let Ok(f) = t.parse::<f64>() {
             return Kind::Float(f);
@@ -318,8 +372,18 @@ fn resolve_plain(s: &Cow<'_, str>) -> Kind {
 pub fn parse_json(text: &str) -> Result<Node, SyntaxError> {
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
         let message = e.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-        return Err(SyntaxError { pos: Pos { line: saturate(e.line()), col: saturate(e.column()) }, message });
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        return Err(SyntaxError {
+            pos: Pos {
+                line: saturate(e.line()),
+                col: saturate(e.column()),
+            },
+            message,
+        });
     }
     if text.contains('\t') {
         parse_yaml(&text.replace('\t', " "))
@@ -345,8 +409,14 @@ impl<'a> LineIndex<'a> {
         let line = self.starts.partition_point(|&s| s <= offset).max(1);
         let start = self.starts[line - 1];
         let end = offset.min(self.text.len());
-        let col = self.text.get(start..end).map_or(1, |s| s.chars().count() + 1);
-        Pos { line: saturate(line), col: saturate(col) }
+        let col = self
+            .text
+            .get(start..end)
+            .map_or(1, |s| s.chars().count() + 1);
+        Pos {
+            line: saturate(line),
+            col: saturate(col),
+        }
     }
 }
 
@@ -357,14 +427,21 @@ pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
         message: e.message().trim().to_owned(),
     })?;
     let span = table.span();
-    Ok(toml_table(&index, table.into_inner(), index.pos(span.start)))
+    Ok(toml_table(
+        &index,
+        table.into_inner(),
+        index.pos(span.start),
+    ))
 }
 
 fn toml_table(index: &LineIndex<'_>, table: toml::de::DeTable<'_>, pos: Pos) -> Node {
     let entries = table
         .into_iter()
         .map(|(k, v)| {
-            let key = Key { pos: index.pos(k.span().start), name: k.into_inner().into_owned() };
+            let key = Key {
+                pos: index.pos(k.span().start),
+                name: k.into_inner().into_owned(),
+            };
             (key, toml_value(index, v))
         })
         .collect();
@@ -378,7 +455,10 @@ fn toml_value(index: &LineIndex<'_>, v: toml::Spanned<toml::de::DeValue<'_>>) ->
         DeValue::String(s) => Kind::Str(s.into_owned()),
         DeValue::Integer(i) => {
             let digits = i.as_str().replace('_', "");
-            let digits = digits.trim_start_matches("0x").trim_start_matches("0o").trim_start_matches("0b");
+            let digits = digits
+                .trim_start_matches("0x")
+                .trim_start_matches("0o")
+                .trim_start_matches("0b");
             match i64::from_str_radix(digits, i.radix()) {
                 Ok(n) => Kind::Int(n),
                 Err(_) => Kind::Str(i.as_str().to_owned()),
@@ -390,7 +470,9 @@ fn toml_value(index: &LineIndex<'_>, v: toml::Spanned<toml::de::DeValue<'_>>) ->
         }
         DeValue::Boolean(b) => Kind::Bool(b),
         DeValue::Datetime(d) => Kind::Str(d.to_string()),
-        DeValue::Array(items) => Kind::Seq(items.into_iter().map(|i| toml_value(index, i)).collect()),
+        DeValue::Array(items) => {
+            Kind::Seq(items.into_iter().map(|i| toml_value(index, i)).collect())
+        }
         DeValue::Table(t) => return toml_table(index, t, pos),
     };
     Node::new(pos, kind)
@@ -407,10 +489,20 @@ mod tests {
     #[test]
     fn yaml_values_keep_positions_and_types() {
         let n = parse_yaml("a: 5\nb:\n  - \"5\"\n  - 5.0\n  - true\n  - ~\n").unwrap();
-        let Kind::Map(entries) = &n.kind else { panic!("map") };
-        assert_eq!(entries[0].0, Key { pos: p(1, 1), name: "a".into() });
+        let Kind::Map(entries) = &n.kind else {
+            panic!("map")
+        };
+        assert_eq!(
+            entries[0].0,
+            Key {
+                pos: p(1, 1),
+                name: "a".into()
+            }
+        );
         assert_eq!(entries[0].1, Node::new(p(1, 4), Kind::Int(5)));
-        let Kind::Seq(items) = &entries[1].1.kind else { panic!("seq") };
+        let Kind::Seq(items) = &entries[1].1.kind else {
+            panic!("seq")
+        };
         assert_eq!(items[0], Node::new(p(3, 5), Kind::Str("5".into())));
         assert_eq!(items[1].kind, Kind::Float(5.0));
         assert_eq!(items[2].kind, Kind::Bool(true));
@@ -422,18 +514,32 @@ mod tests {
         let e = parse_yaml("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(e.pos.line >= 1, "{e:?}");
         let e = parse_yaml("a: 1\nb: 2\na: 3\n").unwrap_err();
-        assert_eq!(e, SyntaxError { pos: p(3, 1), message: "duplicate key `a` (first at line 1)".into() });
+        assert_eq!(
+            e,
+            SyntaxError {
+                pos: p(3, 1),
+                message: "duplicate key `a` (first at line 1)".into()
+            }
+        );
     }
 
     #[test]
     fn yaml_aliases_expand_but_not_without_bound() {
         let n = parse_yaml("a: &x {k: 1}\nb: *x\n").unwrap();
-        assert_eq!(n.get("b").and_then(|b| b.get("k")).map(|k| &k.kind), Some(&Kind::Int(1)));
+        assert_eq!(
+            n.get("b").and_then(|b| b.get("k")).map(|k| &k.kind),
+            Some(&Kind::Int(1))
+        );
         let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..8 {
             bomb.push_str(&format!("a{i}: &a{i} [*a{j}, *a{j}, *a{j}, *a{j}, *a{j}, *a{j}, *a{j}, *a{j}, *a{j}, *a{j}]\n", j = i - 1));
         }
-        assert!(parse_yaml(&bomb).unwrap_err().message.contains("aliases expand too far"));
+        assert!(
+            parse_yaml(&bomb)
+                .unwrap_err()
+                .message
+                .contains("aliases expand too far")
+        );
     }
 
     #[test]

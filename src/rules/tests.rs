@@ -21,7 +21,10 @@ fn load_text(files: &[(&str, &str)]) -> Result<RuleSet, LoadFailure> {
     r.map_err(|mut f| {
         let prefix = format!("{}/", dir.path().display());
         for d in f.errors.iter_mut() {
-            d.file = Path::new(&d.file).strip_prefix(dir.path()).map(|p| p.display().to_string()).unwrap_or(d.file.clone());
+            d.file = Path::new(&d.file)
+                .strip_prefix(dir.path())
+                .map(|p| p.display().to_string())
+                .unwrap_or(d.file.clone());
             d.message = d.message.replace(&prefix, "");
         }
         f
@@ -88,8 +91,14 @@ load_errors! {
 #[test]
 fn duplicate_names_name_both_files() {
     let err = load_text(&[
-        ("a.yaml", "sources:\n  github: {}\nrules:\n  - name: r\n    source: github\n"),
-        ("sub/b.toml", "[sources.github]\n\n[[rules]]\nname = \"r\"\nsource = \"github\"\n"),
+        (
+            "a.yaml",
+            "sources:\n  github: {}\nrules:\n  - name: r\n    source: github\n",
+        ),
+        (
+            "sub/b.toml",
+            "[sources.github]\n\n[[rules]]\nname = \"r\"\nsource = \"github\"\n",
+        ),
     ])
     .unwrap_err();
     let lines: Vec<String> = err.errors.iter().map(|e| e.to_string()).collect();
@@ -122,10 +131,17 @@ fn a_valid_set_compiles_with_secrets_and_warnings_collected() {
     assert_eq!(set.sources.len(), 2);
     assert_eq!(set.rules_of("github").count(), 1);
     assert_eq!(set.rules_of("form").count(), 1);
-    assert_eq!(set.source_for_path("/hooks/form").map(|s| s.name.as_str()), Some("form"));
+    assert_eq!(
+        set.source_for_path("/hooks/form").map(|s| s.name.as_str()),
+        Some("form")
+    );
     assert_eq!(set.secrets, ["s3cr3t-value"]);
     assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
-    assert!(set.warnings[0].message.starts_with("source `form` has no `verify`"));
+    assert!(
+        set.warnings[0]
+            .message
+            .starts_with("source `form` has no `verify`")
+    );
 }
 
 #[test]

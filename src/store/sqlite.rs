@@ -50,13 +50,19 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
-        .map_err(db_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(db_err)?;
     Ok(conn)
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let done: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).map_err(db_err)?.try_into().unwrap_or(0);
+    let done: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(db_err)?
+        .try_into()
+        .unwrap_or(0);
     if done > MIGRATIONS.len() {
         return Err(StoreError::Database(format!(
             "the database schema (version {done}) is newer than this hookwire knows ({}); use a newer hookwire",
@@ -66,7 +72,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(db_err)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
         tx.execute_batch(sql).map_err(db_err)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(db_err)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(db_err)?;
         tracing::info!(migration = i + 1, "database migrated");
     }
     tx.commit().map_err(db_err)
@@ -85,7 +92,11 @@ impl SqliteStore {
             .name("hookwire-store".into())
             .spawn(move || writer_loop(writer, rx, c))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
-        Ok(Self { jobs: tx, reader: Arc::new(Mutex::new(reader)), commits })
+        Ok(Self {
+            jobs: tx,
+            reader: Arc::new(Mutex::new(reader)),
+            commits,
+        })
     }
 
     /// Transactions committed so far (each may hold many events).
@@ -154,7 +165,10 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, commits: &AtomicU64) {
 }
 
 /// Runs `f` so that its failure undoes only its own writes.
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
     conn.execute_batch("SAVEPOINT job").map_err(db_err)?;
     match f(conn) {
         Ok(v) => {
@@ -214,17 +228,27 @@ fn ingest_one(conn: &Connection, e: &NewEvent, now: i64) -> rusqlite::Result<Ing
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0, ?7, ?8, ?8)",
     )?;
     for d in &e.deliveries {
-        insert.execute(params![d.id.as_str(), e.id.as_str(), d.rule, d.action, d.action_type, d.serialize_key, e.received_at_ms, now])?;
+        insert.execute(params![
+            d.id.as_str(),
+            e.id.as_str(),
+            d.rule,
+            d.action,
+            d.action_type,
+            d.serialize_key,
+            e.received_at_ms,
+            now
+        ])?;
     }
     Ok(IngestOutcome::Stored)
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
-const EVENT_COLUMNS: &str =
-    "id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, dedup_key";
+const EVENT_COLUMNS: &str = "id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, dedup_key";
 
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     let parse = |i: usize| -> rusqlite::Result<serde_json::Value> {
@@ -277,11 +301,18 @@ impl Store for SqliteStore {
     fn ingest(&self, event: NewEvent) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
-            self.jobs.try_send(Job::Ingest(Box::new(event), tx)).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Unavailable("overloaded: too many events waiting to be stored".into()),
-                mpsc::error::TrySendError::Closed(_) => StoreError::Unavailable("the store writer has stopped".into()),
-            })?;
-            rx.await.map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
+            self.jobs
+                .try_send(Job::Ingest(Box::new(event), tx))
+                .map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => StoreError::Unavailable(
+                        "overloaded: too many events waiting to be stored".into(),
+                    ),
+                    mpsc::error::TrySendError::Closed(_) => {
+                        StoreError::Unavailable("the store writer has stopped".into())
+                    }
+                })?;
+            rx.await
+                .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
         })
     }
 
@@ -289,7 +320,11 @@ impl Store for SqliteStore {
         let id = id.to_string();
         Box::pin(self.read(move |conn| {
             let event = conn
-                .query_row(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"), [&id], event_from_row)
+                .query_row(
+                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"),
+                    [&id],
+                    event_from_row,
+                )
                 .optional()?;
             match event {
                 Some(mut e) => {
@@ -301,7 +336,11 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn events(&self, source: Option<&str>, limit: u32) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+    fn events(
+        &self,
+        source: Option<&str>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
         let source = source.map(str::to_owned);
         Box::pin(self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
@@ -330,7 +369,10 @@ mod tests {
             method: "POST".into(),
             path: format!("/hooks/{source}"),
             query: "a=1".into(),
-            headers: vec![("x-b".into(), "2".into()), ("content-type".into(), "application/json".into())],
+            headers: vec![
+                ("x-b".into(), "2".into()),
+                ("content-type".into(), "application/json".into()),
+            ],
             body: bytes::Bytes::from_static(b"{\"k\":\"\xff\"}"),
             payload: serde_json::json!({"k": 1}),
             facts: vec!["a fact".into()],
@@ -338,8 +380,20 @@ mod tests {
             matched: vec!["r".into()],
             dedup_key: dedup.map(str::to_owned),
             deliveries: vec![
-                NewDelivery { id: DeliveryId::new(), rule: "r".into(), action: "http-0".into(), action_type: "http".into(), serialize_key: None },
-                NewDelivery { id: DeliveryId::new(), rule: "r".into(), action: "cmd".into(), action_type: "command".into(), serialize_key: Some("k".into()) },
+                NewDelivery {
+                    id: DeliveryId::new(),
+                    rule: "r".into(),
+                    action: "http-0".into(),
+                    action_type: "http".into(),
+                    serialize_key: None,
+                },
+                NewDelivery {
+                    id: DeliveryId::new(),
+                    rule: "r".into(),
+                    action: "cmd".into(),
+                    action_type: "command".into(),
+                    serialize_key: Some("k".into()),
+                },
             ],
         }
     }
@@ -353,13 +407,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let e = event("github", None);
-        assert_eq!(store.ingest(e.clone()).await.unwrap(), IngestOutcome::Stored);
+        assert_eq!(
+            store.ingest(e.clone()).await.unwrap(),
+            IngestOutcome::Stored
+        );
         let got = store.event(&e.id).await.unwrap().unwrap();
-        assert_eq!((got.source.as_str(), got.query.as_str(), &got.headers, &got.body[..]), ("github", "a=1", &e.headers, &e.body[..]));
-        assert_eq!((got.payload, got.facts, got.trace, got.matched), (e.payload, e.facts, e.trace, e.matched));
+        assert_eq!(
+            (
+                got.source.as_str(),
+                got.query.as_str(),
+                &got.headers,
+                &got.body[..]
+            ),
+            ("github", "a=1", &e.headers, &e.body[..])
+        );
+        assert_eq!(
+            (got.payload, got.facts, got.trace, got.matched),
+            (e.payload, e.facts, e.trace, e.matched)
+        );
         assert_eq!(got.deliveries.len(), 2);
-        assert!(got.deliveries.iter().all(|d| d.status == "pending" && d.attempts == 0));
-        assert_eq!(got.deliveries.iter().filter_map(|d| d.serialize_key.clone()).collect::<Vec<_>>(), ["k"]);
+        assert!(
+            got.deliveries
+                .iter()
+                .all(|d| d.status == "pending" && d.attempts == 0)
+        );
+        assert_eq!(
+            got.deliveries
+                .iter()
+                .filter_map(|d| d.serialize_key.clone())
+                .collect::<Vec<_>>(),
+            ["k"]
+        );
         assert!(store.event(&EventId::new()).await.unwrap().is_none());
     }
 
@@ -373,9 +451,21 @@ mod tests {
             ids.push(e.id.clone());
             store.ingest(e).await.unwrap();
         }
-        let all: Vec<EventId> = store.events(None, 10).await.unwrap().into_iter().map(|e| e.id).collect();
+        let all: Vec<EventId> = store
+            .events(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
         assert_eq!(all, [ids[2].clone(), ids[1].clone(), ids[0].clone()]);
-        let a: Vec<EventId> = store.events(Some("a"), 1).await.unwrap().into_iter().map(|e| e.id).collect();
+        let a: Vec<EventId> = store
+            .events(Some("a"), 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
         assert_eq!(a, [ids[2].clone()]);
     }
 
@@ -393,7 +483,11 @@ mod tests {
             assert_eq!(t.await.unwrap().unwrap(), IngestOutcome::Stored);
         }
         assert_eq!(store.events(None, 1000).await.unwrap().len(), 200);
-        assert!(store.commit_count() < 200, "{} commits for 200 events", store.commit_count());
+        assert!(
+            store.commit_count() < 200,
+            "{} commits for 200 events",
+            store.commit_count()
+        );
     }
 
     #[tokio::test]
@@ -420,7 +514,13 @@ mod tests {
         assert_eq!(firsts.len(), 49);
         assert!(firsts.iter().all(|f| *f == stored[0]));
         // Another source may use the same key.
-        assert_eq!(store.ingest(event("gitlab", Some("delivery-1"))).await.unwrap(), IngestOutcome::Stored);
+        assert_eq!(
+            store
+                .ingest(event("gitlab", Some("delivery-1")))
+                .await
+                .unwrap(),
+            IngestOutcome::Stored
+        );
     }
 
     #[tokio::test]
@@ -433,8 +533,14 @@ mod tests {
             [now_ms() - DEDUP_WINDOW_MS - 1000],
         )
         .unwrap();
-        assert_eq!(store.ingest(event("github", Some("old"))).await.unwrap(), IngestOutcome::Stored);
-        assert!(matches!(store.ingest(event("github", Some("old"))).await.unwrap(), IngestOutcome::Duplicate { .. }));
+        assert_eq!(
+            store.ingest(event("github", Some("old"))).await.unwrap(),
+            IngestOutcome::Stored
+        );
+        assert!(matches!(
+            store.ingest(event("github", Some("old"))).await.unwrap(),
+            IngestOutcome::Duplicate { .. }
+        ));
     }
 
     #[tokio::test]
@@ -448,7 +554,9 @@ mod tests {
         let store = open(&dir);
         assert!(store.event(&e.id).await.unwrap().is_some());
         let raw = Connection::open(dir.path().join("t.db")).unwrap();
-        let v: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v: i64 = raw
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
     }
 
@@ -461,11 +569,23 @@ mod tests {
         let mut tasks = Vec::new();
         for i in 0..20 {
             let s = store.clone();
-            let e = if i == 10 { dup.clone() } else { event("github", None) };
+            let e = if i == 10 {
+                dup.clone()
+            } else {
+                event("github", None)
+            };
             tasks.push(tokio::spawn(async move { s.ingest(e).await.is_ok() }));
         }
-        let ok: Vec<bool> = futures_util::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
-        assert_eq!(ok.iter().filter(|o| !**o).count(), 1, "only the duplicate primary key fails");
+        let ok: Vec<bool> = futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            ok.iter().filter(|o| !**o).count(),
+            1,
+            "only the duplicate primary key fails"
+        );
         assert_eq!(store.events(None, 100).await.unwrap().len(), 20);
     }
 }

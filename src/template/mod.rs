@@ -44,7 +44,10 @@ impl Template {
     /// Compiles `source`; the error names the position inside the template.
     pub fn compile(source: &str) -> Result<Self, String> {
         if !source.contains("{{") {
-            return Ok(Self { source: source.to_owned(), compiled: None });
+            return Ok(Self {
+                source: source.to_owned(),
+                compiled: None,
+            });
         }
         let compiled = handlebars::Template::compile(source).map_err(|e| {
             let mut reason = e.reason().to_string();
@@ -53,14 +56,19 @@ impl Template {
                 reason.truncate(i);
             }
             match e.pos() {
-                Some((line, col)) => format!("invalid template: {reason} (template line {line}, column {col})"),
+                Some((line, col)) => {
+                    format!("invalid template: {reason} (template line {line}, column {col})")
+                }
                 None => format!("invalid template: {reason}"),
             }
         })?;
         for path in helpers::literal_jsonpath_args(&compiled) {
             crate::matching::JsonPath::compile(&path)?;
         }
-        Ok(Self { source: source.to_owned(), compiled: Some(compiled) })
+        Ok(Self {
+            source: source.to_owned(),
+            compiled: Some(compiled),
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -80,7 +88,10 @@ impl Template {
 
     /// Dotted paths this template refers to that `ctx` does not have.
     pub fn missing_fields(&self, ctx: &Value) -> Vec<String> {
-        self.compiled.as_ref().map(|t| helpers::missing_fields(t, ctx)).unwrap_or_default()
+        self.compiled
+            .as_ref()
+            .map(|t| helpers::missing_fields(t, ctx))
+            .unwrap_or_default()
     }
 }
 
@@ -118,7 +129,10 @@ impl JsonTemplate {
             }
             Kind::Seq(items) => {
                 let before = errors.len();
-                let items: Vec<_> = items.iter().filter_map(|i| Self::compile(i, errors)).collect();
+                let items: Vec<_> = items
+                    .iter()
+                    .filter_map(|i| Self::compile(i, errors))
+                    .collect();
                 if errors.len() > before {
                     return None;
                 }
@@ -146,11 +160,23 @@ impl JsonTemplate {
             JsonTemplate::Typed(t) => {
                 let text = t.render(ctx)?;
                 // The `json` helper wrote valid JSON; an empty rendering means a missing value.
-                if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+                if text.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_str(&text).unwrap_or(Value::String(text))
+                }
             }
-            JsonTemplate::Array(items) => Value::Array(items.iter().map(|i| i.render(ctx)).collect::<Result<_, _>>()?),
+            JsonTemplate::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.render(ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
             JsonTemplate::Object(fields) => Value::Object(
-                fields.iter().map(|(k, v)| Ok((k.clone(), v.render(ctx)?))).collect::<Result<_, RenderError>>()?,
+                fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), v.render(ctx)?)))
+                    .collect::<Result<_, RenderError>>()?,
             ),
         })
     }
@@ -161,7 +187,9 @@ impl JsonTemplate {
             JsonTemplate::Literal(_) => Vec::new(),
             JsonTemplate::Text(t) | JsonTemplate::Typed(t) => vec![t],
             JsonTemplate::Array(items) => items.iter().flat_map(|i| i.templates()).collect(),
-            JsonTemplate::Object(fields) => fields.iter().flat_map(|(_, v)| v.templates()).collect(),
+            JsonTemplate::Object(fields) => {
+                fields.iter().flat_map(|(_, v)| v.templates()).collect()
+            }
         }
     }
 }
@@ -180,11 +208,22 @@ fn single_expression(s: &str) -> Option<&str> {
 /// `{{expr}}` → `{{json expr}}` or `{{json (helper args)}}`, so the value is rendered as JSON text.
 fn typed_source(expr: &str) -> String {
     let is_call = expr.contains(char::is_whitespace) || helpers::HELPER_NAMES.contains(&expr);
-    if is_call { format!("{{{{json ({expr})}}}}") } else { format!("{{{{json {expr}}}}}") }
+    if is_call {
+        format!("{{{{json ({expr})}}}}")
+    } else {
+        format!("{{{{json {expr}}}}}")
+    }
 }
 
 /// The template context of one event (SPEC §4.4).
-pub fn context(event: Value, payload: Value, headers: Value, query: Value, rule: &str, attempt: u32) -> Context {
+pub fn context(
+    event: Value,
+    payload: Value,
+    headers: Value,
+    query: Value,
+    rule: &str,
+    attempt: u32,
+) -> Context {
     Context::from(serde_json::json!({
         "payload": payload,
         "headers": headers,
@@ -201,7 +240,14 @@ mod tests {
     use crate::rules::node::parse_yaml;
 
     fn ctx(payload: Value) -> Context {
-        context(serde_json::json!({"id": "evt_1"}), payload, serde_json::json!({}), serde_json::json!({}), "r", 1)
+        context(
+            serde_json::json!({"id": "evt_1"}),
+            payload,
+            serde_json::json!({}),
+            serde_json::json!({}),
+            "r",
+            1,
+        )
     }
 
     fn body(yaml: &str) -> JsonTemplate {
@@ -241,19 +287,31 @@ mod tests {
 
     #[test]
     fn bad_templates_are_load_errors_with_position() {
-        let node = parse_yaml("a: ok\nb: \"{{#if x}}never closed\"\nc: \"{{jsonpath '$[?'}}\"\n").unwrap();
+        let node =
+            parse_yaml("a: ok\nb: \"{{#if x}}never closed\"\nc: \"{{jsonpath '$[?'}}\"\n").unwrap();
         let mut errors = Vec::new();
         assert!(JsonTemplate::compile(&node, &mut errors).is_none());
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert_eq!(errors[0].0, Pos { line: 2, col: 4 });
-        assert!(errors[0].1.starts_with("invalid template:"), "{}", errors[0].1);
+        assert!(
+            errors[0].1.starts_with("invalid template:"),
+            "{}",
+            errors[0].1
+        );
         assert_eq!(errors[1].0, Pos { line: 3, col: 4 });
-        assert!(errors[1].1.starts_with("invalid JSONPath `$[?`"), "{}", errors[1].1);
+        assert!(
+            errors[1].1.starts_with("invalid JSONPath `$[?`"),
+            "{}",
+            errors[1].1
+        );
     }
 
     #[test]
     fn no_html_escaping() {
         let t = Template::compile("<b>{{payload.x}}</b>").unwrap();
-        assert_eq!(t.render(&ctx(serde_json::json!({"x": "a & <c>"}))).unwrap(), "<b>a & <c></b>");
+        assert_eq!(
+            t.render(&ctx(serde_json::json!({"x": "a & <c>"}))).unwrap(),
+            "<b>a & <c></b>"
+        );
     }
 }

@@ -51,8 +51,17 @@ rules:
       body: { challenge: "{{payload.challenge}}" }
 "#;
 
-async fn post(d: &Daemon, path: &str, ct: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = client().post(d.url(path)).header("content-type", ct).body(body);
+async fn post(
+    d: &Daemon,
+    path: &str,
+    ct: &str,
+    body: impl Into<reqwest::Body>,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = client()
+        .post(d.url(path))
+        .header("content-type", ct)
+        .body(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -60,7 +69,12 @@ async fn post(d: &Daemon, path: &str, ct: &str, body: impl Into<reqwest::Body>, 
 }
 
 fn request_id(r: &reqwest::Response) -> String {
-    r.headers().get("x-request-id").expect("every answer carries X-Request-Id").to_str().unwrap().to_owned()
+    r.headers()
+        .get("x-request-id")
+        .expect("every answer carries X-Request-Id")
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn assert_healthy(d: &Daemon) {
@@ -72,46 +86,110 @@ async fn assert_healthy(d: &Daemon) {
 #[tokio::test]
 async fn stored_events_answer_202_with_matched_rules_and_store_pending_deliveries() {
     let d = Daemon::start(&[("github.yaml", RULES)]);
-    let r = post(&d, "/hooks/github", "application/json", fixture("examples/payloads/push-branch.json"), &[("x-github-event", "push")]).await;
+    let r = post(
+        &d,
+        "/hooks/github",
+        "application/json",
+        fixture("examples/payloads/push-branch.json"),
+        &[("x-github-event", "push")],
+    )
+    .await;
     assert_eq!(r.status(), 202);
     let id = request_id(&r);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body, json!({"event_id": id, "matched": ["push-to-chat"]}));
     assert!(id.starts_with("evt_"));
-    assert_eq!(d.db_count(&format!("SELECT count(*) FROM events WHERE id = '{id}'")), 1);
-    assert_eq!(d.db_count(&format!("SELECT count(*) FROM deliveries WHERE event_id = '{id}' AND status = 'pending'")), 1);
+    assert_eq!(
+        d.db_count(&format!("SELECT count(*) FROM events WHERE id = '{id}'")),
+        1
+    );
+    assert_eq!(
+        d.db_count(&format!(
+            "SELECT count(*) FROM deliveries WHERE event_id = '{id}' AND status = 'pending'"
+        )),
+        1
+    );
 
     // Nothing matched is still stored, and says so.
-    let r = post(&d, "/hooks/github", "application/json", fixture("examples/payloads/ping.json"), &[("x-github-event", "ping")]).await;
+    let r = post(
+        &d,
+        "/hooks/github",
+        "application/json",
+        fixture("examples/payloads/ping.json"),
+        &[("x-github-event", "ping")],
+    )
+    .await;
     assert_eq!(r.status(), 202);
     let id = request_id(&r);
     assert_eq!(r.json::<Value>().await.unwrap()["matched"], json!([]));
-    assert_eq!(d.db_count(&format!("SELECT count(*) FROM deliveries WHERE event_id = '{id}'")), 0);
-    assert_eq!(d.db_count(&format!("SELECT count(*) FROM events WHERE id = '{id}'")), 1);
+    assert_eq!(
+        d.db_count(&format!(
+            "SELECT count(*) FROM deliveries WHERE event_id = '{id}'"
+        )),
+        0
+    );
+    assert_eq!(
+        d.db_count(&format!("SELECT count(*) FROM events WHERE id = '{id}'")),
+        1
+    );
 }
 
 #[tokio::test]
 async fn form_posts_decode_repeated_keys_and_json_fields() {
     let d = Daemon::start(&[("rules.yaml", RULES)]);
-    let r = post(&d, "/hooks/forms", "application/x-www-form-urlencoded", fixture("tests/fixtures/bitbucket-form.txt"), &[]).await;
+    let r = post(
+        &d,
+        "/hooks/forms",
+        "application/x-www-form-urlencoded",
+        fixture("tests/fixtures/bitbucket-form.txt"),
+        &[],
+    )
+    .await;
     assert_eq!(r.status(), 202);
-    assert_eq!(r.json::<Value>().await.unwrap()["matched"], json!(["bitbucket"]));
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["matched"],
+        json!(["bitbucket"])
+    );
 
-    let r = post(&d, "/hooks/forms", "application/x-www-form-urlencoded", "tag=a&tag=b+c&name=%C3%A9", &[]).await;
+    let r = post(
+        &d,
+        "/hooks/forms",
+        "application/x-www-form-urlencoded",
+        "tag=a&tag=b+c&name=%C3%A9",
+        &[],
+    )
+    .await;
     assert_eq!(r.status(), 202);
     let id = request_id(&r);
     let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let payload: String = conn.query_row("SELECT payload FROM events WHERE id = ?1", [&id], |row| row.get(0)).unwrap();
-    assert_eq!(serde_json::from_str::<Value>(&payload).unwrap(), json!({"tag": ["a", "b c"], "name": "é"}));
+    let payload: String = conn
+        .query_row("SELECT payload FROM events WHERE id = ?1", [&id], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&payload).unwrap(),
+        json!({"tag": ["a", "b c"], "name": "é"})
+    );
 }
 
 #[tokio::test]
 async fn respond_answers_with_the_rules_own_status_and_rendered_body() {
     let d = Daemon::start(&[("rules.yaml", RULES)]);
-    let r = post(&d, "/slack/events", "application/json", r#"{"type":"url_verification","challenge":"3eZbrw1aB\"x"}"#, &[]).await;
+    let r = post(
+        &d,
+        "/slack/events",
+        "application/json",
+        r#"{"type":"url_verification","challenge":"3eZbrw1aB\"x"}"#,
+        &[],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert!(request_id(&r).starts_with("evt_"));
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"challenge": "3eZbrw1aB\"x"}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"challenge": "3eZbrw1aB\"x"})
+    );
 }
 
 #[tokio::test]
@@ -150,8 +228,14 @@ async fn duplicates_answer_200_with_the_first_event_and_store_once_under_concurr
     }
     assert_eq!(stored.len(), 1, "exactly one copy is stored");
     assert_eq!(duplicates.len(), 23);
-    assert!(duplicates.iter().all(|id| *id == stored[0]), "duplicates name the first event");
-    assert_eq!(d.db_count("SELECT count(*) FROM events WHERE source = 'github'"), 1);
+    assert!(
+        duplicates.iter().all(|id| *id == stored[0]),
+        "duplicates name the first event"
+    );
+    assert_eq!(
+        d.db_count("SELECT count(*) FROM events WHERE source = 'github'"),
+        1
+    );
     assert_eq!(d.db_count("SELECT count(*) FROM deliveries"), 1);
 }
 
@@ -162,37 +246,84 @@ async fn every_rejection_has_its_status_message_and_request_id() {
     let r = post(&d, "/hooks/nope", "application/json", "{}", &[]).await;
     assert_eq!(r.status(), 404);
     request_id(&r);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "no source at /hooks/nope"}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "no source at /hooks/nope"})
+    );
 
     let r = client().get(d.url("/hooks/github")).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
     request_id(&r);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "method GET not allowed; allowed: POST"}));
-    let r = client().put(d.url("/hooks/small")).body("x").send().await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "method GET not allowed; allowed: POST"})
+    );
+    let r = client()
+        .put(d.url("/hooks/small"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202, "PUT is allowed where listed");
 
     let r = post(&d, "/hooks/office", "application/json", "{}", &[]).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "address not allowed"}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "address not allowed"})
+    );
 
-    let r = post(&d, "/hooks/github", "application/json", "{\"ref\": \"refs/heads/main\",\n  \"x\": tru}", &[]).await;
+    let r = post(
+        &d,
+        "/hooks/github",
+        "application/json",
+        "{\"ref\": \"refs/heads/main\",\n  \"x\": tru}",
+        &[],
+    )
+    .await;
     assert_eq!(r.status(), 400);
     request_id(&r);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "invalid JSON at line 2 column 11: expected ident"}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "invalid JSON at line 2 column 11: expected ident"})
+    );
 
     let deep = "[".repeat(100_000) + &"]".repeat(100_000);
     let r = post(&d, "/hooks/github", "application/json", deep, &[]).await;
     assert_eq!(r.status(), 400);
-    let msg = r.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_owned();
-    assert_eq!(msg, "invalid JSON at line 1 column 128: recursion limit exceeded");
+    let msg = r.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        msg,
+        "invalid JSON at line 1 column 128: recursion limit exceeded"
+    );
 
-    let r = post(&d, "/hooks/github", "application/json", "{\"n\": 1e400}", &[]).await;
+    let r = post(
+        &d,
+        "/hooks/github",
+        "application/json",
+        "{\"n\": 1e400}",
+        &[],
+    )
+    .await;
     assert_eq!(r.status(), 400);
 
-    let r = post(&d, "/hooks/small", "application/json", vec![b'x'; 2048], &[]).await;
+    let r = post(
+        &d,
+        "/hooks/small",
+        "application/json",
+        vec![b'x'; 2048],
+        &[],
+    )
+    .await;
     assert_eq!(r.status(), 413);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "body larger than 1024 bytes"}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"error": "body larger than 1024 bytes"})
+    );
 
     for i in 0..3 {
         let r = post(&d, "/hooks/limited", "application/json", "{}", &[]).await;
@@ -200,12 +331,22 @@ async fn every_rejection_has_its_status_message_and_request_id() {
     }
     let r = post(&d, "/hooks/limited", "application/json", "{}", &[]).await;
     assert_eq!(r.status(), 429);
-    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=20).contains(&wait), "Retry-After {wait}");
     request_id(&r);
 
     let big = "a".repeat(70 * 1024);
-    let r = client().post(d.url("/hooks/github")).header("x-big", big).body("{}").send().await.unwrap();
+    let r = client()
+        .post(d.url("/hooks/github"))
+        .header("x-big", big)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 431);
 
     // Anything else is stored raw with a null payload.
@@ -219,7 +360,8 @@ async fn oversized_streamed_body_is_refused_without_reading_it_all() {
     let d = Daemon::start(&[("rules.yaml", RULES)]);
     // A chunked body with no Content-Length that would go on for 256 MiB.
     let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
-    let stream = futures_util::stream::iter((0..4096).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let stream =
+        futures_util::stream::iter((0..4096).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
     let started = std::time::Instant::now();
     let r = client()
         .post(d.url("/hooks/small"))
@@ -260,52 +402,128 @@ async fn stored_payload(d: &Daemon, r: reqwest::Response) -> (Value, Value) {
     assert_eq!(r.status(), 202);
     let body: Value = r.json().await.unwrap();
     let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let payload: String =
-        conn.query_row("SELECT payload FROM events WHERE id = ?1", [body["event_id"].as_str().unwrap()], |row| row.get(0)).unwrap();
+    let payload: String = conn
+        .query_row(
+            "SELECT payload FROM events WHERE id = ?1",
+            [body["event_id"].as_str().unwrap()],
+            |row| row.get(0),
+        )
+        .unwrap();
     (body, serde_json::from_str(&payload).unwrap())
 }
 
 #[tokio::test]
 async fn xml_multipart_and_top_level_arrays_decode_and_match() {
     let d = Daemon::start(&[("rules.yaml", DECODE_RULES)]);
-    let r = post(&d, "/hooks/xml", "application/xml", fixture("tests/fixtures/app.xml"), &[]).await;
+    let r = post(
+        &d,
+        "/hooks/xml",
+        "application/xml",
+        fixture("tests/fixtures/app.xml"),
+        &[],
+    )
+    .await;
     let (body, payload) = stored_payload(&d, r).await;
     assert_eq!(body["matched"], json!(["sally"]));
     assert_eq!(payload["app"]["messages"]["message"]["#text"], "Hello!!");
 
     // Real clients send multipart with CRLF line endings.
-    let multipart = String::from_utf8(fixture("tests/fixtures/plex-multipart.txt")).unwrap().replace('\n', "\r\n");
-    let r = post(&d, "/hooks/plex", "multipart/form-data; boundary=xxx", multipart, &[]).await;
+    let multipart = String::from_utf8(fixture("tests/fixtures/plex-multipart.txt"))
+        .unwrap()
+        .replace('\n', "\r\n");
+    let r = post(
+        &d,
+        "/hooks/plex",
+        "multipart/form-data; boundary=xxx",
+        multipart,
+        &[],
+    )
+    .await;
     let (body, payload) = stored_payload(&d, r).await;
     assert_eq!(body["matched"], json!(["media-play"]));
     assert_eq!(payload["payload"]["Account"]["title"], "elan");
     assert_eq!(payload["thumb"]["filename"], "thumb.jpg");
 
-    let r = post(&d, "/hooks/sendgrid", "application/json", fixture("tests/fixtures/sendgrid-array.json"), &[]).await;
+    let r = post(
+        &d,
+        "/hooks/sendgrid",
+        "application/json",
+        fixture("tests/fixtures/sendgrid-array.json"),
+        &[],
+    )
+    .await;
     let (body, payload) = stored_payload(&d, r).await;
     assert!(payload.is_array());
     assert_eq!(body["matched"], json!(["processed"]));
 
-    let r = post(&d, "/hooks/xml", "application/xml", "<app><unclosed></app>", &[]).await;
+    let r = post(
+        &d,
+        "/hooks/xml",
+        "application/xml",
+        "<app><unclosed></app>",
+        &[],
+    )
+    .await;
     assert_eq!(r.status(), 400);
-    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("XML"));
+    assert!(
+        r.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("XML")
+    );
 }
 
 #[tokio::test]
 async fn admin_api_needs_the_token_when_one_is_set() {
-    let d = Daemon::start_with(&[("rules.yaml", RULES)], &[], &["--admin-token", "t0ken-for-admin"]);
+    let d = Daemon::start_with(
+        &[("rules.yaml", RULES)],
+        &[],
+        &["--admin-token", "t0ken-for-admin"],
+    );
     let r = client().get(d.url("/api/rules")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = client().get(d.url("/api/rules")).bearer_auth("wrong").send().await.unwrap();
+    let r = client()
+        .get(d.url("/api/rules"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = client().get(d.url("/api/rules")).bearer_auth("t0ken-for-admin").send().await.unwrap();
+    let r = client()
+        .get(d.url("/api/rules"))
+        .bearer_auth("t0ken-for-admin")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["reload"]["loaded"], true);
-    assert!(v["sources"].as_array().unwrap().iter().any(|s| s["name"] == "github"));
+    assert!(
+        v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "github")
+    );
     // Health checks stay open.
-    assert_eq!(client().get(d.url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(client().get(d.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(d.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client()
+            .get(d.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert!(!d.log_text().contains("t0ken-for-admin"));
 }
 
@@ -313,10 +531,21 @@ async fn admin_api_needs_the_token_when_one_is_set() {
 fn serve_refuses_a_public_listener_without_an_admin_token() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("rules")).unwrap();
-    let (code, _, err) = crate::support::run_cli(dir.path(), &["serve", "--listen", "0.0.0.0:0"], &[("HOOKWIRE_ADMIN_TOKEN", "")]);
+    let (code, _, err) = crate::support::run_cli(
+        dir.path(),
+        &["serve", "--listen", "0.0.0.0:0"],
+        &[("HOOKWIRE_ADMIN_TOKEN", "")],
+    );
     assert_eq!(code, 1);
     assert!(err.contains("refusing to listen on 0.0.0.0:"), "{err}");
-    let (code, _, err) = crate::support::run_cli(dir.path(), &["serve", "--rules", "missing-dir", "--listen", "127.0.0.1:0"], &[]);
+    let (code, _, err) = crate::support::run_cli(
+        dir.path(),
+        &["serve", "--rules", "missing-dir", "--listen", "127.0.0.1:0"],
+        &[],
+    );
     assert_eq!(code, 1);
-    assert!(err.contains("rules directory missing-dir does not exist"), "{err}");
+    assert!(
+        err.contains("rules directory missing-dir does not exist"),
+        "{err}"
+    );
 }

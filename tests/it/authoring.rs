@@ -8,18 +8,42 @@ use crate::support::{run_cli, write};
 fn check_reports_every_error_of_every_file_with_position() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
-    write(&rules.join("sources.yaml"), "sources:\n  github: {}\n  github2:\n    path: /hooks/github\n");
+    write(
+        &rules.join("sources.yaml"),
+        "sources:\n  github: {}\n  github2:\n    path: /hooks/github\n",
+    );
     write(
         &rules.join("a.yaml"),
         "rules:\n  - name: one\n    source: gitlab\n    colour: red\n  - name: two\n    source: github\n    when: { path: '$.a[', equals: 1 }\n    actions:\n      - http: { url: \"http://x/{{#if}}\" }\n",
     );
-    write(&rules.join("b.yml"), "rules:\n  - name: two\n    source: github\n    when: { header: X, equals: \"${NOT_SET_ANYWHERE}\" }\n");
-    write(&rules.join("c.json"), "{\n  \"rules\": [\n    {\"name\": \"three\", \"source\": \"github\", \"when\": {\"path\": \"$.x\", \"glob\": \"[\"}}\n  ]\n}\n");
-    write(&rules.join("d.toml"), "[[rules]]\nname = \"four\"\nsource = \"github\"\nenabled = \"yes\"\n");
-    write(&rules.join("e.yaml"), "rules:\n  - name: five\n    source: [github\n");
-    write(&rules.join("f.yaml"), "rules:\n  - name: dup\n    source: github\n  - name: orphan\n    source: [github, gitlab]\n");
-    write(&rules.join("g/h.yaml"), "rules:\n  - name: dup\n    source: github\n");
-    write(&rules.join("payload.json"), "{\"ref\": \"refs/heads/main\"}");
+    write(
+        &rules.join("b.yml"),
+        "rules:\n  - name: two\n    source: github\n    when: { header: X, equals: \"${NOT_SET_ANYWHERE}\" }\n",
+    );
+    write(
+        &rules.join("c.json"),
+        "{\n  \"rules\": [\n    {\"name\": \"three\", \"source\": \"github\", \"when\": {\"path\": \"$.x\", \"glob\": \"[\"}}\n  ]\n}\n",
+    );
+    write(
+        &rules.join("d.toml"),
+        "[[rules]]\nname = \"four\"\nsource = \"github\"\nenabled = \"yes\"\n",
+    );
+    write(
+        &rules.join("e.yaml"),
+        "rules:\n  - name: five\n    source: [github\n",
+    );
+    write(
+        &rules.join("f.yaml"),
+        "rules:\n  - name: dup\n    source: github\n  - name: orphan\n    source: [github, gitlab]\n",
+    );
+    write(
+        &rules.join("g/h.yaml"),
+        "rules:\n  - name: dup\n    source: github\n",
+    );
+    write(
+        &rules.join("payload.json"),
+        "{\"ref\": \"refs/heads/main\"}",
+    );
     write(&rules.join("notes.txt"), "not a rule file: ignored");
     write(&rules.join(".hidden.yaml"), "garbage: [");
     let (code, out, _) = run_cli(dir.path(), &["check", "rules"], &[]);
@@ -56,15 +80,29 @@ fn check_passes_valid_rules_and_warns_about_unsigned_sources_and_shell_scripts()
     let (code, out, err) = run_cli(dir.path(), &["check"], &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out.trim(), "ok: 1 file, 1 source, 1 rule");
-    assert!(err.contains("rules/r.yaml:2:3: warning: source `form` has no `verify`"), "{err}");
-    assert!(err.contains("rules/r.yaml:7:35: warning: `sh -c` with a templated script"), "{err}");
-    assert!(err.contains("warning: email action, but no SMTP server is configured"), "{err}");
+    assert!(
+        err.contains("rules/r.yaml:2:3: warning: source `form` has no `verify`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rules/r.yaml:7:35: warning: `sh -c` with a templated script"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: email action, but no SMTP server is configured"),
+        "{err}"
+    );
 }
 
 #[test]
 fn shipped_rules_and_examples_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in ["rules", "examples/github-to-chat", "examples/form-to-crm", "examples/deploy-on-release"] {
+    for dir in [
+        "rules",
+        "examples/github-to-chat",
+        "examples/form-to-crm",
+        "examples/deploy-on-release",
+    ] {
         let (code, out, err) = run_cli(root, &["check", dir], &[]);
         assert_eq!(code, 0, "{dir}: {out}{err}");
     }
@@ -75,36 +113,101 @@ fn test_command_explains_matches_and_renders_actions() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let (code, out, err) = run_cli(
         root,
-        &["test", "--rules", "rules", "--source", "github", "--payload", "examples/payloads/push-branch.json", "--header", "X-GitHub-Event: push", "--format", "json"],
+        &[
+            "test",
+            "--rules",
+            "rules",
+            "--source",
+            "github",
+            "--payload",
+            "examples/payloads/push-branch.json",
+            "--header",
+            "X-GitHub-Event: push",
+            "--format",
+            "json",
+        ],
         &[],
     );
     assert_eq!(code, 0, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     let rules = report["rules"].as_array().unwrap();
-    let push = rules.iter().find(|r| r["rule"] == "push-to-chat").expect("push-to-chat evaluated");
+    let push = rules
+        .iter()
+        .find(|r| r["rule"] == "push-to-chat")
+        .expect("push-to-chat evaluated");
     assert_eq!(push["matched"], true, "{push:#}");
     let body = &push["rendered"][0]["rendered"]["body"];
-    assert_eq!(body["text"], "Codertocat pushed 1 commit(s) to Codertocat/Hello-World (master)", "{push:#}");
-    let release = rules.iter().find(|r| r["rule"] == "deploy-on-release").expect("same source");
+    assert_eq!(
+        body["text"], "Codertocat pushed 1 commit(s) to Codertocat/Hello-World (master)",
+        "{push:#}"
+    );
+    let release = rules
+        .iter()
+        .find(|r| r["rule"] == "deploy-on-release")
+        .expect("same source");
     assert_eq!(release["matched"], false);
-    assert_eq!(release["conditions"][0]["children"][0]["found"], serde_json::json!(["\"push\""]), "{release:#}");
-    assert_eq!(release["conditions"][0]["children"][0]["reason"], "does not hold", "{release:#}");
-    assert!(rules.iter().all(|r| r["rule"] != "lead-to-crm"), "rules of other sources are not evaluated");
+    assert_eq!(
+        release["conditions"][0]["children"][0]["found"],
+        serde_json::json!(["\"push\""]),
+        "{release:#}"
+    );
+    assert_eq!(
+        release["conditions"][0]["children"][0]["reason"], "does not hold",
+        "{release:#}"
+    );
+    assert!(
+        rules.iter().all(|r| r["rule"] != "lead-to-crm"),
+        "rules of other sources are not evaluated"
+    );
 
     // Text format: the same verdicts, readable.
     let (code, out, _) = run_cli(
         root,
-        &["test", "--rules", "rules", "--source", "github", "--payload", "examples/payloads/push-tag-deleted.json", "--header", "X-GitHub-Event: push"],
+        &[
+            "test",
+            "--rules",
+            "rules",
+            "--source",
+            "github",
+            "--payload",
+            "examples/payloads/push-tag-deleted.json",
+            "--header",
+            "X-GitHub-Event: push",
+        ],
         &[],
     );
     assert_eq!(code, 0);
     assert!(out.contains("✘ push-to-chat: not matched"), "{out}");
 
     // Bad input exits 2 with a clear message.
-    let (code, _, err) = run_cli(root, &["test", "--rules", "rules", "--source", "nope", "--payload", "examples/payloads/push-branch.json"], &[]);
+    let (code, _, err) = run_cli(
+        root,
+        &[
+            "test",
+            "--rules",
+            "rules",
+            "--source",
+            "nope",
+            "--payload",
+            "examples/payloads/push-branch.json",
+        ],
+        &[],
+    );
     assert_eq!(code, 2);
     assert!(err.contains("no source `nope`"), "{err}");
-    let (code, _, err) = run_cli(root, &["test", "--rules", "rules", "--source", "github", "--payload", "missing.json"], &[]);
+    let (code, _, err) = run_cli(
+        root,
+        &[
+            "test",
+            "--rules",
+            "rules",
+            "--source",
+            "github",
+            "--payload",
+            "missing.json",
+        ],
+        &[],
+    );
     assert_eq!(code, 2);
     assert!(err.contains("cannot read missing.json"), "{err}");
 }
@@ -117,8 +220,26 @@ fn test_command_warns_about_missing_fields_and_decoding_facts() {
         "sources:\n  hook: {}\nrules:\n  - name: r\n    source: hook\n    when: { path: $.payload.ref, exists: false }\n    actions:\n      - http: { url: \"http://127.0.0.1:9/x\", body: { who: \"{{payload.pusher.nam}}\" } }\n",
     );
     write(&dir.path().join("body.txt"), "hello");
-    let (code, out, err) = run_cli(dir.path(), &["test", "--source", "hook", "--payload", "body.txt", "--header", "Content-Type: text/plain"], &[]);
+    let (code, out, err) = run_cli(
+        dir.path(),
+        &[
+            "test",
+            "--source",
+            "hook",
+            "--payload",
+            "body.txt",
+            "--header",
+            "Content-Type: text/plain",
+        ],
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("payload is null: Content-Type was text/plain"), "{out}");
-    assert!(out.contains("template field `payload.pusher.nam` is missing"), "{out}");
+    assert!(
+        out.contains("payload is null: Content-Type was text/plain"),
+        "{out}"
+    );
+    assert!(
+        out.contains("template field `payload.pusher.nam` is missing"),
+        "{out}"
+    );
 }

@@ -18,9 +18,20 @@ async fn acknowledged_events_survive_sigkill() {
             let c = client();
             let mut ids = Vec::new();
             for _ in 0..25 {
-                let r = c.post(&url).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+                let r = c
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 202);
-                ids.push(r.json::<Value>().await.unwrap()["event_id"].as_str().unwrap().to_owned());
+                ids.push(
+                    r.json::<Value>().await.unwrap()["event_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
             }
             ids
         }));
@@ -32,16 +43,32 @@ async fn acknowledged_events_survive_sigkill() {
     d.kill();
     let conn = rusqlite::Connection::open(d.db_path()).unwrap();
     for id in &acked {
-        let n: i64 = conn.query_row("SELECT count(*) FROM events WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM events WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
         assert_eq!(n, 1, "acknowledged event {id} lost");
-        let p: i64 = conn.query_row("SELECT count(*) FROM deliveries WHERE event_id = ?1 AND status = 'pending'", [id], |r| r.get(0)).unwrap();
+        let p: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM deliveries WHERE event_id = ?1 AND status = 'pending'",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
         assert_eq!(p, 1, "delivery of {id} lost");
     }
     assert_eq!(acked.len(), 200);
 
     // And the daemon starts again on the same database.
     d.restart();
-    let r = client().post(d.url("/hooks/github")).header("content-type", "application/json").body(body).send().await.unwrap();
+    let r = client()
+        .post(d.url("/hooks/github"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
 }
 
@@ -63,6 +90,12 @@ async fn store_failure_answers_503_with_retry_after_and_recovers() {
     assert!(r.headers().contains_key("retry-after"));
     assert!(r.headers().contains_key("x-request-id"));
     conn.execute_batch("ROLLBACK;").unwrap();
-    let r = client().post(d.url("/hooks/github")).header("content-type", "application/json").body("{}").send().await.unwrap();
+    let r = client()
+        .post(d.url("/hooks/github"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202, "the daemon recovers once the store does");
 }

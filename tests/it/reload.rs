@@ -25,7 +25,12 @@ async fn matched(d: &Daemon) -> Vec<String> {
         .unwrap();
     assert_eq!(r.status(), 202);
     let v: Value = r.json().await.unwrap();
-    let mut m: Vec<String> = v["matched"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect();
+    let mut m: Vec<String> = v["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect();
     m.sort();
     m
 }
@@ -37,7 +42,10 @@ fn version(v: &Value) -> u64 {
 #[tokio::test]
 async fn add_break_fix_delete_while_requests_flow() {
     let d = Daemon::start(&[("sources.yaml", SOURCES)]);
-    let v0 = version(&d.wait_rules("first load", |v| v["reload"]["loaded"] == true).await);
+    let v0 = version(
+        &d.wait_rules("first load", |v| v["reload"]["loaded"] == true)
+            .await,
+    );
 
     // Background traffic for the whole test: every answer must be 202.
     let stop = Arc::new(AtomicBool::new(false));
@@ -48,7 +56,13 @@ async fn add_break_fix_delete_while_requests_flow() {
             let body = fixture("examples/payloads/push-branch.json");
             let c = client();
             while !stop.load(Ordering::Relaxed) {
-                let r = c.post(&url).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+                let r = c
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 202, "a request was refused during a reload");
                 sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -57,24 +71,45 @@ async fn add_break_fix_delete_while_requests_flow() {
 
     // Add.
     d.write_rule("a.yaml", RULE_A);
-    let v1 = version(&d.wait_rules("rule a loaded", |v| v["rules"].as_array().unwrap().len() == 1).await);
+    let v1 = version(
+        &d.wait_rules("rule a loaded", |v| {
+            v["rules"].as_array().unwrap().len() == 1
+        })
+        .await,
+    );
     assert!(v1 > v0);
     assert_eq!(matched(&d).await, ["push-main"]);
 
     // Break: the old set keeps serving, the error is reported with its position.
     d.write_rule("a.yaml", RULE_A_BROKEN);
-    let v = d.wait_rules("reload error reported", |v| !v["reload"]["last_error"].is_null()).await;
+    let v = d
+        .wait_rules("reload error reported", |v| {
+            !v["reload"]["last_error"].is_null()
+        })
+        .await;
     let err = &v["reload"]["last_error"][0];
     assert!(err["file"].as_str().unwrap().ends_with("a.yaml"), "{err}");
-    assert_eq!((err["line"].as_u64(), err["col"].as_u64()), (Some(4), Some(53)), "{err}");
-    assert!(err["message"].as_str().unwrap().starts_with("a condition takes one operator"), "{err}");
+    assert_eq!(
+        (err["line"].as_u64(), err["col"].as_u64()),
+        (Some(4), Some(53)),
+        "{err}"
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("a condition takes one operator"),
+        "{err}"
+    );
     assert_eq!(version(&v), v1, "the broken set was not swapped in");
     assert_eq!(matched(&d).await, ["push-main"]);
 
     // Fix, and add a second file in the same breath (an editor saving two files).
     d.write_rule("a.yaml", RULE_A);
     d.write_rule("nested/b.yml", RULE_B);
-    let v = d.wait_rules("fixed", |v| v["rules"].as_array().unwrap().len() == 2).await;
+    let v = d
+        .wait_rules("fixed", |v| v["rules"].as_array().unwrap().len() == 2)
+        .await;
     assert!(v["reload"]["last_error"].is_null());
     assert_eq!(matched(&d).await, ["any-push", "push-main"]);
 
@@ -82,20 +117,36 @@ async fn add_break_fix_delete_while_requests_flow() {
     let tmp = d.rules_dir().join(".a.yaml.swp");
     std::fs::write(&tmp, RULE_A.replace("push-main", "push-master")).unwrap();
     std::fs::rename(&tmp, d.rules_dir().join("a.yaml")).unwrap();
-    d.wait_rules("renamed rule", |v| v["rules"].as_array().unwrap().iter().any(|r| r["name"] == "push-master")).await;
+    d.wait_rules("renamed rule", |v| {
+        v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "push-master")
+    })
+    .await;
 
     // Delete.
     std::fs::remove_file(d.rules_dir().join("a.yaml")).unwrap();
-    d.wait_rules("rule deleted", |v| v["rules"].as_array().unwrap().len() == 1).await;
+    d.wait_rules("rule deleted", |v| {
+        v["rules"].as_array().unwrap().len() == 1
+    })
+    .await;
     assert_eq!(matched(&d).await, ["any-push"]);
 
     // Keeps watching after all that.
     std::fs::remove_dir_all(d.rules_dir().join("nested")).unwrap();
-    d.wait_rules("all rules gone", |v| v["rules"].as_array().unwrap().is_empty()).await;
+    d.wait_rules("all rules gone", |v| {
+        v["rules"].as_array().unwrap().is_empty()
+    })
+    .await;
 
     stop.store(true, Ordering::Relaxed);
     traffic.await.unwrap();
-    assert!(sent.load(Ordering::Relaxed) > 10, "traffic flowed during the reloads");
+    assert!(
+        sent.load(Ordering::Relaxed) > 10,
+        "traffic flowed during the reloads"
+    );
 }
 
 #[tokio::test]
@@ -104,7 +155,8 @@ async fn daemon_starts_with_broken_rules_and_loads_them_once_fixed() {
     let ready = client().get(d.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "not ready without a loaded rule set");
     d.write_rule("a.yaml", RULE_A);
-    d.wait_rules("fixed", |v| v["reload"]["loaded"] == true).await;
+    d.wait_rules("fixed", |v| v["reload"]["loaded"] == true)
+        .await;
     let ready = client().get(d.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     tokio::time::sleep(Duration::from_millis(10)).await;

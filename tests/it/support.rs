@@ -44,7 +44,10 @@ impl Daemon {
             addr: "127.0.0.1:0".parse().unwrap(),
             child: None,
             log: Arc::new(Mutex::new(String::new())),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             args: args.iter().map(|s| s.to_string()).collect(),
         };
         d.spawn("127.0.0.1:0");
@@ -84,7 +87,9 @@ impl Daemon {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let (false, Some(addr)) = (sent, line.strip_prefix("hookwire listening on http://")) {
+                if let (false, Some(addr)) =
+                    (sent, line.strip_prefix("hookwire listening on http://"))
+                {
                     let _ = tx.send(addr.trim().to_owned());
                     sent = true;
                 }
@@ -140,14 +145,28 @@ impl Daemon {
     }
 
     /// Waits until `/api/rules` satisfies `pred`.
-    pub async fn wait_rules(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn wait_rules(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let v: serde_json::Value = client().get(self.url("/api/rules")).send().await.unwrap().json().await.unwrap();
+            let v: serde_json::Value = client()
+                .get(self.url("/api/rules"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if pred(&v) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; last /api/rules: {v:#}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last /api/rules: {v:#}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -167,7 +186,10 @@ pub fn write(path: &Path, content: &str) {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// Runs the binary with arguments in a directory; returns (exit code, stdout, stderr).
