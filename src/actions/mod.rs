@@ -89,10 +89,10 @@ pub fn render(
                     )
                 }
             };
-            if let Some(ct) = content_type {
-                if !has(&headers, "content-type") {
-                    headers.push(("Content-Type".to_owned(), ct.to_owned()));
-                }
+            if let Some(ct) = content_type
+                && !has(&headers, "content-type")
+            {
+                headers.push(("Content-Type".to_owned(), ct.to_owned()));
             }
             Rendered::Http {
                 method: h.method.clone(),

@@ -110,10 +110,10 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
         .find(|(k, _)| k == "content-type")
         .map(|(_, v)| v.clone())
         .or_else(|| guess_content_type(&opts.payload));
-    if let Some(ct) = &content_type {
-        if !headers.iter().any(|(k, _)| k == "content-type") {
-            headers.push(("content-type".to_owned(), ct.clone()));
-        }
+    if let Some(ct) = &content_type
+        && !headers.iter().any(|(k, _)| k == "content-type")
+    {
+        headers.push(("content-type".to_owned(), ct.clone()));
     }
 
     let runtime = tokio::runtime::Builder::new_current_thread()

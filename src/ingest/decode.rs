@@ -388,7 +388,7 @@ async fn multipart(
             let is_json = part_type
                 .as_deref()
                 .is_some_and(|t| matches!(kind_of(t), Kind::Json));
-            if is_json || json_fields.iter().any(|f| *f == name) {
+            if is_json || json_fields.contains(&name) {
                 parse_json_field(&name, &text, facts)?
             } else {
                 Value::String(text.into_owned())
@@ -601,7 +601,7 @@ mod tests {
             "text/plain",
         ];
         for i in 0..3000 {
-            let len = (i % 97) as usize;
+            let len = i % 97;
             let mut body = Vec::with_capacity(len);
             let alphabet = b"<>{}[]\"'&;=%:,ab1 \n\r\t-\xff\x00!";
             for _ in 0..len {

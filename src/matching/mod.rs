@@ -359,14 +359,14 @@ fn zero_nodes_reason(path: &JsonPath, input: &Input<'_>) -> String {
     if input.payload.is_null() {
         return "selected 0 nodes (the payload is null)".to_owned();
     }
-    if let Some(rest) = path.text.strip_prefix("$.payload") {
-        if rest.is_empty() || rest.starts_with('.') || rest.starts_with('[') {
-            let suggestion = format!("${rest}");
-            return format!(
-                "selected 0 nodes: JSONPath `{}` selected nothing (the payload is the root: did you mean `{suggestion}`?)",
-                path.text
-            );
-        }
+    if let Some(rest) = path.text.strip_prefix("$.payload")
+        && (rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+    {
+        let suggestion = format!("${rest}");
+        return format!(
+            "selected 0 nodes: JSONPath `{}` selected nothing (the payload is the root: did you mean `{suggestion}`?)",
+            path.text
+        );
     }
     "selected 0 nodes".to_owned()
 }
@@ -488,14 +488,14 @@ fn explain_values(op: &Op, nodes: &[&Value], result: bool) -> String {
     let Some(first) = nodes.first() else {
         return String::new();
     };
-    if let Op::Cmp(_, want) = op {
-        if !same_kind(first, want) {
-            return format!(
-                "cannot order {} against {}: ordering needs two numbers or two strings",
-                kind_name(first),
-                kind_name(want)
-            );
-        }
+    if let Op::Cmp(_, want) = op
+        && !same_kind(first, want)
+    {
+        return format!(
+            "cannot order {} against {}: ordering needs two numbers or two strings",
+            kind_name(first),
+            kind_name(want)
+        );
     }
     let textual = matches!(
         op,
@@ -853,8 +853,7 @@ fn compile_map(
                     let msg = e.to_string();
                     let last = msg
                         .lines()
-                        .filter(|l| !l.trim().is_empty())
-                        .last()
+                        .rfind(|l| !l.trim().is_empty())
                         .unwrap_or("invalid")
                         .trim();
                     errors.push((

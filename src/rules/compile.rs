@@ -506,18 +506,17 @@ impl<'a> Builder<'a> {
         if !SHELLS.contains(&program) {
             return;
         }
-        if let Some(i) = argv.iter().position(|a| a.as_str() == "-c") {
-            if let Some(script) = argv.get(i + 1) {
-                if script.contains("{{") {
-                    self.warnings.push(Diagnostic::new(
-                        file,
-                        script.pos,
-                        format!(
-                            "`{program} -c` with a templated script: a payload value becomes shell code; pass values as separate arguments (\"$1\") or in `env` instead"
-                        ),
-                    ));
-                }
-            }
+        if let Some(i) = argv.iter().position(|a| a.as_str() == "-c")
+            && let Some(script) = argv.get(i + 1)
+            && script.contains("{{")
+        {
+            self.warnings.push(Diagnostic::new(
+                file,
+                script.pos,
+                format!(
+                    "`{program} -c` with a templated script: a payload value becomes shell code; pass values as separate arguments (\"$1\") or in `env` instead"
+                ),
+            ));
         }
     }
 

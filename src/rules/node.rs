@@ -5,7 +5,6 @@
 //! point (`${VAR}` resolution, schema checks, compilation) works on the tree
 //! and can therefore report `FILE:LINE:COL` for any problem in any format.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
@@ -320,8 +319,8 @@ fn push_value(stack: &mut [Frame], root: &mut Option<Node>, node: Node) -> Resul
 }
 
 /// YAML 1.2 core schema resolution of a plain scalar.
-fn resolve_plain(s: &Cow<'_, str>) -> Kind {
-    match s.as_ref() {
+fn resolve_plain(s: &str) -> Kind {
+    match s {
         "" | "~" | "null" | "Null" | "NULL" => return Kind::Null,
         "true" | "True" | "TRUE" => return Kind::Bool(true),
         "false" | "False" | "FALSE" => return Kind::Bool(false),
@@ -332,22 +331,23 @@ fn resolve_plain(s: &Cow<'_, str>) -> Kind {
         ".nan" | ".NaN" | ".NAN" => return Kind::Float(f64::NAN),
         _ => {}
     }
-    let t = s.as_ref();
+    let t = s;
     let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = t.parse::<i64>() {
-            return Kind::Int(i);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = t.parse::<i64>()
+    {
+        return Kind::Int(i);
     }
-    if let Some(hex) = t.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Kind::Int(i);
-        }
+    if let Some(hex) = t.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Kind::Int(i);
     }
-    if let Some(oct) = t.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(oct, 8) {
-            return Kind::Int(i);
-        }
+    if let Some(oct) = t.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Kind::Int(i);
     }
     let looks_numeric = digits
         .bytes()
@@ -356,10 +356,8 @@ fn resolve_plain(s: &Cow<'_, str>) -> Kind {
         && digits
             .bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
-    if looks_numeric {
-        if let Ok(f) = t.parse::<f64>() {
-            return Kind::Float(f);
-        }
+    if looks_numeric && let Ok(f) = t.parse::<f64>() {
+        return Kind::Float(f);
     }
     Kind::Str(s.to_string())
 }
