@@ -77,7 +77,8 @@ fn tamper(mut headers: Vec<(String, String)>, name: &str) -> Vec<(String, String
             // Flip one character of the signature.
             let mut chars: Vec<char> = v.chars().collect();
             let i = chars.len() - 3;
-            chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+            // '0' and '1' are digits in hex and base64 alike, so this always changes the value.
+            chars[i] = if chars[i] == '0' { '1' } else { '0' };
             *v = chars.into_iter().collect();
         }
     }
