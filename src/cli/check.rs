@@ -15,7 +15,7 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
             for w in &set.warnings {
                 eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.col, w.message);
             }
-            println!(
+            super::out(&format!(
                 "ok: {} file{}, {} source{}, {} rule{}",
                 set.files.len(),
                 plural(set.files.len()),
@@ -23,12 +23,12 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
                 plural(set.sources.len()),
                 set.rules.len(),
                 plural(set.rules.len())
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(failure) => {
             for e in &failure.errors {
-                println!("{e}");
+                super::out(&e.to_string());
             }
             for w in &failure.warnings {
                 eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.col, w.message);

@@ -3,6 +3,12 @@
 pub mod check;
 pub mod test;
 
+/// Writes a line to stdout; a closed pipe (`hookwire test … | head`) is not an error.
+pub fn out(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 /// Replaces every secret (a value that came from `${VAR}`) with `[redacted]`.
 pub fn redact(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_owned();

@@ -59,7 +59,7 @@ pub fn run(opts: &TestOptions) -> ExitCode {
             } else {
                 render_text(&report)
             };
-            println!("{}", super::redact(&text, &set.secrets));
+            super::out(&super::redact(&text, &set.secrets));
             ExitCode::SUCCESS
         }
         Err(message) => {

@@ -162,3 +162,27 @@ async fn daemon_starts_with_broken_rules_and_loads_them_once_fixed() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(matched(&d).await, ["push-main"]);
 }
+
+#[tokio::test]
+async fn rate_limit_state_survives_a_reload() {
+    let sources = "sources:\n  limited:\n    rate_limit: 2/h\n";
+    let d = Daemon::start(&[("sources.yaml", sources)]);
+    let send = || async {
+        client()
+            .post(d.url("/hooks/limited"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(send().await, 202);
+    assert_eq!(send().await, 202);
+    assert_eq!(send().await, 429);
+    // Any change to the rule files reloads the whole set; the limit's state stays.
+    d.write_rule("other.yaml", RULE_B.replace("github", "limited").as_str());
+    d.wait_rules("reloaded", |v| v["rules"].as_array().unwrap().len() == 1)
+        .await;
+    assert_eq!(send().await, 429);
+}
