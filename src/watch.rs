@@ -29,6 +29,9 @@ pub const DEBOUNCE: Duration = Duration::from_millis(150);
 pub struct ReloadStatus {
     /// Whether any set has loaded successfully since start.
     pub loaded: bool,
+    /// Version of the live set (0 before the first successful load).
+    #[serde(skip)]
+    pub version: u64,
     pub reloads: u64,
     pub failures: u64,
     /// Errors of the last failed load, cleared by the next successful one.
@@ -90,7 +93,9 @@ impl LiveRules {
         let result = rules::load(&self.paths, &self.env, &self.opts);
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match result {
-            Ok(set) => {
+            Ok(mut set) => {
+                status.version += 1;
+                set.version = status.version;
                 for w in &set.warnings {
                     tracing::warn!(file = %w.file, line = w.line, col = w.col, "{}", w.message);
                 }

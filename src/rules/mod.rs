@@ -18,7 +18,6 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -62,7 +61,7 @@ impl fmt::Display for Diagnostic {
 /// A loaded, validated and compiled set of sources and rules.
 #[derive(Debug)]
 pub struct RuleSet {
-    /// Increases with every set built by this process.
+    /// Set when the set goes live: 1 for the first, +1 for every reload that swaps one in.
     pub version: u64,
     pub loaded_at: SystemTime,
     pub files: Vec<String>,
@@ -76,8 +75,6 @@ pub struct RuleSet {
     /// Per source index: indexes of its rules.
     rules_of: Vec<Vec<usize>>,
 }
-
-static VERSION: AtomicU64 = AtomicU64::new(0);
 
 impl RuleSet {
     /// The source serving a URL path.
@@ -137,7 +134,7 @@ impl RuleSet {
             })
             .collect();
         Self {
-            version: VERSION.fetch_add(1, Ordering::Relaxed) + 1,
+            version: 0,
             loaded_at: SystemTime::now(),
             files,
             sources,
