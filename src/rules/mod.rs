@@ -38,6 +38,11 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// A problem with a whole file (it cannot be read, it is not a rule file).
+    fn file(path: &Path, message: impl Into<String>) -> Self {
+        Self::new(&shown(path), Pos { line: 1, col: 1 }, message)
+    }
+
     pub fn new(file: &str, pos: Pos, message: impl Into<String>) -> Self {
         Self {
             file: file.to_owned(),
@@ -194,11 +199,7 @@ pub fn load(
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) => {
-                errors.push(Diagnostic::new(
-                    &shown,
-                    Pos { line: 1, col: 1 },
-                    format!("cannot read: {e}"),
-                ));
+                errors.push(Diagnostic::file(file, format!("cannot read: {e}")));
                 continue;
             }
         };
@@ -231,11 +232,7 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<Diagnosti
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
-            errors.push(Diagnostic::new(
-                &path.display().to_string(),
-                Pos { line: 1, col: 1 },
-                format!("cannot read: {e}"),
-            ));
+            errors.push(Diagnostic::file(path, format!("cannot read: {e}")));
             return;
         }
     };
@@ -243,9 +240,8 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<Diagnosti
         if node::Format::of(path).is_some() {
             out.push(path.to_path_buf());
         } else {
-            errors.push(Diagnostic::new(
-                &path.display().to_string(),
-                Pos { line: 1, col: 1 },
+            errors.push(Diagnostic::file(
+                path,
                 "not a rule file: expected .yaml, .yml, .toml or .json",
             ));
         }
@@ -254,11 +250,7 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<Diagnosti
     let entries = match std::fs::read_dir(path) {
         Ok(e) => e,
         Err(e) => {
-            errors.push(Diagnostic::new(
-                &path.display().to_string(),
-                Pos { line: 1, col: 1 },
-                format!("cannot read: {e}"),
-            ));
+            errors.push(Diagnostic::file(path, format!("cannot read: {e}")));
             return;
         }
     };

@@ -108,25 +108,28 @@ fn shipped_rules_and_examples_are_valid() {
     }
 }
 
+/// `hookwire test --rules rules --source SOURCE --payload PAYLOAD [extra…]` in the repository root.
+fn hookwire_test(source: &str, payload: &str, extra: &[&str]) -> (i32, String, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut args = vec![
+        "test",
+        "--rules",
+        "rules",
+        "--source",
+        source,
+        "--payload",
+        payload,
+    ];
+    args.extend_from_slice(extra);
+    run_cli(root, &args, &[])
+}
+
 #[test]
 fn test_command_explains_matches_and_renders_actions() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (code, out, err) = run_cli(
-        root,
-        &[
-            "test",
-            "--rules",
-            "rules",
-            "--source",
-            "github",
-            "--payload",
-            "examples/payloads/push-branch.json",
-            "--header",
-            "X-GitHub-Event: push",
-            "--format",
-            "json",
-        ],
-        &[],
+    let (code, out, err) = hookwire_test(
+        "github",
+        "examples/payloads/push-branch.json",
+        &["--header", "X-GitHub-Event: push", "--format", "json"],
     );
     assert_eq!(code, 0, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
@@ -161,53 +164,19 @@ fn test_command_explains_matches_and_renders_actions() {
     );
 
     // Text format: the same verdicts, readable.
-    let (code, out, _) = run_cli(
-        root,
-        &[
-            "test",
-            "--rules",
-            "rules",
-            "--source",
-            "github",
-            "--payload",
-            "examples/payloads/push-tag-deleted.json",
-            "--header",
-            "X-GitHub-Event: push",
-        ],
-        &[],
+    let (code, out, _) = hookwire_test(
+        "github",
+        "examples/payloads/push-tag-deleted.json",
+        &["--header", "X-GitHub-Event: push"],
     );
     assert_eq!(code, 0);
     assert!(out.contains("✘ push-to-chat: not matched"), "{out}");
 
     // Bad input exits 2 with a clear message.
-    let (code, _, err) = run_cli(
-        root,
-        &[
-            "test",
-            "--rules",
-            "rules",
-            "--source",
-            "nope",
-            "--payload",
-            "examples/payloads/push-branch.json",
-        ],
-        &[],
-    );
+    let (code, _, err) = hookwire_test("nope", "examples/payloads/push-branch.json", &[]);
     assert_eq!(code, 2);
     assert!(err.contains("no source `nope`"), "{err}");
-    let (code, _, err) = run_cli(
-        root,
-        &[
-            "test",
-            "--rules",
-            "rules",
-            "--source",
-            "github",
-            "--payload",
-            "missing.json",
-        ],
-        &[],
-    );
+    let (code, _, err) = hookwire_test("github", "missing.json", &[]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot read missing.json"), "{err}");
 }
