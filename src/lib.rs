@@ -33,6 +33,7 @@ pub mod actions;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod ids;
 pub mod ingest;
 pub mod matching;

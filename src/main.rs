@@ -143,13 +143,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let _ = (args.workers, args.retention, &args.smtp_from);
     let opts = hookwire::server::ServeOptions {
         listen: args.listen,
         rules: args.rules,
         database: args.database,
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         smtp_url: args.smtp_url,
+        smtp_from: args.smtp_from,
+        workers: args.workers as usize,
+        retention: args.retention.get(),
         max_body: args.max_body.get(),
         trusted_proxies: args.trusted_proxies,
         insecure_admin: args.insecure_admin,

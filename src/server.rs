@@ -10,15 +10,18 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use crate::actions::email::Mailer;
+use crate::dispatch::Dispatcher;
 use crate::ingest::guard::RateLimits;
 use crate::rules::LoadOptions;
 use crate::store::SharedStore;
+
 use crate::watch::LiveRules;
 
 /// Requests whose header section is larger than this are answered 431.
@@ -36,6 +39,8 @@ pub struct AppState {
     pub max_body: u64,
     pub admin_token: Option<String>,
     pub trusted_proxies: Vec<IpNet>,
+    /// Rung when an event with deliveries is committed, so the dispatcher starts at once.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// What `serve` needs, already parsed and validated by the CLI.
@@ -46,6 +51,9 @@ pub struct ServeOptions {
     pub database: String,
     pub admin_token: Option<String>,
     pub smtp_url: Option<String>,
+    pub smtp_from: String,
+    pub workers: usize,
+    pub retention: Duration,
     pub max_body: u64,
     pub trusted_proxies: Vec<IpNet>,
     pub insecure_admin: bool,
@@ -89,23 +97,59 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
     let watcher = crate::watch::spawn(live.clone(), cancel.clone())
         .with_context(|| format!("cannot watch {}", opts.rules.display()))?;
 
+    let mailer =
+        Mailer::new(opts.smtp_url.as_deref(), &opts.smtp_from).map_err(anyhow::Error::msg)?;
+    let dispatcher = Arc::new(
+        Dispatcher::new(store.clone(), live.clone(), opts.workers, mailer)
+            .map_err(anyhow::Error::msg)?,
+    );
     let app = Arc::new(AppState {
         rules: live,
-        store,
+        store: store.clone(),
         rate_limits: RateLimits::default(),
         max_body: opts.max_body,
         admin_token: opts.admin_token.clone(),
         trusted_proxies: opts.trusted_proxies.clone(),
+        wake: dispatcher.wake.clone(),
     });
+    // The dispatcher outlives the listener: it stops after requests in flight are answered.
+    let stop_dispatch = CancellationToken::new();
+    let dispatching = tokio::spawn(dispatcher.run(stop_dispatch.clone(), opts.shutdown_grace));
+    let pruning = tokio::spawn(prune_loop(store, opts.retention, cancel.clone()));
     tracing::info!(listen = %addr, rules = %opts.rules.display(), database = %opts.database, "hookwire listening");
     // Tests and scripts read the bound address from this line.
     println!("hookwire listening on http://{addr}");
 
     accept_loop(listener, router(app), cancel.clone(), opts.shutdown_grace).await;
     cancel.cancel();
+    stop_dispatch.cancel();
+    let _ = dispatching.await;
+    let _ = pruning.await;
     let _ = watcher.await;
     tracing::info!("hookwire stopped");
     Ok(())
+}
+
+/// How often finished events older than `--retention` are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+async fn prune_loop(store: SharedStore, retention: Duration, cancel: CancellationToken) {
+    loop {
+        let before =
+            crate::dispatch::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        match store.prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                events = n,
+                "pruned finished events older than the retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "pruning failed; will try again"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = cancel.cancelled() => break,
+        }
+    }
 }
 
 async fn accept_loop(
@@ -158,7 +202,6 @@ async fn accept_loop(
     {
         tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace period");
     }
-    let _ = TokioExecutor::new();
 }
 
 async fn shutdown_signal(cancel: CancellationToken) {

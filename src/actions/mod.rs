@@ -4,11 +4,47 @@
 //! rule file fixes pending retries) and for `hookwire test`, which prints the
 //! result. Running the rendered actions is the dispatcher's job.
 
+pub mod command;
+pub mod email;
+pub mod http;
+
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::dispatch::policy::Outcome;
 use crate::rules::{Action, ActionKind, HttpBody, Stdin};
 use crate::template::{Context, RenderError, Template};
+
+/// How much of a response body, stdout or stderr an attempt keeps.
+pub const MAX_CAPTURE: usize = 64 * 1024;
+
+/// What running one attempt of an action came to.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub outcome: Outcome,
+    pub status_code: Option<u16>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    /// The first [`MAX_CAPTURE`] bytes of the response (or stdout, then stderr).
+    pub response: Vec<u8>,
+}
+
+impl AttemptResult {
+    pub fn fail(outcome: Outcome, error: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            status_code: None,
+            exit_code: None,
+            error: Some(error.into()),
+            response: Vec::new(),
+        }
+    }
+}
+
+/// A rendered header value (or address, or subject) may not start a new header.
+pub fn has_crlf(s: &str) -> bool {
+    s.contains(['\r', '\n'])
+}
 
 /// An action with every template rendered.
 #[derive(Debug, Clone, Serialize, PartialEq)]

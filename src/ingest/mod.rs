@@ -304,6 +304,9 @@ async fn ingest(
         }
         IngestOutcome::Stored => {
             tracing::info!(event_id = %id, source = %source.name, matched = ?eval.matched, deliveries = delivery_count, "event stored");
+            if delivery_count > 0 {
+                app.wake.notify_one();
+            }
             let mut resp = respond(set, &eval, &req, id);
             set_request_id(&mut resp, id);
             Ok(resp)

@@ -8,11 +8,13 @@
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
-use crate::ids::{DeliveryId, EventId};
+use crate::dispatch::policy::DeliveryState;
+use crate::ids::{AttemptId, DeliveryId, EventId};
 
 /// An accepted request, ready to be stored with its deliveries.
 #[derive(Debug, Clone)]
@@ -96,6 +98,58 @@ pub struct StoredDelivery {
     pub created_at_ms: i64,
 }
 
+/// A delivery claimed for an attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub rule: String,
+    pub action: String,
+    pub action_type: String,
+    /// The number of this attempt, from 1.
+    pub attempt: u32,
+    pub serialize_key: Option<String>,
+    pub event: EventData,
+}
+
+/// What rendering an action needs of its event.
+#[derive(Debug, Clone)]
+pub struct EventData {
+    pub source: String,
+    pub received_at_ms: i64,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub payload: serde_json::Value,
+}
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub id: AttemptId,
+    pub number: u32,
+    pub started_at_ms: i64,
+    pub duration_ms: i64,
+    /// `succeeded`, `retryable`, `failed` or `skipped`.
+    pub outcome: &'static str,
+    pub status_code: Option<u16>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    /// The first 64 KiB of the response body, or of stdout and stderr.
+    pub response: Vec<u8>,
+}
+
+/// The end of an attempt: the record and the delivery's next state.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub delivery: DeliveryId,
+    pub attempt: NewAttempt,
+    pub state: DeliveryState,
+    pub next_attempt_at_ms: Option<i64>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot take the write now (disk full, database down, queue full).
@@ -120,6 +174,24 @@ pub trait Store: Send + Sync + 'static {
         source: Option<&str>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// Claims up to `limit` due deliveries for `lease`, marking them `running`
+    /// and counting the attempt. Each comes with the event data needed to render it.
+    fn claim(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>>;
+
+    /// Records an attempt and moves its delivery to the decided state.
+    fn finish(&self, finished: Finished) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// When the next delivery becomes due (`None` when nothing waits).
+    fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
+
+    /// Deletes finished events received before `before_ms`; returns how many.
+    fn prune(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// The store answers (used by `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

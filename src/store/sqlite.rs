@@ -16,7 +16,10 @@ use futures_util::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{IngestOutcome, NewEvent, Store, StoreError, StoredDelivery, StoredEvent};
+use super::{
+    Claimed, EventData, Finished, IngestOutcome, NewEvent, Store, StoreError, StoredDelivery,
+    StoredEvent,
+};
 use crate::ids::{DeliveryId, EventId};
 
 /// How many jobs share one transaction at most.
@@ -31,14 +34,40 @@ const DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// Each migration runs once, in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
 
-type Reply = oneshot::Sender<Result<IngestOutcome, StoreError>>;
+/// One unit of work for the writer thread: it runs inside the batch's
+/// transaction (in its own SAVEPOINT) and is answered after the commit.
+trait WriteJob: Send {
+    fn run(&mut self, conn: &Connection, now_ms: i64);
+    fn reply(self: Box<Self>, committed: Result<(), &StoreError>);
+}
 
-enum Job {
-    Ingest(Box<NewEvent>, Reply),
+struct Job<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T: Send, F: FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send> WriteJob for Job<T, F> {
+    fn run(&mut self, conn: &Connection, now_ms: i64) {
+        if let Some(work) = self.work.take() {
+            self.result = Some(in_savepoint(conn, |c| work(c, now_ms)));
+        }
+    }
+
+    fn reply(self: Box<Self>, committed: Result<(), &StoreError>) {
+        let answer = match committed {
+            // Only a committed result may be reported: the caller acknowledges on it.
+            Ok(()) => self
+                .result
+                .unwrap_or_else(|| Err(StoreError::Unavailable("job did not run".into()))),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        };
+        let _ = self.reply.send(answer);
+    }
 }
 
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Box<dyn WriteJob>>,
     reader: Arc<Mutex<Connection>>,
     commits: Arc<AtomicU64>,
 }
@@ -84,6 +113,13 @@ impl SqliteStore {
         let path = Path::new(path);
         let mut writer = open_conn(path)?;
         migrate(&mut writer)?;
+        let orphans = requeue_orphans(&writer).map_err(db_err)?;
+        if orphans > 0 {
+            tracing::warn!(
+                deliveries = orphans,
+                "deliveries left running by the previous process are queued again"
+            );
+        }
         let reader = open_conn(path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
@@ -104,6 +140,30 @@ impl SqliteStore {
         self.commits.load(Ordering::Relaxed)
     }
 
+    /// Runs `work` on the writer thread inside a group-committed transaction;
+    /// resolves only after the commit.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job = Box::new(Job {
+            work: Some(work),
+            result: None,
+            reply: tx,
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                StoreError::Unavailable("overloaded: too many writes waiting".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                StoreError::Unavailable("the store writer has stopped".into())
+            }
+        })?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -118,8 +178,12 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Box<dyn WriteJob>>,
+    commits: Arc<AtomicU64>,
+) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -128,40 +192,31 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, commits: Arc<A
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, &mut batch, &commits);
+        let committed = run_batch(&mut conn, &mut batch);
+        if committed.is_ok() {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+        for job in batch.drain(..) {
+            job.reply(committed.as_ref().map(|_| ()));
+        }
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, commits: &AtomicU64) {
-    let mut results: Vec<Result<IngestOutcome, StoreError>> = Vec::with_capacity(batch.len());
-    let begun = conn.execute_batch("BEGIN IMMEDIATE");
-    if let Err(e) = begun {
+/// Runs every job of the batch in one transaction and commits it once.
+fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %e, jobs = batch.len(), "store cannot start a transaction");
-        for Job::Ingest(_, reply) in batch.drain(..) {
-            let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
-        }
-        return;
+        return Err(StoreError::Unavailable(e.to_string()));
     }
     let now = now_ms();
-    for Job::Ingest(event, _) in batch.iter() {
-        results.push(in_savepoint(conn, |c| ingest_one(c, event, now)));
+    for job in batch.iter_mut() {
+        job.run(conn, now);
     }
-    let committed = conn.execute_batch("COMMIT");
-    match committed {
-        Ok(()) => {
-            commits.fetch_add(1, Ordering::Relaxed);
-            for (Job::Ingest(_, reply), result) in batch.drain(..).zip(results) {
-                let _ = reply.send(result);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, jobs = batch.len(), "store commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
-            for Job::Ingest(_, reply) in batch.drain(..) {
-                let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
-            }
-        }
-    }
+    conn.execute_batch("COMMIT").map_err(|e| {
+        tracing::error!(error = %e, jobs = batch.len(), "store commit failed");
+        let _ = conn.execute_batch("ROLLBACK");
+        StoreError::Unavailable(e.to_string())
+    })
 }
 
 /// Runs `f` so that its failure undoes only its own writes.
@@ -248,6 +303,108 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Due deliveries, oldest due first. A delivery with a `serialize_key` is due
+/// only when no earlier delivery with that key is unfinished, so deliveries of
+/// one key run one at a time, in event order. A `running` delivery whose lease
+/// has expired (its runner died) is due again.
+fn claim(c: &Connection, now: i64, limit: u32, lease_ms: i64) -> rusqlite::Result<Vec<Claimed>> {
+    let mut select = c.prepare_cached(
+        "SELECT d.id, d.event_id, d.rule, d.action, d.action_type, d.attempts, d.serialize_key,
+                e.source, e.received_at_ms, e.method, e.path, e.query, e.headers, e.body, e.payload
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE ((d.status IN ('pending', 'retrying') AND d.next_attempt_at_ms <= ?1)
+                OR (d.status = 'running' AND d.lease_until_ms < ?1))
+           AND (d.serialize_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM deliveries o
+                WHERE o.serialize_key = d.serialize_key AND o.id < d.id
+                  AND o.status IN ('pending', 'running', 'retrying')))
+         ORDER BY d.next_attempt_at_ms, d.id
+         LIMIT ?2",
+    )?;
+    let rows = select.query_map(params![now, limit], |r| {
+        let id: String = r.get(0)?;
+        let event_id: String = r.get(1)?;
+        let headers: String = r.get(12)?;
+        let payload: String = r.get(14)?;
+        Ok(Claimed {
+            id: DeliveryId::parse(&id).unwrap_or_default(),
+            event_id: EventId::parse(&event_id).unwrap_or_default(),
+            rule: r.get(2)?,
+            action: r.get(3)?,
+            action_type: r.get(4)?,
+            attempt: r.get::<_, u32>(5)? + 1,
+            serialize_key: r.get(6)?,
+            event: EventData {
+                source: r.get(7)?,
+                received_at_ms: r.get(8)?,
+                method: r.get(9)?,
+                path: r.get(10)?,
+                query: r.get(11)?,
+                headers: serde_json::from_str(&headers).unwrap_or_default(),
+                body: r.get(13)?,
+                payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+            },
+        })
+    })?;
+    let claimed: Vec<Claimed> = rows.collect::<rusqlite::Result<_>>()?;
+    let mut update = c.prepare_cached(
+        "UPDATE deliveries SET status = 'running', attempts = attempts + 1, lease_until_ms = ?2, updated_at_ms = ?3 WHERE id = ?1",
+    )?;
+    for d in &claimed {
+        update.execute(params![d.id.as_str(), now + lease_ms, now])?;
+    }
+    Ok(claimed)
+}
+
+fn finish(c: &Connection, f: &Finished, now: i64) -> rusqlite::Result<()> {
+    let a = &f.attempt;
+    c.prepare_cached(
+        "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        a.id.as_str(),
+        f.delivery.as_str(),
+        a.number,
+        a.started_at_ms,
+        a.duration_ms,
+        a.outcome,
+        a.status_code,
+        a.exit_code,
+        a.error,
+        a.response,
+    ])?;
+    c.prepare_cached(
+        "UPDATE deliveries SET status = ?2, next_attempt_at_ms = coalesce(?3, next_attempt_at_ms), lease_until_ms = NULL, updated_at_ms = ?4 WHERE id = ?1",
+    )?
+    .execute(params![f.delivery.as_str(), f.state.as_str(), f.next_attempt_at_ms, now])?;
+    Ok(())
+}
+
+/// Deletes events received before `before_ms` whose deliveries are all
+/// finished (their deliveries and attempts go with them), and expired dedup keys.
+fn prune(c: &Connection, before_ms: i64, now: i64) -> rusqlite::Result<u64> {
+    let n = c.execute(
+        "DELETE FROM events WHERE received_at_ms < ?1 AND NOT EXISTS (
+            SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.status IN ('pending', 'running', 'retrying'))",
+        [before_ms],
+    )?;
+    c.execute(
+        "DELETE FROM dedup WHERE created_at_ms < ?1",
+        [now - DEDUP_WINDOW_MS],
+    )?;
+    Ok(n as u64)
+}
+
+/// Deliveries a previous process left `running` (it crashed or was cut off at
+/// shutdown) are due again at once: at-least-once, never stuck.
+fn requeue_orphans(c: &Connection) -> rusqlite::Result<usize> {
+    c.execute(
+        "UPDATE deliveries SET status = 'retrying', lease_until_ms = NULL, next_attempt_at_ms = ?1 WHERE status = 'running'",
+        [now_ms()],
+    )
+}
+
 const EVENT_COLUMNS: &str = "id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, dedup_key";
 
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
@@ -299,21 +456,37 @@ fn deliveries_of(conn: &Connection, event: &str) -> rusqlite::Result<Vec<StoredD
 
 impl Store for SqliteStore {
     fn ingest(&self, event: NewEvent) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
-        Box::pin(async move {
-            let (tx, rx) = oneshot::channel();
-            self.jobs
-                .try_send(Job::Ingest(Box::new(event), tx))
-                .map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => StoreError::Unavailable(
-                        "overloaded: too many events waiting to be stored".into(),
-                    ),
-                    mpsc::error::TrySendError::Closed(_) => {
-                        StoreError::Unavailable("the store writer has stopped".into())
-                    }
-                })?;
-            rx.await
-                .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
-        })
+        Box::pin(self.write(move |c, now| ingest_one(c, &event, now)))
+    }
+
+    fn claim(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>> {
+        let lease_ms = lease.as_millis().min(i64::MAX as u128) as i64;
+        Box::pin(self.write(move |c, _| claim(c, now_ms, limit, lease_ms)))
+    }
+
+    fn finish(&self, f: Finished) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |c, now| finish(c, &f, now)))
+    }
+
+    fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(self.read(|c| {
+            c.query_row(
+                "SELECT min(t) FROM (
+                    SELECT min(next_attempt_at_ms) AS t FROM deliveries WHERE status IN ('pending', 'retrying')
+                    UNION ALL SELECT min(lease_until_ms) FROM deliveries WHERE status = 'running')",
+                [],
+                |r| r.get(0),
+            )
+        }))
+    }
+
+    fn prune(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write(move |c, now| prune(c, before_ms, now)))
     }
 
     fn event(&self, id: &EventId) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>> {

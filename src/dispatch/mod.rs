@@ -1,0 +1,246 @@
+//! The dispatcher: claims due deliveries, runs up to `--workers` attempts at
+//! once, and records each attempt and the delivery's next state.
+//!
+//! Ingest wakes it the moment a committed event has deliveries, so new
+//! deliveries start within milliseconds; otherwise it sleeps until the next
+//! delivery is due. Every attempt renders its action from the *current* rule
+//! set (a fixed rule file fixes pending retries; a removed rule or action ends
+//! the delivery `skipped`). Claims carry a lease, and deliveries a crashed
+//! process left `running` are queued again at start, so nothing stays
+//! `running` or overdue forever.
+
+pub mod policy;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::actions::command::CommandEnv;
+use crate::actions::email::Mailer;
+use crate::actions::http::HttpRunner;
+use crate::actions::{self, AttemptResult, EventData as RenderData};
+use crate::ids::AttemptId;
+use crate::ingest::evaluate::Request;
+use crate::rules::{ActionKind, RetryPolicy};
+use crate::store::{Claimed, Finished, NewAttempt, SharedStore};
+use crate::watch::LiveRules;
+use policy::{Outcome, next};
+
+/// How long a claim holds a delivery. Longer than any attempt may run (the
+/// longest action timeouts are minutes), so a live runner never loses its
+/// claim; a dead runner's claims come back after this.
+pub const LEASE: Duration = Duration::from_secs(3600);
+/// The longest the dispatcher sleeps without looking for due work.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+pub struct Dispatcher {
+    store: SharedStore,
+    rules: Arc<LiveRules>,
+    /// Rung by ingest when an event with deliveries is committed.
+    pub wake: Arc<Notify>,
+    workers: usize,
+    http: HttpRunner,
+    mailer: Mailer,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: SharedStore,
+        rules: Arc<LiveRules>,
+        workers: usize,
+        mailer: Mailer,
+    ) -> Result<Self, String> {
+        let http = HttpRunner::new().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            store,
+            rules,
+            wake: Arc::new(Notify::new()),
+            workers: workers.max(1),
+            http,
+            mailer,
+        })
+    }
+
+    /// Runs until `cancel`; then lets running attempts finish for up to
+    /// `grace`. Whatever is cut short stays `running` and is queued again at
+    /// the next start.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken, grace: Duration) {
+        let slots = Arc::new(Semaphore::new(self.workers));
+        let finished = Arc::new(Notify::new());
+        let mut running = JoinSet::new();
+        loop {
+            while running.try_join_next().is_some() {}
+            if cancel.is_cancelled() {
+                break;
+            }
+            let free = slots.available_permits();
+            let mut claimed = Vec::new();
+            if free > 0 {
+                match self.store.claim(now_ms(), free as u32, LEASE).await {
+                    Ok(c) => claimed = c,
+                    Err(e) => tracing::warn!(error = %e, "cannot claim deliveries; will try again"),
+                }
+            }
+            let full = free > 0 && claimed.len() == free;
+            for c in claimed {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let (me, done) = (self.clone(), finished.clone());
+                running.spawn(async move {
+                    me.attempt(c).await;
+                    drop(permit);
+                    done.notify_one();
+                });
+            }
+            if full {
+                continue;
+            }
+            let wait = match self.store.next_due().await {
+                Ok(Some(at)) => {
+                    Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(IDLE_CHECK)
+                }
+                _ => IDLE_CHECK,
+            };
+            if wait.is_zero() && slots.available_permits() > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = finished.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+        if !running.is_empty() {
+            tracing::info!(attempts = running.len(), grace = ?grace, "waiting for running attempts to finish");
+            let drained = tokio::time::timeout(grace, async {
+                while running.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!(
+                    attempts = running.len(),
+                    "attempts cut short at shutdown; they run again at the next start"
+                );
+                running.abort_all();
+            }
+        }
+    }
+
+    async fn attempt(&self, c: Claimed) {
+        let started = Instant::now();
+        let started_at_ms = now_ms();
+        let set = self.rules.current();
+        let found = set.rule(&c.rule).and_then(|r| {
+            r.actions
+                .iter()
+                .find(|a| a.name == c.action)
+                .map(|a| (r, a))
+        });
+        let (result, policy) = match found {
+            None => (
+                AttemptResult::fail(
+                    Outcome::Skipped,
+                    format!(
+                        "rule `{}` or its action `{}` no longer exists",
+                        c.rule, c.action
+                    ),
+                ),
+                RetryPolicy::default(),
+            ),
+            Some((rule, action)) => {
+                let req = request(&c);
+                let ctx = req.context(&rule.name, c.attempt);
+                let data = RenderData {
+                    payload: &req.payload,
+                    raw_body: &req.body_text,
+                };
+                let result = match actions::render(action, &ctx, &data) {
+                    // A template that fails may be fixed in the rule file before the next attempt.
+                    Err(e) => AttemptResult::fail(
+                        Outcome::Retryable { retry_after: None },
+                        format!("render: {e}"),
+                    ),
+                    Ok(rendered) => match &action.kind {
+                        ActionKind::Http(h) => {
+                            self.http.run(h, &rendered, c.id.as_str(), &c.event).await
+                        }
+                        ActionKind::Email(_) => self.mailer.run(&rendered).await,
+                        ActionKind::Command(cmd) => {
+                            let ids = CommandEnv {
+                                event_id: c.event_id.as_str(),
+                                rule: &rule.name,
+                                source: &c.event.source,
+                            };
+                            actions::command::run(cmd, &rendered, &ids).await
+                        }
+                    },
+                };
+                (result, action.retry)
+            }
+        };
+        let jitter = (rand::random::<f64>() * 2.0 - 1.0) * policy::JITTER;
+        let decision = next(result.outcome, c.attempt, &policy, now_ms(), jitter);
+        let duration_ms = started.elapsed().as_millis() as i64;
+        tracing::info!(
+            delivery_id = %c.id,
+            event_id = %c.event_id,
+            rule = %c.rule,
+            action = %c.action,
+            attempt = c.attempt,
+            outcome = result.outcome.label(),
+            status = ?result.status_code,
+            exit_code = ?result.exit_code,
+            duration_ms,
+            state = decision.state.as_str(),
+            error = result.error.as_deref().unwrap_or(""),
+            "attempt finished"
+        );
+        let finished = Finished {
+            delivery: c.id.clone(),
+            attempt: NewAttempt {
+                id: AttemptId::new(),
+                number: c.attempt,
+                started_at_ms,
+                duration_ms,
+                outcome: result.outcome.label(),
+                status_code: result.status_code,
+                exit_code: result.exit_code,
+                error: result.error,
+                response: result.response,
+            },
+            state: decision.state,
+            next_attempt_at_ms: decision.next_attempt_at_ms,
+        };
+        if let Err(e) = self.store.finish(finished).await {
+            // The delivery stays `running` under its lease and is attempted again later: at least once.
+            tracing::error!(delivery_id = %c.id, error = %e, "attempt not recorded");
+        }
+    }
+}
+
+fn request(c: &Claimed) -> Request {
+    let at = SystemTime::UNIX_EPOCH
+        + Duration::from_millis(u64::try_from(c.event.received_at_ms).unwrap_or(0));
+    Request {
+        event_id: c.event_id.to_string(),
+        source: c.event.source.clone(),
+        received_at: crate::ingest::rfc3339(at),
+        method: c.event.method.clone(),
+        path: c.event.path.clone(),
+        headers: c.event.headers.clone(),
+        query: crate::ingest::query_pairs(Some(&c.event.query)),
+        body_text: String::from_utf8_lossy(&c.event.body).into_owned(),
+        payload: c.event.payload.clone(),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
