@@ -5,15 +5,18 @@
 //! its own SAVEPOINT inside one transaction, commits once, and only then
 //! answers each job. Many concurrent requests thus share one disk flush
 //! (group commit) without any of them being acknowledged before it is durable.
-//! Reads use a separate connection and never wait for the writer.
+//! Reads use a small pool of separate connections and never wait for the writer.
 
+use std::fmt::Display;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::Type;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -26,18 +29,36 @@ use crate::ids::{DeliveryId, EventId};
 const MAX_BATCH: usize = 512;
 /// Jobs waiting for the writer; beyond this the store reports itself overloaded (503).
 const QUEUE: usize = 4096;
-/// How long the writer waits for a lock held by another process before giving up (503).
+/// How long a connection waits for a lock held by another process before giving up (503).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections; two let `/readyz` and the dispatcher answer while a long listing runs.
+const READERS: usize = 2;
 /// A duplicate is a dedup key seen within this window.
 const DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// Each migration runs once, in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
 
+/// Limits that tests turn down to provoke overload and lock timeouts.
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    queue: usize,
+    busy_timeout: Duration,
+}
+
+impl Tuning {
+    const DEFAULT: Tuning = Tuning {
+        queue: QUEUE,
+        busy_timeout: BUSY_TIMEOUT,
+    };
+}
+
 /// One unit of work for the writer thread: it runs inside the batch's
 /// transaction (in its own SAVEPOINT) and is answered after the commit.
 trait WriteJob: Send {
-    fn run(&mut self, conn: &Connection, now_ms: i64);
+    /// Runs the job. `Err` means the batch's transaction is gone or in an
+    /// unknown state, so the whole batch must fail.
+    fn run(&mut self, conn: &Connection, now_ms: i64) -> Result<(), StoreError>;
     fn reply(self: Box<Self>, committed: Result<(), &StoreError>);
 }
 
@@ -48,10 +69,22 @@ struct Job<T, F> {
 }
 
 impl<T: Send, F: FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send> WriteJob for Job<T, F> {
-    fn run(&mut self, conn: &Connection, now_ms: i64) {
-        if let Some(work) = self.work.take() {
-            self.result = Some(in_savepoint(conn, |c| work(c, now_ms)));
+    fn run(&mut self, conn: &Connection, now_ms: i64) -> Result<(), StoreError> {
+        let Some(work) = self.work.take() else {
+            return Ok(());
+        };
+        let result = in_savepoint(conn, |c| work(c, now_ms)).map_err(db_err)?;
+        // After some errors (disk full, I/O) SQLite rolls the whole transaction
+        // back by itself: the jobs before this one are gone, and any further
+        // statement would commit on its own.
+        if conn.is_autocommit() {
+            return Err(StoreError::Unavailable(match result {
+                Err(e) => format!("SQLite rolled the transaction back: {}", e.message()),
+                Ok(_) => "SQLite rolled the transaction back".to_owned(),
+            }));
         }
+        self.result = Some(result);
+        Ok(())
     }
 
     fn reply(self: Box<Self>, committed: Result<(), &StoreError>) {
@@ -60,47 +93,109 @@ impl<T: Send, F: FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send> WriteJo
             Ok(()) => self
                 .result
                 .unwrap_or_else(|| Err(StoreError::Unavailable("job did not run".into()))),
-            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            Err(e) => Err(StoreError::Unavailable(e.message().to_owned())),
         };
+        // The caller may have gone (client disconnected); what committed stays committed.
         let _ = self.reply.send(answer);
     }
 }
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Box<dyn WriteJob>>,
-    reader: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
     commits: Arc<AtomicU64>,
 }
 
-fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+/// Read connections, each used by one blocking task at a time.
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
 }
 
-fn open_conn(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).map_err(db_err)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-    )
-    .map_err(db_err)?;
+impl Readers {
+    /// A free connection if there is one, else waits for one in turn.
+    fn get(&self) -> MutexGuard<'_, Connection> {
+        for conn in &self.conns {
+            match conn.try_lock() {
+                Ok(guard) => return guard,
+                // A panic during a read leaves no transaction open: the connection is fine.
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.conns[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Errors that mean "not now" (disk full, lock held by another process, I/O,
+/// read-only file) become `Unavailable`; the rest are `Database`.
+fn db_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DiskFull
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::OutOfMemory
+            | ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen,
+        ) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+fn open_conn(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|e| {
+        StoreError::Unavailable(format!("cannot open database {}: {e}", path.display()))
+    })?;
+    conn.busy_timeout(busy_timeout).map_err(db_err)?;
+    // Asking for WAL can silently leave another mode (e.g. on a filesystem
+    // without shared memory); the durability and concurrency reasoning here needs WAL.
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(db_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Database(format!(
+            "database {} cannot use WAL mode (journal_mode is {mode})",
+            path.display()
+        )));
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(db_err)?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let conn = open_conn(path, busy_timeout)?;
+    // A read connection that could write would bypass group commit.
+    conn.execute_batch("PRAGMA query_only = ON;")
+        .map_err(db_err)?;
     Ok(conn)
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let done: usize = conn
-        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
-        .map_err(db_err)?
-        .try_into()
-        .unwrap_or(0);
-    if done > MIGRATIONS.len() {
-        return Err(StoreError::Database(format!(
-            "the database schema (version {done}) is newer than this hookwire knows ({}); use a newer hookwire",
-            MIGRATIONS.len()
-        )));
-    }
-    let tx = conn.transaction().map_err(db_err)?;
+    // IMMEDIATE takes the write lock before reading the version, so two
+    // processes starting on one file cannot both run a migration.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err)?;
+    let done = usize::try_from(version)
+        .ok()
+        .filter(|d| *d <= MIGRATIONS.len())
+        .ok_or_else(|| {
+            StoreError::Database(format!(
+                "the database schema (version {version}) is newer than this hookwire knows ({}); use a newer hookwire",
+                MIGRATIONS.len()
+            ))
+        })?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
-        tx.execute_batch(sql).map_err(db_err)?;
+        tx.execute_batch(sql).map_err(|e| {
+            StoreError::Database(format!("database migration {} failed: {e}", i + 1))
+        })?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)
             .map_err(db_err)?;
         tracing::info!(migration = i + 1, "database migrated");
@@ -109,9 +204,22 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`, migrates it,
+    /// requeues deliveries a previous process left running, and starts the writer thread.
     pub fn open(path: &str) -> Result<Self, StoreError> {
+        Self::open_with(path, Tuning::DEFAULT)
+    }
+
+    fn open_with(path: &str, tuning: Tuning) -> Result<Self, StoreError> {
+        // Each connection to ":memory:" or "" is its own private database: the
+        // writer and the readers would not see each other, and a restart would lose every event.
+        if path.is_empty() || path == ":memory:" || path.starts_with("file::memory:") {
+            return Err(StoreError::Database(format!(
+                "sqlite://{path}: the SQLite store needs a file path"
+            )));
+        }
         let path = Path::new(path);
-        let mut writer = open_conn(path)?;
+        let mut writer = open_conn(path, tuning.busy_timeout)?;
         migrate(&mut writer)?;
         let orphans = requeue_orphans(&writer).map_err(db_err)?;
         if orphans > 0 {
@@ -120,22 +228,34 @@ impl SqliteStore {
                 "deliveries left running by the previous process are queued again"
             );
         }
-        let reader = open_conn(path)?;
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let conns = (0..READERS)
+            .map(|_| open_reader(path, tuning.busy_timeout).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, rx) = mpsc::channel(tuning.queue);
         let commits = Arc::new(AtomicU64::new(0));
-        let c = commits.clone();
+        let counter = commits.clone();
         std::thread::Builder::new()
             .name("hookwire-store".into())
-            .spawn(move || writer_loop(writer, rx, c))
+            .spawn(move || {
+                // A panic here is a bug. Unwinding drops the queue, so every
+                // waiting and later caller gets `Unavailable` (503), never a hang.
+                let run = AssertUnwindSafe(move || writer_loop(writer, rx, &counter));
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("the store writer panicked: nothing can be stored any more");
+                }
+            })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
         Ok(Self {
             jobs: tx,
-            reader: Arc::new(Mutex::new(reader)),
+            readers: Arc::new(Readers {
+                conns,
+                next: AtomicUsize::new(0),
+            }),
             commits,
         })
     }
 
-    /// Transactions committed so far (each may hold many events).
+    /// Transactions committed so far (each may hold many jobs).
     pub fn commit_count(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
@@ -153,37 +273,47 @@ impl SqliteStore {
             reply: tx,
         });
         self.jobs.try_send(job).map_err(|e| match e {
+            // Queueing further would only turn into timeouts; a 503 now lets the sender retry.
             mpsc::error::TrySendError::Full(_) => {
                 StoreError::Unavailable("overloaded: too many writes waiting".into())
             }
-            mpsc::error::TrySendError::Closed(_) => {
-                StoreError::Unavailable("the store writer has stopped".into())
-            }
+            mpsc::error::TrySendError::Closed(_) => writer_stopped(),
         })?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
+        rx.await.map_err(|_| writer_stopped())?
     }
 
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn).map_err(db_err)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("store reader failed: {e}")))?
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || f(&readers.get()).map_err(db_err))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store read failed: {e}")))?
     }
+}
+
+impl StoreError {
+    /// The cause without the kind prefix, for wrapping into another kind.
+    fn message(&self) -> &str {
+        match self {
+            StoreError::Unavailable(m) | StoreError::Database(m) => m,
+        }
+    }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the store writer has stopped".into())
 }
 
 fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Box<dyn WriteJob>>,
-    commits: Arc<AtomicU64>,
+    commits: &AtomicU64,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
+    // Jobs that arrive while a batch commits wait in the queue and form the
+    // next batch: the commit latency itself is what groups them.
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -200,6 +330,7 @@ fn writer_loop(
             job.reply(committed.as_ref().map(|_| ()));
         }
     }
+    tracing::debug!("store writer stopped: the store was dropped");
 }
 
 /// Runs every job of the batch in one transaction and commits it once.
@@ -210,54 +341,96 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(
     }
     let now = now_ms();
     for job in batch.iter_mut() {
-        job.run(conn, now);
+        if let Err(e) = job.run(conn, now) {
+            tracing::error!(error = %e, jobs = batch.len(), "store transaction aborted");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            return Err(e);
+        }
     }
     conn.execute_batch("COMMIT").map_err(|e| {
         tracing::error!(error = %e, jobs = batch.len(), "store commit failed");
-        let _ = conn.execute_batch("ROLLBACK");
-        StoreError::Unavailable(e.to_string())
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        db_err(e)
     })
 }
 
-/// Runs `f` so that its failure undoes only its own writes.
+/// Runs `f` so that its failure undoes only its own writes. The outer error
+/// means the savepoint machinery itself failed and the transaction is in an
+/// unknown state; the inner result is the job's own.
 fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job").map_err(db_err)?;
+) -> rusqlite::Result<Result<T, StoreError>> {
+    let run = |sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
+    run("SAVEPOINT job")?;
     match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE job").map_err(db_err)?;
-            Ok(v)
+            run("RELEASE job")?;
+            Ok(Ok(v))
         }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-            Err(db_err(e))
+            // Nothing to undo when SQLite already rolled everything back.
+            if !conn.is_autocommit() {
+                run("ROLLBACK TO job")?;
+                run("RELEASE job")?;
+            }
+            Ok(Err(db_err(e)))
         }
     }
 }
 
-fn ingest_one(conn: &Connection, e: &NewEvent, now: i64) -> rusqlite::Result<IngestOutcome> {
+/// An event whose JSON columns the caller has already encoded, so the one
+/// writer thread — the bottleneck of ingest — spends its time in SQLite only.
+struct Prepared {
+    event: NewEvent,
+    headers: String,
+    payload: String,
+    facts: String,
+    trace: String,
+    matched: String,
+}
+
+impl Prepared {
+    fn new(event: NewEvent) -> Result<Self, StoreError> {
+        fn json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> {
+            serde_json::to_string(v)
+                .map_err(|e| StoreError::Database(format!("cannot encode the event: {e}")))
+        }
+        Ok(Self {
+            headers: json(&event.headers)?,
+            payload: json(&event.payload)?,
+            facts: json(&event.facts)?,
+            trace: json(&event.trace)?,
+            matched: json(&event.matched)?,
+            event,
+        })
+    }
+}
+
+fn ingest_one(conn: &Connection, p: &Prepared, now: i64) -> rusqlite::Result<IngestOutcome> {
+    let e = &p.event;
     if let Some(key) = &e.dedup_key {
+        // Jobs of one batch run one after another in one transaction, so a
+        // copy later in the same batch sees the row the first copy wrote.
         let first: Option<String> = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT event_id FROM dedup WHERE source = ?1 AND key = ?2 AND created_at_ms > ?3",
-                params![e.source, key, now - DEDUP_WINDOW_MS],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![e.source, key, now - DEDUP_WINDOW_MS], |r| r.get(0))
             .optional()?;
-        if let Some(first) = first.and_then(|f| EventId::parse(&f)) {
+        if let Some(first) = first.as_deref().and_then(EventId::parse) {
             return Ok(IngestOutcome::Duplicate { first });
         }
-        conn.execute(
+        // Replaces an expired row of the same key.
+        conn.prepare_cached(
             "INSERT OR REPLACE INTO dedup (source, key, event_id, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![e.source, key, e.id.as_str(), now],
-        )?;
+        )?
+        .execute(params![e.source, key, e.id.as_str(), now])?;
     }
-    let json = |v: &serde_json::Value| v.to_string();
-    let headers = serde_json::to_string(&e.headers).unwrap_or_else(|_| "[]".into());
-    let facts = serde_json::to_string(&e.facts).unwrap_or_else(|_| "[]".into());
-    let matched = serde_json::to_string(&e.matched).unwrap_or_else(|_| "[]".into());
     conn.prepare_cached(
         "INSERT INTO events (id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, matched_any, dedup_key)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -269,12 +442,12 @@ fn ingest_one(conn: &Connection, e: &NewEvent, now: i64) -> rusqlite::Result<Ing
         e.method,
         e.path,
         e.query,
-        headers,
+        p.headers,
         e.body.as_ref(),
-        json(&e.payload),
-        facts,
-        json(&e.trace),
-        matched,
+        p.payload,
+        p.facts,
+        p.trace,
+        p.matched,
         !e.matched.is_empty(),
         e.dedup_key,
     ])?;
@@ -300,7 +473,7 @@ fn ingest_one(conn: &Connection, e: &NewEvent, now: i64) -> rusqlite::Result<Ing
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Due deliveries, oldest due first. A delivery with a `serialize_key` is due
@@ -405,43 +578,66 @@ fn requeue_orphans(c: &Connection) -> rusqlite::Result<usize> {
     )
 }
 
-const EVENT_COLUMNS: &str = "id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, dedup_key";
+/// `SELECT <every event column> FROM events <rest>`, as one literal.
+macro_rules! select_events {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, dedup_key FROM events ",
+            $rest
+        )
+    };
+}
+
+/// A column that does not decode is a bug or a damaged file; say which column.
+fn bad_column(i: usize, what: impl Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, Type::Text, what.to_string().into())
+}
+
+fn id_column<T>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).ok_or_else(|| bad_column(i, format_args!("not an id: {text}")))
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    serde_json::from_str(&text).map_err(|e| bad_column(i, e))
+}
 
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
-    let parse = |i: usize| -> rusqlite::Result<serde_json::Value> {
-        let text: String = r.get(i)?;
-        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
-    };
-    let id: String = r.get(0)?;
     Ok(StoredEvent {
-        id: EventId::parse(&id).unwrap_or_default(),
+        id: id_column(r, 0, EventId::parse)?,
         source: r.get(1)?,
         received_at_ms: r.get(2)?,
         method: r.get(3)?,
         path: r.get(4)?,
         query: r.get(5)?,
-        headers: serde_json::from_value(parse(6)?).unwrap_or_default(),
+        headers: json_column(r, 6)?,
         body: r.get(7)?,
-        payload: parse(8)?,
-        facts: serde_json::from_value(parse(9)?).unwrap_or_default(),
-        trace: parse(10)?,
-        matched: serde_json::from_value(parse(11)?).unwrap_or_default(),
+        payload: json_column(r, 8)?,
+        facts: json_column(r, 9)?,
+        trace: json_column(r, 10)?,
+        matched: json_column(r, 11)?,
         dedup_key: r.get(12)?,
         deliveries: Vec::new(),
     })
 }
 
-fn deliveries_of(conn: &Connection, event: &str) -> rusqlite::Result<Vec<StoredDelivery>> {
+fn with_deliveries(conn: &Connection, mut event: StoredEvent) -> rusqlite::Result<StoredEvent> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, event_id, rule, action, action_type, status, serialize_key, attempts, created_at_ms
          FROM deliveries WHERE event_id = ?1 ORDER BY id",
     )?;
-    let rows = stmt.query_map([event], |r| {
-        let id: String = r.get(0)?;
-        let event_id: String = r.get(1)?;
+    let rows = stmt.query_map([event.id.as_str()], |r| {
         Ok(StoredDelivery {
-            id: DeliveryId::parse(&id).unwrap_or_default(),
-            event_id: EventId::parse(&event_id).unwrap_or_default(),
+            id: id_column(r, 0, DeliveryId::parse)?,
+            event_id: id_column(r, 1, EventId::parse)?,
             rule: r.get(2)?,
             action: r.get(3)?,
             action_type: r.get(4)?,
@@ -451,12 +647,17 @@ fn deliveries_of(conn: &Connection, event: &str) -> rusqlite::Result<Vec<StoredD
             created_at_ms: r.get(8)?,
         })
     })?;
-    rows.collect()
+    event.deliveries = rows.collect::<rusqlite::Result<_>>()?;
+    Ok(event)
 }
 
 impl Store for SqliteStore {
     fn ingest(&self, event: NewEvent) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
-        Box::pin(self.write(move |c, now| ingest_one(c, &event, now)))
+        Box::pin(async move {
+            let prepared = Prepared::new(event)?;
+            self.write(move |c, now| ingest_one(c, &prepared, now))
+                .await
+        })
     }
 
     fn claim(
@@ -490,22 +691,13 @@ impl Store for SqliteStore {
     }
 
     fn event(&self, id: &EventId) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>> {
-        let id = id.to_string();
+        let id = id.as_str().to_owned();
         Box::pin(self.read(move |conn| {
-            let event = conn
-                .query_row(
-                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"),
-                    [&id],
-                    event_from_row,
-                )
-                .optional()?;
-            match event {
-                Some(mut e) => {
-                    e.deliveries = deliveries_of(conn, &id)?;
-                    Ok(Some(e))
-                }
-                None => Ok(None),
-            }
+            conn.prepare_cached(select_events!("WHERE id = ?1"))?
+                .query_row([&id], event_from_row)
+                .optional()?
+                .map(|e| with_deliveries(conn, e))
+                .transpose()
         }))
     }
 
@@ -516,16 +708,28 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
         let source = source.map(str::to_owned);
         Box::pin(self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE (?1 IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(params![source, limit], event_from_row)?;
-            rows.collect()
+            let events = conn
+                .prepare_cached(select_events!(
+                    "WHERE (?1 IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2"
+                ))?
+                .query_map(params![source, limit], event_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            events
+                .into_iter()
+                .map(|e| with_deliveries(conn, e))
+                .collect()
         }))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))))
+        Box::pin(async move {
+            // Reads alone would still work without the writer; ready means able to store.
+            if self.jobs.is_closed() {
+                return Err(writer_stopped());
+            }
+            self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+                .await
+        })
     }
 }
 
@@ -538,16 +742,18 @@ mod tests {
         NewEvent {
             id: EventId::new(),
             source: source.to_owned(),
-            received_at_ms: now_ms(),
+            received_at_ms: now_ms() - 5,
             method: "POST".into(),
             path: format!("/hooks/{source}"),
-            query: "a=1".into(),
+            query: "a=1&b=%20".into(),
+            // Deliberately not sorted: the order received must survive.
             headers: vec![
                 ("x-b".into(), "2".into()),
                 ("content-type".into(), "application/json".into()),
+                ("x-b".into(), "1".into()),
             ],
-            body: bytes::Bytes::from_static(b"{\"k\":\"\xff\"}"),
-            payload: serde_json::json!({"k": 1}),
+            body: bytes::Bytes::from_static(b"{\"k\":\"\xff\x00\"}"),
+            payload: serde_json::json!({"k": 1, "nested": {"a": [true, null]}}),
             facts: vec!["a fact".into()],
             trace: serde_json::json!([{"rule": "r", "matched": true}]),
             matched: vec!["r".into()],
@@ -565,21 +771,74 @@ mod tests {
                     rule: "r".into(),
                     action: "cmd".into(),
                     action_type: "command".into(),
-                    serialize_key: Some("k".into()),
+                    serialize_key: Some("deploy-a/b".into()),
                 },
             ],
         }
     }
 
+    fn db_path(dir: &tempfile::TempDir) -> String {
+        dir.path().join("t.db").to_str().unwrap().to_owned()
+    }
+
     fn open(dir: &tempfile::TempDir) -> SqliteStore {
-        SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).unwrap()
+        SqliteStore::open(&db_path(dir)).unwrap()
+    }
+
+    fn raw(dir: &tempfile::TempDir) -> Connection {
+        Connection::open(db_path(dir)).unwrap()
+    }
+
+    /// A migrated write connection, for driving `run_batch` directly so a
+    /// test knows exactly which jobs share a transaction.
+    fn writer(dir: &tempfile::TempDir) -> Connection {
+        let mut conn = open_conn(Path::new(&db_path(dir)), BUSY_TIMEOUT).unwrap();
+        migrate(&mut conn).unwrap();
+        conn
+    }
+
+    /// Runs `events` as one batch and returns each job's answer, in order.
+    fn one_batch(
+        conn: &mut Connection,
+        events: Vec<NewEvent>,
+        commits: &AtomicU64,
+    ) -> Vec<Result<IngestOutcome, StoreError>> {
+        let mut batch = Vec::new();
+        let mut answers = Vec::new();
+        for e in events {
+            let (tx, rx) = oneshot::channel();
+            let p = Prepared::new(e).unwrap();
+            let job: Box<dyn WriteJob> = Box::new(Job {
+                work: Some(move |c: &Connection, now| ingest_one(c, &p, now)),
+                result: None,
+                reply: tx,
+            });
+            batch.push(job);
+            answers.push(rx);
+        }
+        // As the writer loop does it.
+        let committed = run_batch(conn, &mut batch);
+        if committed.is_ok() {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+        for job in batch.drain(..) {
+            job.reply(committed.as_ref().map(|_| ()));
+        }
+        answers
+            .into_iter()
+            .map(|mut rx| rx.try_recv().unwrap())
+            .collect()
+    }
+
+    fn ids(events: Vec<StoredEvent>) -> Vec<EventId> {
+        events.into_iter().map(|e| e.id).collect()
     }
 
     #[tokio::test]
-    async fn events_round_trip_with_their_deliveries() {
+    async fn events_round_trip_with_every_field_and_their_deliveries() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
-        let e = event("github", None);
+        let e = event("github", Some("guid-1"));
         assert_eq!(
             store.ingest(e.clone()).await.unwrap(),
             IngestOutcome::Stored
@@ -587,62 +846,132 @@ mod tests {
         let got = store.event(&e.id).await.unwrap().unwrap();
         assert_eq!(
             (
+                &got.id,
                 got.source.as_str(),
+                got.received_at_ms,
+                got.method.as_str(),
+                got.path.as_str(),
                 got.query.as_str(),
                 &got.headers,
-                &got.body[..]
+                &got.body[..],
+                got.dedup_key.as_deref(),
             ),
-            ("github", "a=1", &e.headers, &e.body[..])
+            (
+                &e.id,
+                "github",
+                e.received_at_ms,
+                "POST",
+                "/hooks/github",
+                "a=1&b=%20",
+                &e.headers,
+                &e.body[..],
+                Some("guid-1"),
+            )
         );
         assert_eq!(
-            (got.payload, got.facts, got.trace, got.matched),
-            (e.payload, e.facts, e.trace, e.matched)
+            (&got.payload, &got.facts, &got.trace, &got.matched),
+            (&e.payload, &e.facts, &e.trace, &e.matched)
         );
-        assert_eq!(got.deliveries.len(), 2);
+        let want: Vec<_> = e
+            .deliveries
+            .iter()
+            .map(|d| {
+                (
+                    d.id.clone(),
+                    e.id.clone(),
+                    d.rule.clone(),
+                    d.action.clone(),
+                    d.action_type.clone(),
+                    "pending".to_owned(),
+                    d.serialize_key.clone(),
+                    0,
+                )
+            })
+            .collect();
+        let have: Vec<_> = got
+            .deliveries
+            .iter()
+            .map(|d| {
+                (
+                    d.id.clone(),
+                    d.event_id.clone(),
+                    d.rule.clone(),
+                    d.action.clone(),
+                    d.action_type.clone(),
+                    d.status.clone(),
+                    d.serialize_key.clone(),
+                    d.attempts,
+                )
+            })
+            .collect();
+        assert_eq!(have, want);
         assert!(
             got.deliveries
                 .iter()
-                .all(|d| d.status == "pending" && d.attempts == 0)
+                .all(|d| d.created_at_ms >= e.received_at_ms)
         );
-        assert_eq!(
-            got.deliveries
-                .iter()
-                .filter_map(|d| d.serialize_key.clone())
-                .collect::<Vec<_>>(),
-            ["k"]
-        );
+        // The columns the dispatcher and the `matched=` filter will use.
+        let (due, lease, matched_any): (i64, Option<i64>, i64) = raw(&dir)
+            .query_row(
+                "SELECT d.next_attempt_at_ms, d.lease_until_ms, e.matched_any FROM deliveries d JOIN events e ON e.id = d.event_id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((due, lease, matched_any), (e.received_at_ms, None, 1));
         assert!(store.event(&EventId::new()).await.unwrap().is_none());
     }
 
     #[tokio::test]
-    async fn listing_is_newest_first_and_filters_by_source() {
+    async fn empty_bodies_and_unmatched_events_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
-        let mut ids = Vec::new();
-        for s in ["a", "b", "a"] {
-            let e = event(s, None);
-            ids.push(e.id.clone());
-            store.ingest(e).await.unwrap();
-        }
-        let all: Vec<EventId> = store
-            .events(None, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-        assert_eq!(all, [ids[2].clone(), ids[1].clone(), ids[0].clone()]);
-        let a: Vec<EventId> = store
-            .events(Some("a"), 1)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-        assert_eq!(a, [ids[2].clone()]);
+        let mut e = event("form", None);
+        e.body = bytes::Bytes::new();
+        e.payload = serde_json::Value::Null;
+        e.headers.clear();
+        e.matched.clear();
+        e.deliveries.clear();
+        store.ingest(e.clone()).await.unwrap();
+        let got = store.event(&e.id).await.unwrap().unwrap();
+        assert_eq!(
+            (got.body, got.payload, got.headers, got.deliveries.len()),
+            (Vec::new(), serde_json::Value::Null, Vec::new(), 0)
+        );
+        let matched_any: i64 = raw(&dir)
+            .query_row("SELECT matched_any FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(matched_any, 0);
     }
 
     #[tokio::test]
+    async fn listing_is_newest_first_filters_by_source_and_carries_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let mut sent = Vec::new();
+        for s in ["a", "b", "a"] {
+            let e = event(s, None);
+            sent.push(e.id.clone());
+            store.ingest(e).await.unwrap();
+        }
+        let all = store.events(None, 10).await.unwrap();
+        assert!(all.iter().all(|e| e.deliveries.len() == 2));
+        assert_eq!(
+            ids(all),
+            [sent[2].clone(), sent[1].clone(), sent[0].clone()]
+        );
+        assert_eq!(
+            ids(store.events(Some("a"), 10).await.unwrap()),
+            [sent[2].clone(), sent[0].clone()]
+        );
+        assert_eq!(
+            ids(store.events(Some("a"), 1).await.unwrap()),
+            [sent[2].clone()]
+        );
+        assert!(store.events(Some("zzz"), 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_ingests_share_commits() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(open(&dir));
@@ -663,7 +992,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_copies_of_a_dedup_key_store_exactly_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(open(&dir));
@@ -686,6 +1015,7 @@ mod tests {
         assert_eq!(stored.len(), 1);
         assert_eq!(firsts.len(), 49);
         assert!(firsts.iter().all(|f| *f == stored[0]));
+        assert_eq!(ids(store.events(None, 100).await.unwrap()), stored);
         // Another source may use the same key.
         assert_eq!(
             store
@@ -696,24 +1026,45 @@ mod tests {
         );
     }
 
+    #[test]
+    fn copies_of_a_dedup_key_in_one_batch_store_exactly_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = writer(&dir);
+        let commits = AtomicU64::new(0);
+        let a = event("github", Some("k"));
+        let b = event("github", Some("k"));
+        let answers = one_batch(&mut conn, vec![a.clone(), b], &commits);
+        assert_eq!(
+            answers.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            [
+                IngestOutcome::Stored,
+                IngestOutcome::Duplicate { first: a.id }
+            ]
+        );
+        assert_eq!(commits.load(Ordering::Relaxed), 1);
+    }
+
     #[tokio::test]
     async fn dedup_keys_expire_after_the_window() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
-        let raw = Connection::open(dir.path().join("t.db")).unwrap();
-        raw.execute(
-            "INSERT INTO dedup (source, key, event_id, created_at_ms) VALUES ('github', 'old', 'evt_01hzzzzzzzzzzzzzzzzzzzzzzz', ?1)",
-            [now_ms() - DEDUP_WINDOW_MS - 1000],
-        )
-        .unwrap();
+        let old = EventId::new();
+        raw(&dir)
+            .execute(
+                "INSERT INTO dedup (source, key, event_id, created_at_ms) VALUES ('github', 'old', ?1, ?2)",
+                params![old.as_str(), now_ms() - DEDUP_WINDOW_MS - 1000],
+            )
+            .unwrap();
+        let fresh = event("github", Some("old"));
         assert_eq!(
-            store.ingest(event("github", Some("old"))).await.unwrap(),
+            store.ingest(fresh.clone()).await.unwrap(),
             IngestOutcome::Stored
         );
-        assert!(matches!(
+        // The expired row was replaced: later copies point at the new event.
+        assert_eq!(
             store.ingest(event("github", Some("old"))).await.unwrap(),
-            IngestOutcome::Duplicate { .. }
-        ));
+            IngestOutcome::Duplicate { first: fresh.id }
+        );
     }
 
     #[tokio::test]
@@ -724,41 +1075,187 @@ mod tests {
             let store = open(&dir);
             store.ingest(e.clone()).await.unwrap();
         }
-        let store = open(&dir);
-        assert!(store.event(&e.id).await.unwrap().is_some());
-        let raw = Connection::open(dir.path().join("t.db")).unwrap();
-        let v: i64 = raw
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+        for _ in 0..2 {
+            let store = open(&dir);
+            assert!(store.event(&e.id).await.unwrap().is_some());
+            store.ping().await.unwrap();
+        }
+        let conn = raw(&dir);
+        let (version, mode): (i64, String) = conn
+            .query_row(
+                "SELECT * FROM pragma_user_version, pragma_journal_mode",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
-        assert_eq!(v, MIGRATIONS.len() as i64);
+        assert_eq!((version, mode.as_str()), (MIGRATIONS.len() as i64, "wal"));
+    }
+
+    #[test]
+    fn a_schema_newer_than_this_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(writer(&dir));
+        raw(&dir).pragma_update(None, "user_version", 99).unwrap();
+        match SqliteStore::open(&db_path(&dir)) {
+            Err(StoreError::Database(msg)) => assert!(msg.contains("newer"), "{msg}"),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn paths_that_cannot_hold_a_durable_database_are_refused() {
+        for path in [
+            "",
+            ":memory:",
+            "file::memory:?cache=shared",
+            "/nonexistent-dir/x/t.db",
+        ] {
+            assert!(SqliteStore::open(path).is_err(), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_failing_job_fails_alone_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = writer(&dir);
+        let commits = AtomicU64::new(0);
+        let taken = event("github", None);
+        one_batch(&mut conn, vec![taken.clone()], &commits);
+        // The second job reuses a stored event id, and its dedup key must be rolled back with it.
+        let mut clash = taken.clone();
+        clash.dedup_key = Some("k".into());
+        let batch = vec![event("github", None), clash, event("github", None)];
+        let answers = one_batch(&mut conn, batch, &commits);
+        assert!(matches!(answers[0], Ok(IngestOutcome::Stored)));
+        assert!(
+            matches!(&answers[1], Err(StoreError::Database(m)) if m.contains("UNIQUE")),
+            "{:?}",
+            answers[1]
+        );
+        assert!(matches!(answers[2], Ok(IngestOutcome::Stored)));
+        assert_eq!(commits.load(Ordering::Relaxed), 2);
+        let counts: (i64, i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM deliveries), (SELECT count(*) FROM dedup)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(counts, (3, 6, 0));
+    }
+
+    #[test]
+    fn a_full_database_fails_the_whole_batch_as_unavailable_and_commits_none_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = writer(&dir);
+        let commits = AtomicU64::new(0);
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages + 16)
+            .unwrap();
+        let mut big = event("github", None);
+        big.body = bytes::Bytes::from(vec![7u8; 1 << 20]);
+        // SQLite answers "disk full" by rolling the whole transaction back, so
+        // no job may be reported stored, and none may commit on its own afterwards.
+        let answers = one_batch(
+            &mut conn,
+            vec![event("github", None), big, event("github", None)],
+            &commits,
+        );
+        for a in &answers {
+            assert!(
+                matches!(a, Err(StoreError::Unavailable(m)) if m.contains("full") && !m.contains("unavailable")),
+                "{a:?}"
+            );
+        }
+        let stored: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((stored, commits.load(Ordering::Relaxed)), (0, 0));
+        // The writer connection is usable again once there is room.
+        assert!(matches!(
+            one_batch(&mut conn, vec![event("github", None)], &commits)[..],
+            [Ok(IngestOutcome::Stored)]
+        ));
     }
 
     #[tokio::test]
-    async fn a_failing_job_fails_alone_in_its_batch() {
+    async fn a_database_locked_by_another_process_answers_unavailable_then_recovers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(open(&dir));
-        let dup = event("github", None);
-        store.ingest(dup.clone()).await.unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..20 {
-            let s = store.clone();
-            let e = if i == 10 {
-                dup.clone()
-            } else {
-                event("github", None)
-            };
-            tasks.push(tokio::spawn(async move { s.ingest(e).await.is_ok() }));
-        }
-        let ok: Vec<bool> = futures_util::future::join_all(tasks)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
+        let tuning = Tuning {
+            busy_timeout: Duration::from_millis(100),
+            ..Tuning::DEFAULT
+        };
+        let store = SqliteStore::open_with(&db_path(&dir), tuning).unwrap();
+        let other = raw(&dir);
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert!(matches!(
+            store.ingest(event("github", None)).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        other.execute_batch("COMMIT").unwrap();
         assert_eq!(
-            ok.iter().filter(|o| !**o).count(),
-            1,
-            "only the duplicate primary key fails"
+            store.ingest(event("github", None)).await.unwrap(),
+            IngestOutcome::Stored
         );
-        assert_eq!(store.events(None, 100).await.unwrap().len(), 20);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_overloaded_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = Tuning {
+            queue: 1,
+            busy_timeout: Duration::from_secs(10),
+        };
+        let store = Arc::new(SqliteStore::open_with(&db_path(&dir), tuning).unwrap());
+        let spawn_ingest = || {
+            let s = store.clone();
+            tokio::spawn(async move { s.ingest(event("github", None)).await })
+        };
+        // Another process holds the write lock: the writer takes job A and
+        // waits for the lock, then B fills the queue (capacity 1) behind it.
+        let other = raw(&dir);
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let a = spawn_ingest();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if store.jobs.capacity() == 1 {
+                break;
+            }
+        }
+        // Let the writer get past collecting its batch.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let b = spawn_ingest();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(store.jobs.capacity(), 0, "B waits in the queue");
+        let started = std::time::Instant::now();
+        match store.ingest(event("github", None)).await {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("overloaded"), "{m}"),
+            other => panic!("expected overloaded, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_millis(500));
+        other.execute_batch("COMMIT").unwrap();
+        for t in [a, b] {
+            assert_eq!(t.await.unwrap().unwrap(), IngestOutcome::Stored);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_writer_answers_unavailable_and_fails_readiness() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(&dir);
+        let (closed, rx) = mpsc::channel(1);
+        drop(rx);
+        // Dropping the only sender also ends the real writer thread.
+        store.jobs = closed;
+        assert!(matches!(
+            store.ingest(event("github", None)).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.ping().await,
+            Err(StoreError::Unavailable(_))
+        ));
     }
 }
