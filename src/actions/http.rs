@@ -257,16 +257,11 @@ impl HttpRunner {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let mut excerpt = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = MAX_CAPTURE.saturating_sub(excerpt.len());
-                    excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if excerpt.len() >= MAX_CAPTURE {
-                        break;
-                    }
-                }
-                Ok(None) | Err(_) => break,
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            let room = MAX_CAPTURE.saturating_sub(excerpt.len());
+            excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if excerpt.len() >= MAX_CAPTURE {
+                break;
             }
         }
         let code = status.as_u16();

@@ -5,6 +5,7 @@ mod support;
 
 mod answers;
 mod authoring;
+mod delivery;
 mod durability;
 mod reload;
 mod verification;

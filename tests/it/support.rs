@@ -144,6 +144,16 @@ impl Daemon {
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        c.wait().unwrap()
+    }
+
     /// Waits until `/api/rules` satisfies `pred`.
     pub async fn wait_rules(
         &self,
@@ -205,4 +215,237 @@ pub fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String,
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Scripted answers per path: `(status, Retry-After)`, first answer first.
+type Script = std::collections::HashMap<String, std::collections::VecDeque<(u16, Option<String>)>>;
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A real HTTP server on 127.0.0.1:0 that records every request and answers
+/// with statuses a test scripts per path (then 200): `[500, 500]` means two
+/// failures, then success. `/redirect` answers 302 to `/redirected`.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    script: Arc<Mutex<Script>>,
+    seen: Arc<Mutex<Vec<Received>>>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let r = Receiver {
+            addr: listener.local_addr().unwrap(),
+            script: Arc::default(),
+            seen: Arc::default(),
+            notify: Arc::default(),
+        };
+        let me = r.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let me = me.clone();
+            async move { me.answer(req).await }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        r
+    }
+
+    async fn answer(&self, req: axum::extract::Request) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, 16 << 20)
+            .await
+            .unwrap_or_default()
+            .to_vec();
+        let path = parts.uri.path().to_owned();
+        self.seen.lock().unwrap().push(Received {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body,
+            at: Instant::now(),
+        });
+        self.notify.notify_waiters();
+        if path == "/redirect" {
+            return (
+                axum::http::StatusCode::FOUND,
+                [("location", "/redirected")],
+                "moved",
+            )
+                .into_response();
+        }
+        let scripted = self
+            .script
+            .lock()
+            .unwrap()
+            .get_mut(&path)
+            .and_then(|q| q.pop_front());
+        let (status, retry_after) = scripted.unwrap_or((200, None));
+        let mut resp = (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            format!("answer {status}"),
+        )
+            .into_response();
+        if let Some(ra) = retry_after {
+            resp.headers_mut()
+                .insert("retry-after", ra.parse().unwrap());
+        }
+        resp
+    }
+
+    /// The next answers for `path`, in order: `(status, Retry-After)`.
+    pub fn script(&self, path: &str, answers: &[(u16, Option<&str>)]) {
+        self.script.lock().unwrap().insert(
+            path.to_owned(),
+            answers
+                .iter()
+                .map(|(s, r)| (*s, r.map(str::to_owned)))
+                .collect(),
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn requests(&self, path: &str) -> Vec<Received> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `path` has seen at least `n` requests.
+    pub async fn wait_for(&self, path: &str, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let notified = self.notify.notified();
+            let got = self.requests(path);
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: {} of {n} requests within {within:?}",
+                got.len()
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
+    }
+}
+
+/// A real SMTP server (mailin-embedded) on 127.0.0.1:0 keeping every message.
+pub struct SmtpServer {
+    pub addr: SocketAddr,
+    pub mail: Arc<Mutex<Vec<Mail>>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Mail {
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: String,
+}
+
+#[derive(Clone)]
+struct MailHandler {
+    mail: Arc<Mutex<Vec<Mail>>>,
+    current: Mail,
+}
+
+impl mailin_embedded::Handler for MailHandler {
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        from: &str,
+        _is8bit: bool,
+        to: &[String],
+    ) -> mailin_embedded::Response {
+        self.current = Mail {
+            from: from.to_owned(),
+            to: to.to_vec(),
+            data: String::new(),
+        };
+        mailin_embedded::response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.current.data.push_str(&String::from_utf8_lossy(buf));
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> mailin_embedded::Response {
+        self.mail
+            .lock()
+            .unwrap()
+            .push(std::mem::take(&mut self.current));
+        mailin_embedded::response::OK
+    }
+}
+
+impl SmtpServer {
+    pub fn start() -> SmtpServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mail = Arc::new(Mutex::new(Vec::new()));
+        let mut server = mailin_embedded::Server::new(MailHandler {
+            mail: mail.clone(),
+            current: Mail::default(),
+        });
+        server.with_name("smtp.test").with_tcp_listener(listener);
+        std::thread::spawn(move || {
+            let _ = server.serve();
+        });
+        SmtpServer { addr, mail }
+    }
+
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Mail> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.mail.lock().unwrap().clone();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} mails within {within:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -1,0 +1,603 @@
+//! Stored deliveries happen: http, email and commands against real peers,
+//! with retries, dead deliveries, serialize_by and crash recovery.
+//!
+//! These tests run a receiver inside the test process while they also wait on
+//! the daemon (SIGTERM, SIGKILL), so they use a multi-threaded runtime: a
+//! blocked test thread must not stall the receiver the daemon is talking to.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, Receiver, SmtpServer, client, fixture};
+
+const FAST_RETRY: &str = "retry: { attempts: 4, initial: 200ms, max: 2s }";
+
+async fn send(d: &Daemon, path: &str, body: &str) -> Value {
+    let r = client()
+        .post(d.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+fn delivery_status(d: &Daemon, event_id: &str) -> Vec<(String, String, i64)> {
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT action, status, attempts FROM deliveries WHERE event_id = ?1 ORDER BY action",
+        )
+        .unwrap();
+    stmt.query_map([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+async fn wait_status(d: &Daemon, event_id: &str, action: &str, status: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = delivery_status(d, event_id);
+        if let Some((_, s, n)) = all.iter().find(|(a, _, _)| a == action)
+            && s == status
+        {
+            return *n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{action} never became {status}: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_arrive_as_written_with_hostile_values() {
+    let rx = Receiver::start().await;
+    let rules = format!(
+        r#"
+sources:
+  hook: {{}}
+rules:
+  - name: fan-out
+    source: hook
+    actions:
+      - name: typed
+        http:
+          url: "{typed}"
+          headers: {{ X-Event: "{{{{event.id}}}}" }}
+          body: {{ text: "said: {{{{payload.msg}}}}", raw: "{{{{payload.msg}}}}", n: "{{{{payload.n}}}}", list: "{{{{payload.list}}}}", missing: "{{{{payload.nope}}}}" }}
+      - name: text
+        http: {{ url: "{text}", method: PUT, body: "msg={{{{payload.msg}}}}" }}
+      - name: form
+        http: {{ url: "{form}", form: {{ msg: "{{{{payload.msg}}}}", n: "{{{{payload.n}}}}" }} }}
+      - name: relay
+        http: {{ url: "{relay}", forward: true }}
+"#,
+        typed = rx.url("/typed"),
+        text = rx.url("/text"),
+        form = rx.url("/form"),
+        relay = rx.url("/relay")
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    let hostile = "quote \" backslash \\ newline \n }} {{payload.n}} \u{1} & = % +";
+    let body = json!({"msg": hostile, "n": 5, "list": [1, "two"]}).to_string();
+    let r = client()
+        .post(d.url("/hooks/hook"))
+        .header("content-type", "application/json")
+        .header("x-custom", "kept")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let event_id = r.json::<Value>().await.unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let typed = &rx.wait_for("/typed", 1, Duration::from_secs(10)).await[0];
+    assert_eq!(
+        typed.json(),
+        json!({"text": format!("said: {hostile}"), "raw": hostile, "n": 5, "list": [1, "two"], "missing": null})
+    );
+    assert_eq!(typed.header("content-type"), Some("application/json"));
+    assert_eq!(typed.header("x-event"), Some(event_id.as_str()));
+    assert!(typed.header("user-agent").unwrap().starts_with("hookwire/"));
+    assert!(typed.header("idempotency-key").unwrap().starts_with("dlv_"));
+
+    let text = &rx.wait_for("/text", 1, Duration::from_secs(10)).await[0];
+    assert_eq!(
+        (
+            text.method.as_str(),
+            String::from_utf8_lossy(&text.body).into_owned()
+        ),
+        ("PUT", format!("msg={hostile}"))
+    );
+
+    let form = &rx.wait_for("/form", 1, Duration::from_secs(10)).await[0];
+    assert_eq!(
+        form.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&form.body)
+        .into_owned()
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("msg".to_owned(), hostile.to_owned()),
+            ("n".to_owned(), "5".to_owned())
+        ]
+    );
+
+    let relay = &rx.wait_for("/relay", 1, Duration::from_secs(10)).await[0];
+    assert_eq!(
+        relay.body,
+        body.as_bytes(),
+        "forward relays the original bytes"
+    );
+    assert_eq!(relay.header("x-custom"), Some("kept"));
+    assert_eq!(relay.header("content-type"), Some("application/json"));
+
+    for action in ["form", "relay", "text", "typed"] {
+        assert_eq!(wait_status(&d, &event_id, action, "succeeded").await, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_follow_the_policy_and_keep_the_idempotency_key() {
+    let rx = Receiver::start().await;
+    rx.script("/flaky", &[(500, None), (503, None)]);
+    rx.script("/busy", &[(429, Some("1"))]);
+    rx.script("/bad", &[(400, None)]);
+    rx.script("/down", &[(500, None); 10]);
+    let rules = format!(
+        "sources:\n  hook: {{}}\nrules:\n  - name: r\n    source: hook\n    actions:\n{}",
+        ["flaky", "busy", "bad", "down", "redirect"]
+            .iter()
+            .map(|p| format!(
+                "      - name: {p}\n        http: {{ url: \"{}\" }}\n        {FAST_RETRY}\n",
+                rx.url(&format!("/{p}"))
+            ))
+            .collect::<String>()
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    let id = send(&d, "/hooks/hook", "{}").await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // 500, 503, then 200: three attempts, doubling waits (±20 %), one key.
+    let flaky = rx.wait_for("/flaky", 3, Duration::from_secs(10)).await;
+    assert_eq!(wait_status(&d, &id, "flaky", "succeeded").await, 3);
+    let keys: Vec<&str> = flaky
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap())
+        .collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+    let gaps: Vec<Duration> = flaky.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert!(
+        gaps[0] >= Duration::from_millis(160) && gaps[0] < Duration::from_millis(1200),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps[1] >= Duration::from_millis(320) && gaps[1] < Duration::from_millis(1600),
+        "{gaps:?}"
+    );
+
+    // 429 with Retry-After: 1 waits a second, not the 200 ms backoff.
+    let busy = rx.wait_for("/busy", 2, Duration::from_secs(10)).await;
+    assert!(
+        busy[1].at - busy[0].at >= Duration::from_millis(950),
+        "{:?}",
+        busy[1].at - busy[0].at
+    );
+
+    // 400 is not retried; 3xx is a failure and its target is never contacted.
+    assert_eq!(wait_status(&d, &id, "bad", "dead").await, 1);
+    assert_eq!(wait_status(&d, &id, "redirect", "dead").await, 1);
+    assert!(
+        rx.requests("/redirected").is_empty(),
+        "the redirect target was contacted"
+    );
+
+    // Retryable failures end dead after `attempts`.
+    assert_eq!(wait_status(&d, &id, "down", "dead").await, 4);
+    assert_eq!(rx.requests("/down").len(), 4);
+    assert_eq!(rx.requests("/bad").len(), 1);
+
+    // Every attempt is recorded with its outcome.
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    let outcomes: Vec<(String, Option<i64>)> = conn
+        .prepare("SELECT a.outcome, a.status_code FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.action = 'flaky' ORDER BY a.number")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("retryable".into(), Some(500)),
+            ("retryable".into(), Some(503)),
+            ("succeeded".into(), Some(200))
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_rule_file_fixes_pending_retries() {
+    let rx = Receiver::start().await;
+    rx.script("/wrong", &[(500, None); 50]);
+    let rule = |path: &str| {
+        format!(
+            "sources:\n  hook: {{}}\nrules:\n  - name: r\n    source: hook\n    actions:\n      - name: out\n        http: {{ url: \"{}\" }}\n        retry: {{ attempts: 20, initial: 300ms, max: 300ms }}\n",
+            rx.url(path)
+        )
+    };
+    let d = Daemon::start(&[("r.yaml", &rule("/wrong"))]);
+    let id = send(&d, "/hooks/hook", "{\"x\": 1}").await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    rx.wait_for("/wrong", 1, Duration::from_secs(10)).await;
+    d.write_rule("r.yaml", &rule("/right"));
+    let right = rx.wait_for("/right", 1, Duration::from_secs(10)).await;
+    assert!(right[0].body.is_empty(), "no body configured");
+    assert!(wait_status(&d, &id, "out", "succeeded").await >= 2);
+
+    // A delivery whose action is gone ends skipped.
+    rx.script("/right", &[(500, None); 50]);
+    let id = send(&d, "/hooks/hook", "{}").await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    rx.wait_for("/right", 2, Duration::from_secs(10)).await;
+    d.write_rule("r.yaml", "sources:\n  hook: {}\n");
+    wait_status(&d, &id, "out", "skipped").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_values_reach_commands_as_one_argument_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("args.txt");
+    let rules = format!(
+        r#"
+sources:
+  hook: {{}}
+rules:
+  - name: run
+    source: hook
+    actions:
+      - command:
+          argv: ["/bin/sh", "-c", "printf '%s\n' \"$#\" \"$1\" \"$DEPLOY_REF\" \"$HOOKWIRE_RULE\" > '{out}'", "sh", "{{{{payload.v}}}}"]
+          env: {{ DEPLOY_REF: "{{{{payload.v}}}}" }}
+          cwd: "{cwd}"
+"#,
+        out = out.display(),
+        cwd = dir.path().display()
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    let value = "v1; touch X $(touch X) `touch X`";
+    let id = send(&d, "/hooks/hook", &json!({"v": value}).to_string()).await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(wait_status(&d, &id, "command-0", "succeeded").await, 1);
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(got, format!("1\n{value}\n{value}\nrun\n"));
+    assert!(
+        !dir.path().join("X").exists(),
+        "the payload ran as shell code"
+    );
+    assert!(!std::path::Path::new("X").exists());
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_past_its_timeout_is_killed_with_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let rules = format!(
+        "sources:\n  hook: {{}}\nrules:\n  - name: slow\n    source: hook\n    actions:\n      - command:\n          argv: [/bin/sh, -c, \"sleep 300 & echo $! > '{p}'; echo $$ >> '{p}'; wait\"]\n          timeout: 500ms\n        retry: {{ attempts: 1 }}\n",
+        p = pids.display()
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    let id = send(&d, "/hooks/hook", "{}").await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(wait_status(&d, &id, "command-0", "dead").await, 1);
+    let text = std::fs::read_to_string(&pids).unwrap();
+    let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(pids.len(), 2, "{text}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "processes left running: {pids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    let error: String = conn
+        .query_row("SELECT error FROM attempts", [], |r| r.get(0))
+        .unwrap();
+    assert!(error.starts_with("timed out after 500ms"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialize_by_runs_one_at_a_time_in_event_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let rules = format!(
+        "sources:\n  hook: {{}}\nrules:\n  - name: deploy\n    source: hook\n    actions:\n      - command:\n          argv: [/bin/sh, -c, \"echo start $1 >> '{l}'; sleep 0.15; echo end $1 >> '{l}'\", sh, \"{{{{payload.repo}}}}-{{{{payload.n}}}}\"]\n        serialize_by: \"{{{{payload.repo}}}}\"\n",
+        l = log.display()
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    for n in 0..4 {
+        send(&d, "/hooks/hook", &json!({"repo": "a", "n": n}).to_string()).await;
+        send(&d, "/hooks/hook", &json!({"repo": "b", "n": n}).to_string()).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if n == 16 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} of 16 log lines");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    for repo in ["a", "b"] {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.ends_with(&format!("{repo}-0")) || l.contains(&format!(" {repo}-")))
+            .collect();
+        let want: Vec<String> = (0..4)
+            .flat_map(|n| [format!("start {repo}-{n}"), format!("end {repo}-{n}")])
+            .collect();
+        assert_eq!(
+            lines, want,
+            "runs of key {repo} overlap or are out of order:\n{text}"
+        );
+    }
+    // Different keys ran side by side: the log interleaves a and b.
+    let first_end = text.lines().position(|l| l.starts_with("end")).unwrap();
+    assert!(first_end >= 2, "keys a and b ran in parallel:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_arrives_at_the_smtp_server() {
+    let smtp = SmtpServer::start();
+    let rules = r#"
+sources:
+  form: {}
+rules:
+  - name: lead
+    source: form
+    actions:
+      - email:
+          from: "Forms <forms@example.com>"
+          to: ["{{payload.email}}", "sales@example.com"]
+          cc: ["boss@example.com"]
+          subject: "New lead: {{payload.name}}"
+          text: "{{payload.name}} wrote: {{payload.message}}"
+      - name: injected
+        email:
+          to: ["ops@example.com"]
+          subject: "{{payload.subject}}"
+          text: "x"
+"#;
+    let d = Daemon::start_with(
+        &[("r.yaml", rules)],
+        &[],
+        &[
+            "--smtp-url",
+            &format!("smtp://{}", smtp.addr),
+            "--smtp-from",
+            "hookwire@example.com",
+        ],
+    );
+    let body = json!({"email": "ada@example.com", "name": "Ada Lovelace", "message": "call me", "subject": "hi\r\nBcc: victim@example.com"});
+    let id = send(&d, "/hooks/form", &body.to_string()).await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mail = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(mail[0].from, "forms@example.com");
+    let mut to = mail[0].to.clone();
+    to.sort();
+    assert_eq!(
+        to,
+        ["ada@example.com", "boss@example.com", "sales@example.com"]
+    );
+    assert!(
+        mail[0].data.contains("Subject: New lead: Ada Lovelace"),
+        "{}",
+        mail[0].data
+    );
+    assert!(
+        mail[0].data.contains("Ada Lovelace wrote: call me"),
+        "{}",
+        mail[0].data
+    );
+    assert_eq!(wait_status(&d, &id, "email-0", "succeeded").await, 1);
+    assert_eq!(
+        wait_status(&d, &id, "injected", "dead").await,
+        1,
+        "CR/LF in a subject fails permanently"
+    );
+    assert_eq!(smtp.mail.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_without_an_smtp_server_fails_with_a_clear_error() {
+    let rules = "sources:\n  form: {}\nrules:\n  - name: lead\n    source: form\n    actions:\n      - email: { to: a@example.com, subject: s, text: t }\n        retry: { attempts: 1 }\n";
+    let d = Daemon::start(&[("r.yaml", rules)]);
+    let id = send(&d, "/hooks/form", "{}").await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_status(&d, &id, "email-0", "dead").await;
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    let error: String = conn
+        .query_row("SELECT error FROM attempts", [], |r| r.get(0))
+        .unwrap();
+    assert!(error.starts_with("no SMTP server is configured"), "{error}");
+}
+
+/// Sends `total` events numbered from `start` with `senders` concurrent tasks; returns the acknowledged numbers.
+async fn burst(
+    url: String,
+    start: usize,
+    total: usize,
+    senders: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<usize> {
+    let mut tasks = Vec::new();
+    for s in 0..senders {
+        let (url, stop) = (url.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut acked = Vec::new();
+            for n in (start + s..start + total).step_by(senders) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let r = c
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(json!({"n": n}).to_string())
+                    .send()
+                    .await;
+                if let Ok(r) = r
+                    && r.status() == 202
+                {
+                    acked.push(n);
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    acked
+}
+
+fn crash_rules(rx: &Receiver) -> String {
+    format!(
+        "sources:\n  hook: {{}}\nrules:\n  - name: relay\n    source: hook\n    actions:\n      - http: {{ url: \"{}\", body: {{ n: \"{{{{payload.n}}}}\" }} }}\n        {FAST_RETRY}\n",
+        rx.url("/sink")
+    )
+}
+
+/// Every acknowledged number reached the receiver; returns how many arrived more than once.
+async fn all_delivered(rx: &Receiver, acked: &[usize]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: Vec<usize> = rx
+            .requests("/sink")
+            .iter()
+            .map(|r| r.json()["n"].as_u64().unwrap() as usize)
+            .collect();
+        let seen: std::collections::HashSet<usize> = got.iter().copied().collect();
+        let missing: Vec<usize> = acked
+            .iter()
+            .copied()
+            .filter(|n| !seen.contains(n))
+            .collect();
+        if missing.is_empty() {
+            return got.len() - seen.len();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged events never delivered, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_are_delivered_after_sigkill_mid_burst() {
+    let rx = Receiver::start().await;
+    let mut d = Daemon::start(&[("r.yaml", &crash_rules(&rx))]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sending = tokio::spawn(burst(d.url("/hooks/hook"), 0, 1500, 16, stop.clone()));
+    // Kill once a good part of the burst is in, while requests are still flowing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.db_count("SELECT count(*) FROM events") < 500 {
+        assert!(Instant::now() < deadline, "the burst did not get going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    d.kill();
+    stop.store(true, Ordering::Relaxed);
+    let acked = sending.await.unwrap();
+    d.restart();
+    // More traffic after the restart, so the total is well over 1,000 events.
+    let more = burst(
+        d.url("/hooks/hook"),
+        100_000,
+        600,
+        16,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    let mut all = acked.clone();
+    all.extend(&more);
+    assert!(all.len() >= 1000, "only {} acknowledged", all.len());
+    let twice = all_delivered(&rx, &all).await;
+    println!(
+        "crash test: {} acknowledged before the kill, {} after; 0 lost; {twice} delivered twice",
+        acked.len(),
+        more.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_exits_zero_and_loses_nothing() {
+    let rx = Receiver::start().await;
+    let mut d = Daemon::start(&[("r.yaml", &crash_rules(&rx))]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sending = tokio::spawn(burst(d.url("/hooks/hook"), 0, 800, 8, stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.db_count("SELECT count(*) FROM events") < 200 {
+        assert!(Instant::now() < deadline, "the burst did not get going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = d.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    stop.store(true, Ordering::Relaxed);
+    let acked = sending.await.unwrap();
+    d.restart();
+    let twice = all_delivered(&rx, &acked).await;
+    println!(
+        "graceful shutdown: {} acknowledged, 0 lost, {twice} delivered twice",
+        acked.len()
+    );
+    assert!(
+        !d.log_text().contains("cut short"),
+        "running attempts finished within the grace period"
+    );
+    let _ = fixture;
+}
