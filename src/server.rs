@@ -145,8 +145,10 @@ async fn prune_loop(store: SharedStore, retention: Duration, cancel: Cancellatio
             ),
             Err(e) => tracing::warn!(error = %e, "pruning failed; will try again"),
         }
+        // A short retention is pruned at least twice per retention period.
+        let every = (retention / 2).clamp(Duration::from_secs(1), PRUNE_EVERY);
         tokio::select! {
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = cancel.cancelled() => break,
         }
     }

@@ -601,3 +601,87 @@ async fn sigterm_during_load_exits_zero_and_loses_nothing() {
     );
     let _ = fixture;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_hosts_and_header_injection_are_refused() {
+    let rx = Receiver::start().await;
+    let rules = format!(
+        r#"
+sources:
+  hook: {{}}
+rules:
+  - name: r
+    source: hook
+    actions:
+      - name: by-ip
+        http: {{ url: "http://{{{{payload.host}}}}/x", allow_payload_host: true }}
+        retry: {{ attempts: 1 }}
+      - name: by-name
+        http: {{ url: "http://localhost:{port}/x", allow_payload_host: true }}
+        retry: {{ attempts: 1 }}
+      - name: header
+        http: {{ url: "{url}", headers: {{ X-Note: "{{{{payload.note}}}}" }} }}
+"#,
+        port = rx.addr.port(),
+        url = rx.url("/header")
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    let body = json!({"host": rx.addr.to_string(), "note": "a\r\nX-Injected: yes"});
+    let id = send(&d, "/hooks/hook", &body.to_string()).await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for action in ["by-ip", "by-name", "header"] {
+        assert_eq!(wait_status(&d, &id, action, "dead").await, 1, "{action}");
+    }
+    assert!(
+        rx.requests("/x").is_empty() && rx.requests("/header").is_empty(),
+        "a refused request reached the receiver"
+    );
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    let errors: Vec<String> = conn
+        .prepare("SELECT a.error FROM attempts a JOIN deliveries d ON d.id = a.delivery_id ORDER BY d.action")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        errors[0].starts_with("refused: 127.0.0.1 is not a public address"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with("refused: localhost resolves to non-public addresses"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors[2],
+        "header X-Note contains CR or LF after rendering: refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_finished_events() {
+    let rx = Receiver::start().await;
+    let d = Daemon::start_with(
+        &[("r.yaml", &crash_rules(&rx))],
+        &[],
+        &["--retention", "2s"],
+    );
+    let acked = burst(
+        d.url("/hooks/hook"),
+        0,
+        100,
+        4,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    all_delivered(&rx, &acked).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.db_count("SELECT count(*) FROM events") > 0 {
+        assert!(Instant::now() < deadline, "finished events were not pruned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(d.db_count("SELECT count(*) FROM deliveries"), 0);
+    assert_eq!(d.db_count("SELECT count(*) FROM attempts"), 0);
+}
