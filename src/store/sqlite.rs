@@ -481,45 +481,40 @@ fn now_ms() -> i64 {
 /// one key run one at a time, in event order. A `running` delivery whose lease
 /// has expired (its runner died) is due again.
 fn claim(c: &Connection, now: i64, limit: u32, lease_ms: i64) -> rusqlite::Result<Vec<Claimed>> {
-    let mut select = c.prepare_cached(
+    // One query per state, each walking an index in due order and stopping at
+    // the limit: the cost of a claim does not grow with the backlog.
+    const SELECT: &str =
         "SELECT d.id, d.event_id, d.rule, d.action, d.action_type, d.attempts, d.serialize_key,
                 e.source, e.received_at_ms, e.method, e.path, e.query, e.headers, e.body, e.payload
-         FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE ((d.status IN ('pending', 'retrying') AND d.next_attempt_at_ms <= ?1)
-                OR (d.status = 'running' AND d.lease_until_ms < ?1))
-           AND (d.serialize_key IS NULL OR NOT EXISTS (
+         FROM deliveries d JOIN events e ON e.id = d.event_id";
+    const SERIAL: &str = "(d.serialize_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM deliveries o
                 WHERE o.serialize_key = d.serialize_key AND o.id < d.id
-                  AND o.status IN ('pending', 'running', 'retrying')))
-         ORDER BY d.next_attempt_at_ms, d.id
-         LIMIT ?2",
-    )?;
-    let rows = select.query_map(params![now, limit], |r| {
-        let id: String = r.get(0)?;
-        let event_id: String = r.get(1)?;
-        let headers: String = r.get(12)?;
-        let payload: String = r.get(14)?;
-        Ok(Claimed {
-            id: DeliveryId::parse(&id).unwrap_or_default(),
-            event_id: EventId::parse(&event_id).unwrap_or_default(),
-            rule: r.get(2)?,
-            action: r.get(3)?,
-            action_type: r.get(4)?,
-            attempt: r.get::<_, u32>(5)? + 1,
-            serialize_key: r.get(6)?,
-            event: EventData {
-                source: r.get(7)?,
-                received_at_ms: r.get(8)?,
-                method: r.get(9)?,
-                path: r.get(10)?,
-                query: r.get(11)?,
-                headers: serde_json::from_str(&headers).unwrap_or_default(),
-                body: r.get(13)?,
-                payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-            },
-        })
-    })?;
-    let claimed: Vec<Claimed> = rows.collect::<rusqlite::Result<_>>()?;
+                  AND o.status IN ('pending', 'running', 'retrying')))";
+    let queries = [
+        format!(
+            "{SELECT} WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1 AND {SERIAL} ORDER BY d.next_attempt_at_ms LIMIT ?2"
+        ),
+        format!(
+            "{SELECT} WHERE d.status = 'retrying' AND d.next_attempt_at_ms <= ?1 AND {SERIAL} ORDER BY d.next_attempt_at_ms LIMIT ?2"
+        ),
+        // A running delivery whose lease expired: its runner died.
+        format!(
+            "{SELECT} WHERE d.status = 'running' AND d.lease_until_ms < ?1 AND {SERIAL} LIMIT ?2"
+        ),
+    ];
+    let mut claimed: Vec<Claimed> = Vec::new();
+    for sql in &queries {
+        let room = limit.saturating_sub(claimed.len() as u32);
+        if room == 0 {
+            break;
+        }
+        let mut select = c.prepare_cached(sql)?;
+        let rows = select.query_map(params![now, room], claimed_from_row)?;
+        for row in rows {
+            claimed.push(row?);
+        }
+    }
     let mut update = c.prepare_cached(
         "UPDATE deliveries SET status = 'running', attempts = attempts + 1, lease_until_ms = ?2, updated_at_ms = ?3 WHERE id = ?1",
     )?;
@@ -527,6 +522,28 @@ fn claim(c: &Connection, now: i64, limit: u32, lease_ms: i64) -> rusqlite::Resul
         update.execute(params![d.id.as_str(), now + lease_ms, now])?;
     }
     Ok(claimed)
+}
+
+fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
+    Ok(Claimed {
+        id: id_column(r, 0, DeliveryId::parse)?,
+        event_id: id_column(r, 1, EventId::parse)?,
+        rule: r.get(2)?,
+        action: r.get(3)?,
+        action_type: r.get(4)?,
+        attempt: r.get::<_, u32>(5)? + 1,
+        serialize_key: r.get(6)?,
+        event: EventData {
+            source: r.get(7)?,
+            received_at_ms: r.get(8)?,
+            method: r.get(9)?,
+            path: r.get(10)?,
+            query: r.get(11)?,
+            headers: json_column(r, 12)?,
+            body: r.get(13)?,
+            payload: json_column(r, 14)?,
+        },
+    })
 }
 
 fn finish(c: &Connection, f: &Finished, now: i64) -> rusqlite::Result<()> {
