@@ -109,6 +109,15 @@ struct TestArgs {
     /// Output format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     format: String,
+    /// Run each rendered action once, for real (no retries), and show what happened.
+    #[arg(long)]
+    execute: bool,
+    /// SMTP server for email actions run by --execute.
+    #[arg(long, env = "HOOKWIRE_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// Sender of email actions run by --execute.
+    #[arg(long, env = "HOOKWIRE_SMTP_FROM", default_value = "hookwire@localhost")]
+    smtp_from: String,
 }
 
 fn main() -> ExitCode {
@@ -131,6 +140,9 @@ fn main() -> ExitCode {
             query: t.query,
             rules: t.rules,
             json: t.format == "json",
+            execute: t.execute,
+            smtp_url: t.smtp_url,
+            smtp_from: t.smtp_from,
         }),
     }
 }

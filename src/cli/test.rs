@@ -23,6 +23,64 @@ pub struct TestOptions {
     pub query: Vec<String>,
     pub rules: PathBuf,
     pub json: bool,
+    /// Run each rendered action once, for real.
+    pub execute: bool,
+    pub smtp_url: Option<String>,
+    pub smtp_from: String,
+}
+
+/// Runs rendered actions once, without retries, for `--execute`.
+struct Runner {
+    http: crate::actions::http::HttpRunner,
+    mailer: crate::actions::email::Mailer,
+}
+
+impl Runner {
+    fn new(smtp_url: Option<&str>, smtp_from: &str) -> Result<Self, String> {
+        Ok(Self {
+            http: crate::actions::http::HttpRunner::new().map_err(|e| e.to_string())?,
+            mailer: crate::actions::email::Mailer::new(smtp_url, smtp_from)?,
+        })
+    }
+
+    async fn execute(
+        &self,
+        action: &crate::rules::Action,
+        r: &Rendered,
+        req: &Request,
+        rule: &str,
+    ) -> Executed {
+        use crate::rules::ActionKind;
+        let event = crate::store::EventData {
+            source: req.source.clone(),
+            received_at_ms: 0,
+            method: req.method.clone(),
+            path: req.path.clone(),
+            query: String::new(),
+            headers: req.headers.clone(),
+            body: req.body_text.clone().into_bytes(),
+            payload: req.payload.clone(),
+        };
+        let result = match &action.kind {
+            ActionKind::Http(h) => self.http.run(h, r, "dlv_test", &event).await,
+            ActionKind::Email(_) => self.mailer.run(r).await,
+            ActionKind::Command(c) => {
+                let ids = crate::actions::command::CommandEnv {
+                    event_id: &req.event_id,
+                    rule,
+                    source: &req.source,
+                };
+                crate::actions::command::run(c, r, &ids).await
+            }
+        };
+        Executed {
+            outcome: result.outcome.label(),
+            status: result.status_code,
+            exit_code: result.exit_code,
+            error: result.error,
+            response: String::from_utf8_lossy(&result.response).into_owned(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -49,6 +107,21 @@ struct RenderedAction {
     rendered: Option<Rendered>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// With `--execute`: what running it once came to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    executed: Option<Executed>,
+}
+
+#[derive(Serialize)]
+struct Executed {
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    response: String,
 }
 
 pub fn run(opts: &TestOptions) -> ExitCode {
@@ -117,6 +190,7 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
     }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let decoded = runtime
@@ -144,6 +218,11 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
         payload: decoded.payload,
     };
     let eval = evaluate::evaluate(&set, &req);
+    let runner = if opts.execute {
+        Some(Runner::new(opts.smtp_url.as_deref(), &opts.smtp_from)?)
+    } else {
+        None
+    };
     let mut warnings = Vec::new();
     let data = EventData {
         payload: &req.payload,
@@ -171,15 +250,25 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
                     continue;
                 }
                 match actions::render(action, &ctx, &data) {
-                    Ok(r) => rendered.push(RenderedAction {
-                        action: action.name.clone(),
-                        rendered: Some(r),
-                        error: None,
-                    }),
+                    Ok(r) => {
+                        let executed = match &runner {
+                            Some(runner) => {
+                                Some(runtime.block_on(runner.execute(action, &r, &req, &rule.name)))
+                            }
+                            None => None,
+                        };
+                        rendered.push(RenderedAction {
+                            action: action.name.clone(),
+                            rendered: Some(r),
+                            error: None,
+                            executed,
+                        })
+                    }
                     Err(e) => rendered.push(RenderedAction {
                         action: action.name.clone(),
                         rendered: None,
                         error: Some(e.to_string()),
+                        executed: None,
                     }),
                 }
             }
@@ -250,6 +339,24 @@ fn render_text(r: &Report) -> String {
             }
             if let Some(ra) = rule.rendered.iter().find(|x| x.action == a.action) {
                 rendered(&mut out, ra);
+                if let Some(x) = &ra.executed {
+                    let code = x
+                        .status
+                        .map(|s| format!(" (HTTP {s})"))
+                        .or(x.exit_code.map(|c| format!(" (exit {c})")))
+                        .unwrap_or_default();
+                    out.push_str(&format!("      executed: {}{code}", x.outcome));
+                    if let Some(e) = &x.error {
+                        out.push_str(&format!(": {e}"));
+                    }
+                    out.push('\n');
+                    if !x.response.is_empty() {
+                        out.push_str(&format!(
+                            "      response: {}\n",
+                            x.response.trim_end().replace('\n', "\n      ")
+                        ));
+                    }
+                }
             }
         }
     }

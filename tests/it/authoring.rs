@@ -212,3 +212,39 @@ fn test_command_warns_about_missing_fields_and_decoding_facts() {
         "{out}"
     );
 }
+
+#[test]
+fn test_command_runs_nothing_unless_told_to_execute() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("rules/r.yaml"),
+        "sources:\n  hook: {}\nrules:\n  - name: r\n    source: hook\n    actions:\n      - command: { argv: [/bin/sh, -c, 'echo ran > marker; echo done', sh] }\n",
+    );
+    write(&dir.path().join("p.json"), "{}");
+    let (code, out, err) = run_cli(
+        dir.path(),
+        &["test", "--source", "hook", "--payload", "p.json"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !dir.path().join("marker").exists(),
+        "a dry run executed the command:\n{out}"
+    );
+    let (code, out, err) = run_cli(
+        dir.path(),
+        &[
+            "test",
+            "--source",
+            "hook",
+            "--payload",
+            "p.json",
+            "--execute",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.path().join("marker").exists(), "{out}");
+    assert!(out.contains("executed: succeeded (exit 0)"), "{out}");
+    assert!(out.contains("response: done"), "{out}");
+}
