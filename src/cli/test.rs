@@ -251,12 +251,9 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
                 }
                 match actions::render(action, &ctx, &data) {
                     Ok(r) => {
-                        let executed = match &runner {
-                            Some(runner) => {
-                                Some(runtime.block_on(runner.execute(action, &r, &req, &rule.name)))
-                            }
-                            None => None,
-                        };
+                        let executed = runner.as_ref().map(|runner| {
+                            runtime.block_on(runner.execute(action, &r, &req, &rule.name))
+                        });
                         rendered.push(RenderedAction {
                             action: action.name.clone(),
                             rendered: Some(r),
