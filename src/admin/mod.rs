@@ -15,7 +15,7 @@ use axum::{Json, Router, routing::get};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::rules::{HttpBody, RuleSet};
+use crate::rules::RuleSet;
 use crate::server::AppState;
 
 pub fn router(app: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -125,7 +125,7 @@ fn rules_json(set: &RuleSet) -> Vec<serde_json::Value> {
                 "enabled": r.enabled,
                 "conditions": r.when.is_some(),
                 "actions": r.actions.iter().map(|a| json!({"name": a.name, "type": a.type_name()})).collect::<Vec<_>>(),
-                "responds": r.respond.as_ref().map(|x| json!({"status": x.status, "body": matches!(x.body, Some(HttpBody::Json(_)) | Some(HttpBody::Text(_)) | Some(HttpBody::Form(_)))})),
+                "responds": r.respond.as_ref().map(|x| json!({"status": x.status, "body": x.body.is_some()})),
                 "file": r.file,
                 "line": r.pos.line,
             })

@@ -812,7 +812,16 @@ fn compile_http(h: raw::Http, errs: &mut FileErrors<'_>) -> Option<HttpAction> {
     }
     let allow_payload_host = h.allow_payload_host.unwrap_or(false);
     check_url(&h.url, allow_payload_host, errs);
-    let url = errs.template(&h.url);
+    // Payload values in the path and query are percent-encoded, unless the
+    // operator let the payload choose the host (then the whole URL is theirs to
+    // shape, and the address checks at connect time apply instead).
+    let url = if allow_payload_host {
+        errs.template(&h.url)
+    } else {
+        Template::compile_url(&h.url)
+            .map_err(|e| errs.push(h.url.pos, e))
+            .ok()
+    };
     let headers = template_map(h.headers, errs);
     let forward = h.forward.unwrap_or(false);
     let mut bodies = 0;

@@ -19,6 +19,22 @@ use crate::rules::node::{Kind, Node, Pos};
 /// Helpers never change, so one registry serves every rule set.
 static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(helpers::registry);
 
+/// For URLs: every `{{expr}}` is percent-encoded as one path or query
+/// component (SPEC §8), so a payload value cannot add a path segment, a query
+/// parameter or a fragment. `{{{expr}}}` opts out.
+static URL_REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
+    let mut r = helpers::registry();
+    r.register_escape_fn(|s| percent_encoding::utf8_percent_encode(s, URL_COMPONENT).to_string());
+    r
+});
+
+/// Everything but RFC 3986's unreserved characters.
+const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 pub use handlebars::Context;
 
 /// A render failure (a helper given bad arguments, a bad runtime JSONPath…).
@@ -38,6 +54,8 @@ pub struct Template {
     source: String,
     /// `None` when the source has no `{{`: it renders as itself.
     compiled: Option<handlebars::Template>,
+    /// Rendered with URL-component escaping ([`Template::compile_url`]).
+    url: bool,
 }
 
 impl Template {
@@ -47,6 +65,7 @@ impl Template {
             return Ok(Self {
                 source: source.to_owned(),
                 compiled: None,
+                url: false,
             });
         }
         let compiled = handlebars::Template::compile(source).map_err(|e| {
@@ -68,6 +87,15 @@ impl Template {
         Ok(Self {
             source: source.to_owned(),
             compiled: Some(compiled),
+            url: false,
+        })
+    }
+
+    /// A URL template: values rendered into it are percent-encoded.
+    pub fn compile_url(source: &str) -> Result<Self, String> {
+        Ok(Self {
+            url: true,
+            ..Self::compile(source)?
         })
     }
 
@@ -82,7 +110,10 @@ impl Template {
     pub fn render(&self, ctx: &Context) -> Result<String, RenderError> {
         match &self.compiled {
             None => Ok(self.source.clone()),
-            Some(t) => Ok(helpers::render(&REGISTRY, t, ctx)?),
+            Some(t) => {
+                let registry = if self.url { &URL_REGISTRY } else { &REGISTRY };
+                Ok(helpers::render(registry, t, ctx)?)
+            }
         }
     }
 
@@ -303,6 +334,23 @@ mod tests {
             errors[1].1.starts_with("invalid JSONPath `$[?`"),
             "{}",
             errors[1].1
+        );
+    }
+
+    #[test]
+    fn url_templates_percent_encode_values() {
+        let t = Template::compile_url(
+            "https://api.example.com/items/{{payload.id}}?q={{payload.q}}&raw={{{payload.id}}}",
+        )
+        .unwrap();
+        let got = t
+            .render(&ctx(
+                serde_json::json!({"id": "../admin?x=1#f", "q": "a b&c=d"}),
+            ))
+            .unwrap();
+        assert_eq!(
+            got,
+            "https://api.example.com/items/..%2Fadmin%3Fx%3D1%23f?q=a%20b%26c%3Dd&raw=../admin?x=1#f"
         );
     }
 
