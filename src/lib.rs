@@ -28,6 +28,9 @@
 //! | [`cli`] | `check` and `test` |
 
 #![forbid(unsafe_code)]
+// Nothing from a request, a file or the network may panic: no unwrap/expect
+// outside tests (a surviving one would need an allow with its invariant).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod actions;
 pub mod admin;

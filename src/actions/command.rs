@@ -56,6 +56,7 @@ pub async fn run(
     let Some((program, args)) = argv.split_first() else {
         return AttemptResult::fail(Outcome::Permanent, "argv is empty");
     };
+    #[allow(clippy::disallowed_methods)] // this module is where processes start
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

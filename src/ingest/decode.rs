@@ -671,7 +671,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    // The fixtures are the repository's copies of /work/shared/payloads
+    // The fixtures are the repository's copies of the shared webhook payloads
     // (github/ and peer/), byte for byte.
     const PUSH: &[u8] = include_bytes!("../../examples/payloads/push-branch.json");
     const SENDGRID: &[u8] = include_bytes!("../../tests/fixtures/sendgrid-array.json");

@@ -1,5 +1,6 @@
 //! Test fixtures that run the real thing: the `hookwire` binary on an
 //! ephemeral port with its own rules directory and SQLite file.
+#![allow(clippy::disallowed_methods)] // test fixtures start the daemon and other processes
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
