@@ -549,3 +549,115 @@ fn serve_refuses_a_public_listener_without_an_admin_token() {
         "{err}"
     );
 }
+
+/// One rule per operator and form; the payload is GitHub's push example.
+const OPERATOR_RULES: &str = r#"
+sources:
+  gh: {}
+rules:
+  - { name: equals, source: gh, when: { path: $.ref, equals: refs/heads/master } }
+  - { name: equals-miss, source: gh, when: { path: $.ref, equals: refs/heads/main } }
+  - { name: typed-int-float, source: gh, when: { path: $.repository.id, equals: 186853002.0 } }
+  - { name: typed-string-not-number, source: gh, when: { path: $.repository.id, equals: "186853002" } }
+  - { name: not-equals, source: gh, when: { path: $.ref, not_equals: refs/heads/main } }
+  - { name: in, source: gh, when: { path: $.ref, in: [refs/heads/main, refs/heads/master] } }
+  - { name: not-in, source: gh, when: { path: $.ref, not_in: [refs/heads/main] } }
+  - { name: matches, source: gh, when: { path: $.head_commit.message, matches: "(?i)^initial" } }
+  - { name: glob, source: gh, when: { path: $.ref, glob: "refs/heads/**" } }
+  - { name: glob-no-cross, source: gh, when: { path: $.ref, glob: "refs/*" } }
+  - { name: contains-text, source: gh, when: { path: $.repository.full_name, contains: "/Hello" } }
+  - { name: contains-element, source: gh, when: { path: "$.commits[*].id", contains: 6113728f27ae82c7b1a177c8d03f9e96e0adf246, every: false } }
+  - { name: starts-with, source: gh, when: { path: $.ref, starts_with: refs/ } }
+  - { name: ends-with, source: gh, when: { path: $.ref, ends_with: /master } }
+  - { name: exists, source: gh, when: { path: $.head_commit.id, exists: true } }
+  - { name: zero-nodes-exists-false, source: gh, when: { path: $.payload.ref, exists: false } }
+  - { name: zero-nodes-equals, source: gh, when: { path: $.payload.ref, equals: refs/heads/master } }
+  - { name: zero-nodes-not-equals, source: gh, when: { path: $.nope, not_equals: x } }
+  - { name: gt, source: gh, when: { path: $.repository.size, gte: 0 } }
+  - { name: lt-mixed-types, source: gh, when: { path: $.ref, lt: 5 } }
+  - { name: every, source: gh, when: { path: "$.commits[*].distinct", every: true, equals: true } }
+  - { name: header, source: gh, when: { header: X-GitHub-Event, equals: push } }
+  - { name: query, source: gh, when: { query: token, equals: abc } }
+  - { name: method, source: gh, when: { method: true, equals: POST } }
+  - { name: bare-jsonpath, source: gh, when: "$[?@.deleted == false && @.forced == false]" }
+  - { name: all, source: gh, when: { all: [{ path: $.created, equals: true }, { path: $.deleted, equals: false }] } }
+  - { name: any, source: gh, when: { any: [{ path: $.created, equals: true }, { path: $.forced, equals: false }] } }
+  - { name: not, source: gh, when: { not: { path: $.deleted, equals: true } } }
+  - { name: disabled, source: gh, enabled: false }
+"#;
+
+#[tokio::test]
+async fn every_operator_through_the_daemon() {
+    let d = Daemon::start(&[("ops.yaml", OPERATOR_RULES)]);
+    let r = client()
+        .post(d.url("/hooks/gh?token=abc"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .body(fixture("examples/payloads/push-branch.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    let mut matched: Vec<&str> = v["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    matched.sort();
+    let mut want = vec![
+        "all",
+        "any",
+        "bare-jsonpath",
+        "contains-element",
+        "contains-text",
+        "ends-with",
+        "equals",
+        "every",
+        "exists",
+        "glob",
+        "gt",
+        "header",
+        "in",
+        "matches",
+        "method",
+        "not",
+        "not-equals",
+        "not-in",
+        "query",
+        "starts-with",
+        "typed-int-float",
+        "zero-nodes-exists-false",
+        "zero-nodes-not-equals",
+    ];
+    want.sort();
+    assert_eq!(matched, want);
+    // The stored trace explains a miss.
+    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
+    let trace: String = conn
+        .query_row("SELECT trace FROM events", [], |r| r.get(0))
+        .unwrap();
+    let trace: Value = serde_json::from_str(&trace).unwrap();
+    let miss = trace
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["rule"] == "zero-nodes-equals")
+        .unwrap();
+    assert_eq!(miss["matched"], false);
+    assert!(
+        miss["conditions"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `$.ref`?"),
+        "{miss}"
+    );
+    let disabled = trace
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["rule"] == "disabled")
+        .unwrap();
+    assert_eq!(disabled["disabled"], true);
+}
