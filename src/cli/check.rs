@@ -1,5 +1,6 @@
-//! `hookwire check [PATH...]`: load rule files exactly as the daemon does and
-//! report every error and warning with its position. Exit 0 valid, 1 invalid.
+//! `hookwire check [PATH...]`: load rule files exactly as the daemon does,
+//! report every error and warning with its position, and run the `tests:`
+//! the files carry. Exit 0 when all is valid and every test passes, else 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,14 +16,28 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
             for w in &set.warnings {
                 eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.col, w.message);
             }
+            let failures = super::rule_tests::run_all(&set);
+            for f in &failures {
+                super::out(f);
+            }
+            let tests = set.tests.len();
+            if !failures.is_empty() {
+                eprintln!(
+                    "{} of {tests} rule test{} failed",
+                    failures.len(),
+                    plural(tests)
+                );
+                return ExitCode::FAILURE;
+            }
             super::out(&format!(
-                "ok: {} file{}, {} source{}, {} rule{}",
+                "ok: {} file{}, {} source{}, {} rule{}, {tests} test{} passed",
                 set.files.len(),
                 plural(set.files.len()),
                 set.sources.len(),
                 plural(set.sources.len()),
                 set.rules.len(),
-                plural(set.rules.len())
+                plural(set.rules.len()),
+                plural(tests)
             ));
             ExitCode::SUCCESS
         }

@@ -1,7 +1,22 @@
 //! The authoring commands: `hookwire check` and `hookwire test`.
 
 pub mod check;
+pub mod rule_tests;
 pub mod test;
+
+/// The Content-Type a payload file most likely has, by its extension.
+pub fn guess_content_type(path: &std::path::Path) -> Option<String> {
+    let ext = path.extension()?.to_str()?;
+    Some(
+        match ext {
+            "json" => "application/json",
+            "xml" => "application/xml",
+            "form" | "urlencoded" => "application/x-www-form-urlencoded",
+            _ => return None,
+        }
+        .to_owned(),
+    )
+}
 
 /// Writes a line to stdout; a closed pipe (`hookwire test … | head`) is not an error.
 pub fn out(line: &str) {

@@ -182,7 +182,7 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
         .iter()
         .find(|(k, _)| k == "content-type")
         .map(|(_, v)| v.clone())
-        .or_else(|| guess_content_type(&opts.payload));
+        .or_else(|| super::guess_content_type(&opts.payload));
     if let Some(ct) = &content_type
         && !headers.iter().any(|(k, _)| k == "content-type")
     {
@@ -281,19 +281,6 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
         warnings,
     };
     Ok((report, set))
-}
-
-fn guess_content_type(path: &std::path::Path) -> Option<String> {
-    let ext = path.extension()?.to_str()?;
-    Some(
-        match ext {
-            "json" => "application/json",
-            "xml" => "application/xml",
-            "form" | "urlencoded" => "application/x-www-form-urlencoded",
-            _ => return None,
-        }
-        .to_owned(),
-    )
 }
 
 fn render_text(r: &Report) -> String {

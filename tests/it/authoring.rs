@@ -79,7 +79,7 @@ fn check_passes_valid_rules_and_warns_about_unsigned_sources_and_shell_scripts()
     );
     let (code, out, err) = run_cli(dir.path(), &["check"], &[]);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(out.trim(), "ok: 1 file, 1 source, 1 rule");
+    assert_eq!(out.trim(), "ok: 1 file, 1 source, 1 rule, 0 tests passed");
     assert!(
         err.contains("rules/r.yaml:2:3: warning: source `form` has no `verify`"),
         "{err}"
@@ -247,4 +247,66 @@ fn test_command_runs_nothing_unless_told_to_execute() {
     assert!(dir.path().join("marker").exists(), "{out}");
     assert!(out.contains("executed: succeeded (exit 0)"), "{out}");
     assert!(out.contains("response: done"), "{out}");
+}
+
+#[test]
+fn check_runs_rule_tests_and_reports_a_broken_expectation_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/payloads/push-branch.json");
+    std::fs::create_dir_all(dir.path().join("payloads")).unwrap();
+    std::fs::copy(payload, dir.path().join("payloads/push.json")).unwrap();
+    let rules = r#"sources:
+  github: {}
+rules:
+  - name: push-to-chat
+    source: github
+    when: { path: $.ref, glob: "refs/heads/**" }
+    actions:
+      - name: chat
+        http:
+          url: http://127.0.0.1:9/chat
+          body: { text: "{{payload.pusher.name}} pushed" }
+  - name: tags
+    source: github
+    when: { path: $.ref, starts_with: refs/tags/ }
+tests:
+  - name: push goes to chat
+    source: github
+    payload: ../payloads/push.json
+    expect:
+      matched: [push-to-chat]
+      actions:
+        push-to-chat/chat: { body: { text: "Codertocat pushed" } }
+  - name: wrong expectations
+    source: github
+    payload: ../payloads/push.json
+    expect:
+      matched: [tags]
+      actions:
+        push-to-chat/chat: { body: { text: "Monalisa pushed" } }
+"#;
+    write(&dir.path().join("rules/r.yaml"), rules);
+    let (code, out, err) = run_cli(dir.path(), &["check"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "rules/r.yaml:23:5: test \"wrong expectations\": matched [\"push-to-chat\"], expected [\"tags\"]: `tags` did not match (path $.ref starts_with \"refs/tags/\" at line 14: does not hold, found \"refs/heads/master\"); `push-to-chat` matched but was not expected",
+            "rules/r.yaml:23:5: test \"wrong expectations\": push-to-chat/chat.body.text: expected \"Monalisa pushed\", got \"Codertocat pushed\"",
+        ],
+        "{out}"
+    );
+    assert!(err.contains("2 of 2 rule tests failed"), "{err}");
+    // Fixing the expectation makes check pass.
+    write(
+        &dir.path().join("rules/r.yaml"),
+        &rules
+            .replace("matched: [tags]", "matched: [push-to-chat]")
+            .replace("Monalisa", "Codertocat"),
+    );
+    let (code, out, _) = run_cli(dir.path(), &["check"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 tests passed"), "{out}");
 }
