@@ -15,12 +15,26 @@ use axum::{Json, Router, routing::get};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use axum::extract::{Path, Query};
+use serde_json::Value;
+
+use crate::dispatch::policy::DeliveryState;
+use crate::ids::{DeliveryId, EventId};
 use crate::rules::RuleSet;
 use crate::server::AppState;
+use crate::store::{
+    NewDelivery, Page, RetryOutcome, StoreError, StoredAttempt, StoredDelivery, StoredEvent,
+};
 
 pub fn router(app: Arc<AppState>) -> Router<Arc<AppState>> {
     let api = Router::new()
         .route("/api/rules", get(rules))
+        .route("/api/events", get(events))
+        .route("/api/events/{id}", get(event))
+        .route("/api/events/{id}/replay", axum::routing::post(replay))
+        .route("/api/deliveries", get(deliveries))
+        .route("/api/deliveries/{id}", get(delivery))
+        .route("/api/deliveries/{id}/retry", axum::routing::post(retry))
         .route_layer(axum::middleware::from_fn_with_state(app, require_admin));
     Router::new()
         .route("/healthz", get(healthz))
@@ -131,4 +145,265 @@ fn rules_json(set: &RuleSet) -> Vec<serde_json::Value> {
             })
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Events and deliveries.
+
+/// Page size when `?limit=` is not given, and the most one page may hold.
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 500;
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    source: Option<String>,
+    matched: Option<bool>,
+    status: Option<String>,
+    limit: Option<u32>,
+    before: Option<String>,
+}
+
+impl ListQuery {
+    fn page(&self) -> Page {
+        Page {
+            limit: self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
+            before: self.before.clone(),
+        }
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn store_error(e: StoreError) -> Response {
+    tracing::error!(error = %e, "admin API: store error");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store is not available",
+    )
+}
+
+/// Header names whose values are credentials.
+fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "authorization",
+        "cookie",
+        "signature",
+        "token",
+        "secret",
+        "api-key",
+        "apikey",
+        "hmac",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+}
+
+/// Replaces secrets (values that came from `${VAR}`) in every string of a JSON value.
+fn redact_value(v: &mut Value, secrets: &[String]) {
+    match v {
+        Value::String(s)
+            if secrets
+                .iter()
+                .any(|x| x.len() >= 3 && s.contains(x.as_str())) =>
+        {
+            *s = crate::cli::redact(s, secrets);
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| redact_value(i, secrets)),
+        Value::Object(map) => map.values_mut().for_each(|i| redact_value(i, secrets)),
+        _ => {}
+    }
+}
+
+fn ms_to_rfc3339(ms: i64) -> String {
+    crate::ingest::rfc3339(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+    )
+}
+
+fn delivery_json(d: &StoredDelivery) -> Value {
+    json!({
+        "id": d.id, "event_id": d.event_id, "rule": d.rule, "action": d.action, "type": d.action_type,
+        "status": d.status, "attempts": d.attempts, "serialize_key": d.serialize_key,
+        "created_at": ms_to_rfc3339(d.created_at_ms),
+    })
+}
+
+fn event_summary(e: &StoredEvent) -> Value {
+    json!({
+        "id": e.id, "source": e.source, "received_at": ms_to_rfc3339(e.received_at_ms), "method": e.method,
+        "path": e.path, "matched": e.matched, "deliveries": e.deliveries.iter().map(delivery_json).collect::<Vec<_>>(),
+    })
+}
+
+async fn events(State(app): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
+    match app
+        .store
+        .event_page(q.source.clone(), q.matched, q.page())
+        .await
+    {
+        Ok(list) => {
+            let next = list.last().map(|e| e.id.to_string());
+            let mut body = json!({ "events": list.iter().map(event_summary).collect::<Vec<_>>(), "next_before": next });
+            redact_value(&mut body, &app.rules.current().secrets);
+            Json(body).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let Some(id) = EventId::parse(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no event {id}"));
+    };
+    let e = match app.store.event(&id).await {
+        Ok(Some(e)) => e,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no event {id}")),
+        Err(e) => return store_error(e),
+    };
+    let mut deliveries = Vec::new();
+    for d in &e.deliveries {
+        let attempts = app.store.attempts(&d.id).await.unwrap_or_default();
+        let mut dj = delivery_json(d);
+        dj["attempt_log"] = attempts_json(&attempts);
+        deliveries.push(dj);
+    }
+    let headers: Vec<Value> = e
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            json!([
+                k,
+                if is_secret_header(k) {
+                    "[redacted]"
+                } else {
+                    v.as_str()
+                }
+            ])
+        })
+        .collect();
+    let mut body = json!({
+        "id": e.id, "source": e.source, "received_at": ms_to_rfc3339(e.received_at_ms), "method": e.method,
+        "path": e.path, "query": e.query, "headers": headers, "body": String::from_utf8_lossy(&e.body),
+        "payload": e.payload, "facts": e.facts, "trace": e.trace, "matched": e.matched, "deliveries": deliveries,
+    });
+    redact_value(&mut body, &app.rules.current().secrets);
+    Json(body).into_response()
+}
+
+fn attempts_json(attempts: &[StoredAttempt]) -> Value {
+    Value::Array(
+        attempts
+            .iter()
+            .map(|a| {
+                json!({
+                    "number": a.number, "started_at": ms_to_rfc3339(a.started_at_ms), "duration_ms": a.duration_ms,
+                    "outcome": a.outcome, "status_code": a.status_code, "exit_code": a.exit_code, "error": a.error,
+                    "response": a.response,
+                })
+            })
+            .collect(),
+    )
+}
+
+async fn replay(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let Some(id) = EventId::parse(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no event {id}"));
+    };
+    let e = match app.store.event(&id).await {
+        Ok(Some(e)) => e,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no event {id}")),
+        Err(e) => return store_error(e),
+    };
+    let set = app.rules.current();
+    let req = crate::ingest::evaluate::Request {
+        event_id: e.id.to_string(),
+        source: e.source.clone(),
+        received_at: ms_to_rfc3339(e.received_at_ms),
+        method: e.method.clone(),
+        path: e.path.clone(),
+        headers: e.headers.clone(),
+        query: crate::ingest::query_pairs(Some(&e.query)),
+        body_text: String::from_utf8_lossy(&e.body).into_owned(),
+        payload: e.payload.clone(),
+    };
+    let eval = crate::ingest::evaluate::evaluate(&set, &req);
+    let new: Vec<NewDelivery> = eval
+        .deliveries
+        .iter()
+        .map(|d| NewDelivery {
+            id: DeliveryId::new(),
+            rule: d.rule.clone(),
+            action: d.action.clone(),
+            action_type: d.action_type.to_owned(),
+            serialize_key: d.serialize_key.clone(),
+        })
+        .collect();
+    let ids: Vec<String> = new.iter().map(|d| d.id.to_string()).collect();
+    if let Err(e) = app.store.add_deliveries(&id, new).await {
+        return store_error(e);
+    }
+    app.wake.notify_one();
+    tracing::info!(event_id = %id, matched = ?eval.matched, deliveries = ids.len(), "event replayed");
+    Json(json!({ "event_id": id, "matched": eval.matched, "deliveries": ids, "trace": eval.trace }))
+        .into_response()
+}
+
+async fn deliveries(State(app): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
+    if let Some(s) = &q.status
+        && DeliveryState::parse(s).is_none()
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown status `{s}`: pending, running, succeeded, retrying, dead or skipped"),
+        );
+    }
+    match app.store.delivery_page(q.status.clone(), q.page()).await {
+        Ok(list) => {
+            let next = list.last().map(|d| d.id.to_string());
+            Json(json!({ "deliveries": list.iter().map(delivery_json).collect::<Vec<_>>(), "next_before": next })).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn delivery(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let Some(id) = DeliveryId::parse(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no delivery {id}"));
+    };
+    match app.store.delivery(&id).await {
+        Ok(Some(d)) => {
+            let attempts = match app.store.attempts(&id).await {
+                Ok(a) => a,
+                Err(e) => return store_error(e),
+            };
+            let mut body = delivery_json(&d);
+            body["attempt_log"] = attempts_json(&attempts);
+            redact_value(&mut body, &app.rules.current().secrets);
+            Json(body).into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no delivery {id}")),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn retry(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let Some(id) = DeliveryId::parse(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no delivery {id}"));
+    };
+    match app.store.retry(&id).await {
+        Ok(RetryOutcome::Queued) => {
+            app.wake.notify_one();
+            tracing::info!(delivery_id = %id, "delivery queued again by hand");
+            Json(json!({ "id": id, "status": "pending" })).into_response()
+        }
+        Ok(RetryOutcome::NotFound) => error(StatusCode::NOT_FOUND, format!("no delivery {id}")),
+        Ok(RetryOutcome::NotRetryable(status)) => error(
+            StatusCode::CONFLICT,
+            format!("delivery {id} is {status}: only dead or skipped deliveries can be retried"),
+        ),
+        Err(e) => store_error(e),
+    }
 }

@@ -98,6 +98,37 @@ pub struct StoredDelivery {
     pub created_at_ms: i64,
 }
 
+/// One recorded attempt, as read back.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredAttempt {
+    pub id: String,
+    pub number: u32,
+    pub started_at_ms: i64,
+    pub duration_ms: i64,
+    pub outcome: String,
+    pub status_code: Option<u16>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    /// The kept excerpt of the response (or stdout/stderr), as text.
+    pub response: String,
+}
+
+/// Newest first, `limit` at most, strictly older than `before` when given.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: u32,
+    pub before: Option<String>,
+}
+
+/// What putting a delivery back in the queue came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    Queued,
+    NotFound,
+    /// Only finished deliveries that did not succeed (`dead`, `skipped`) can be retried.
+    NotRetryable(String),
+}
+
 /// A delivery claimed for an attempt.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -192,6 +223,40 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes finished events received before `before_ms`; returns how many.
     fn prune(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Events newest first, optionally of one source and matched or not.
+    fn event_page(
+        &self,
+        source: Option<String>,
+        matched: Option<bool>,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// Deliveries newest first, optionally in one state.
+    fn delivery_page(
+        &self,
+        status: Option<String>,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<StoredDelivery>, StoreError>>;
+
+    /// One delivery.
+    fn delivery(
+        &self,
+        id: &DeliveryId,
+    ) -> BoxFuture<'_, Result<Option<StoredDelivery>, StoreError>>;
+
+    /// The attempts of a delivery, oldest first.
+    fn attempts(&self, id: &DeliveryId) -> BoxFuture<'_, Result<Vec<StoredAttempt>, StoreError>>;
+
+    /// Puts a dead or skipped delivery back in the queue with a fresh attempt budget.
+    fn retry(&self, id: &DeliveryId) -> BoxFuture<'_, Result<RetryOutcome, StoreError>>;
+
+    /// Adds pending deliveries to a stored event (replay).
+    fn add_deliveries(
+        &self,
+        event: &EventId,
+        deliveries: Vec<NewDelivery>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// The store answers (used by `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

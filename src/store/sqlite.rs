@@ -20,8 +20,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Claimed, EventData, Finished, IngestOutcome, NewEvent, Store, StoreError, StoredDelivery,
-    StoredEvent,
+    Claimed, EventData, Finished, IngestOutcome, NewDelivery, NewEvent, Page, RetryOutcome, Store,
+    StoreError, StoredAttempt, StoredDelivery, StoredEvent,
 };
 use crate::ids::{DeliveryId, EventId};
 
@@ -646,26 +646,73 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     })
 }
 
+const DELIVERY_COLUMNS: &str =
+    "id, event_id, rule, action, action_type, status, serialize_key, attempts, created_at_ms";
+
+fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDelivery> {
+    Ok(StoredDelivery {
+        id: id_column(r, 0, DeliveryId::parse)?,
+        event_id: id_column(r, 1, EventId::parse)?,
+        rule: r.get(2)?,
+        action: r.get(3)?,
+        action_type: r.get(4)?,
+        status: r.get(5)?,
+        serialize_key: r.get(6)?,
+        attempts: r.get(7)?,
+        created_at_ms: r.get(8)?,
+    })
+}
+
 fn with_deliveries(conn: &Connection, mut event: StoredEvent) -> rusqlite::Result<StoredEvent> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, event_id, rule, action, action_type, status, serialize_key, attempts, created_at_ms
-         FROM deliveries WHERE event_id = ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([event.id.as_str()], |r| {
-        Ok(StoredDelivery {
-            id: id_column(r, 0, DeliveryId::parse)?,
-            event_id: id_column(r, 1, EventId::parse)?,
-            rule: r.get(2)?,
-            action: r.get(3)?,
-            action_type: r.get(4)?,
-            status: r.get(5)?,
-            serialize_key: r.get(6)?,
-            attempts: r.get(7)?,
-            created_at_ms: r.get(8)?,
-        })
-    })?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ?1 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([event.id.as_str()], delivery_from_row)?;
     event.deliveries = rows.collect::<rusqlite::Result<_>>()?;
     Ok(event)
+}
+
+fn retry_delivery(c: &Connection, id: &str, now: i64) -> rusqlite::Result<RetryOutcome> {
+    let status: Option<String> = c
+        .query_row("SELECT status FROM deliveries WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(match status.as_deref() {
+        None => RetryOutcome::NotFound,
+        Some("dead" | "skipped") => {
+            c.execute(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = ?2, lease_until_ms = NULL, updated_at_ms = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+            RetryOutcome::Queued
+        }
+        Some(other) => RetryOutcome::NotRetryable(other.to_owned()),
+    })
+}
+
+fn insert_deliveries(
+    c: &Connection,
+    event: &str,
+    deliveries: &[NewDelivery],
+    now: i64,
+) -> rusqlite::Result<()> {
+    let mut insert = c.prepare_cached(
+        "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0, ?7, ?7, ?7)",
+    )?;
+    for d in deliveries {
+        insert.execute(params![
+            d.id.as_str(),
+            event,
+            d.rule,
+            d.action,
+            d.action_type,
+            d.serialize_key,
+            now
+        ])?;
+    }
+    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -736,6 +783,91 @@ impl Store for SqliteStore {
                 .map(|e| with_deliveries(conn, e))
                 .collect()
         }))
+    }
+
+    fn event_page(
+        &self,
+        source: Option<String>,
+        matched: Option<bool>,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let events = conn
+                .prepare_cached(select_events!(
+                    "WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR matched_any = ?2) AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+                ))?
+                .query_map(params![source, matched, page.before, page.limit], event_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            events.into_iter().map(|e| with_deliveries(conn, e)).collect()
+        }))
+    }
+
+    fn delivery_page(
+        &self,
+        status: Option<String>,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<StoredDelivery>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
+            ))?
+            .query_map(params![status, page.before, page.limit], delivery_from_row)?
+            .collect()
+        }))
+    }
+
+    fn delivery(
+        &self,
+        id: &DeliveryId,
+    ) -> BoxFuture<'_, Result<Option<StoredDelivery>, StoreError>> {
+        let id = id.to_string();
+        Box::pin(self.read(move |conn| {
+            conn.query_row(
+                &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"),
+                [&id],
+                delivery_from_row,
+            )
+            .optional()
+        }))
+    }
+
+    fn attempts(&self, id: &DeliveryId) -> BoxFuture<'_, Result<Vec<StoredAttempt>, StoreError>> {
+        let id = id.to_string();
+        Box::pin(self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response
+                 FROM attempts WHERE delivery_id = ?1 ORDER BY number, started_at_ms",
+            )?
+            .query_map([&id], |r| {
+                let response: Option<Vec<u8>> = r.get(8)?;
+                Ok(StoredAttempt {
+                    id: r.get(0)?,
+                    number: r.get(1)?,
+                    started_at_ms: r.get(2)?,
+                    duration_ms: r.get(3)?,
+                    outcome: r.get(4)?,
+                    status_code: r.get(5)?,
+                    exit_code: r.get(6)?,
+                    error: r.get(7)?,
+                    response: String::from_utf8_lossy(&response.unwrap_or_default()).into_owned(),
+                })
+            })?
+            .collect()
+        }))
+    }
+
+    fn retry(&self, id: &DeliveryId) -> BoxFuture<'_, Result<RetryOutcome, StoreError>> {
+        let id = id.to_string();
+        Box::pin(self.write(move |c, now| retry_delivery(c, &id, now)))
+    }
+
+    fn add_deliveries(
+        &self,
+        event: &EventId,
+        deliveries: Vec<NewDelivery>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let event = event.to_string();
+        Box::pin(self.write(move |c, now| insert_deliveries(c, &event, &deliveries, now)))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin;
 mod answers;
 mod authoring;
 mod delivery;

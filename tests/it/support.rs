@@ -57,10 +57,12 @@ impl Daemon {
 
     fn spawn(&mut self, listen: &str) {
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(listen)
-            .arg("--rules")
+        cmd.arg("serve");
+        // A test may choose the listen address itself (e.g. 0.0.0.0:0).
+        if !self.args.iter().any(|a| a == "--listen") {
+            cmd.arg("--listen").arg(listen);
+        }
+        cmd.arg("--rules")
             .arg(self.rules_dir())
             .arg("--database")
             .arg(format!("sqlite://{}", self.db_path().display()))
