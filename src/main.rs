@@ -30,6 +30,86 @@ enum Command {
     },
     /// Dry-run: evaluate the rules of a source against a payload and show why each rule did or did not match.
     Test(TestArgs),
+    /// Send a (signed) test webhook the way a provider would, and print the answer.
+    Send {
+        /// Where to send it, e.g. http://127.0.0.1:8080/hooks/github.
+        url: String,
+        /// File holding the body.
+        #[arg(long)]
+        payload: PathBuf,
+        /// Sign as this provider: github, stripe, slack, standard, shopify or gitlab.
+        #[arg(long)]
+        sign: Option<String>,
+        /// The secret to sign with.
+        #[arg(long, hide_env_values = true)]
+        secret: Option<String>,
+        /// An extra header, 'Name: value'; repeatable.
+        #[arg(long = "header", value_name = "'K: V'")]
+        headers: Vec<String>,
+    },
+    /// List stored events of a running daemon, newest first.
+    Events {
+        #[arg(long)]
+        source: Option<String>,
+        /// Only events that matched (true) or did not (false).
+        #[arg(long)]
+        matched: Option<bool>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// One stored event: why each rule did or did not match, and its deliveries with every attempt.
+    Event {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Match a stored event again against the current rules; new deliveries.
+    Replay {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List deliveries, newest first.
+    Deliveries {
+        /// pending, running, succeeded, retrying, dead or skipped.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Put a dead delivery back in the queue with a fresh attempt budget.
+    Retry {
+        delivery_id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ApiArgs {
+    /// The daemon's address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The daemon's admin token.
+    #[arg(long, env = "HOOKWIRE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Output format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+impl ApiArgs {
+    fn api(self) -> cli::ops::Api {
+        cli::ops::Api {
+            server: self.server,
+            token: self.admin_token.filter(|t| !t.is_empty()),
+            json: self.format == "json",
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -144,6 +224,40 @@ fn main() -> ExitCode {
             smtp_url: t.smtp_url,
             smtp_from: t.smtp_from,
         }),
+        Some(Command::Send {
+            url,
+            payload,
+            sign,
+            secret,
+            headers,
+        }) => cli::send::run(&cli::send::SendOptions {
+            url,
+            payload,
+            sign,
+            secret,
+            headers,
+        }),
+        Some(Command::Events {
+            source,
+            matched,
+            limit,
+            api,
+        }) => cli::ops::run(
+            &api.api(),
+            cli::ops::Op::Events {
+                source,
+                matched,
+                limit,
+            },
+        ),
+        Some(Command::Event { id, api }) => cli::ops::run(&api.api(), cli::ops::Op::Event { id }),
+        Some(Command::Replay { id, api }) => cli::ops::run(&api.api(), cli::ops::Op::Replay { id }),
+        Some(Command::Deliveries { status, limit, api }) => {
+            cli::ops::run(&api.api(), cli::ops::Op::Deliveries { status, limit })
+        }
+        Some(Command::Retry { delivery_id, api }) => {
+            cli::ops::run(&api.api(), cli::ops::Op::Retry { id: delivery_id })
+        }
     }
 }
 

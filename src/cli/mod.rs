@@ -1,7 +1,9 @@
 //! The authoring commands: `hookwire check` and `hookwire test`.
 
 pub mod check;
+pub mod ops;
 pub mod rule_tests;
+pub mod send;
 pub mod test;
 
 /// The Content-Type a payload file most likely has, by its extension.

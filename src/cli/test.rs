@@ -357,7 +357,7 @@ fn mark(ok: bool) -> &'static str {
     if ok { "✔" } else { "✘" }
 }
 
-fn steps(out: &mut String, steps_list: &[Step], depth: usize) {
+pub(crate) fn steps(out: &mut String, steps_list: &[Step], depth: usize) {
     let pad = "  ".repeat(depth);
     for s in steps_list {
         out.push_str(&format!(

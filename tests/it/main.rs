@@ -8,5 +8,6 @@ mod answers;
 mod authoring;
 mod delivery;
 mod durability;
+mod operations;
 mod reload;
 mod verification;
