@@ -108,6 +108,7 @@ impl LiveRules {
                     "rule set loaded"
                 );
                 self.current.store(Arc::new(set));
+                crate::telemetry::reload_succeeded();
                 status.loaded = true;
                 status.reloads += 1;
                 status.last_error = None;
@@ -123,6 +124,7 @@ impl LiveRules {
                     "rule files have errors: keeping the last good rule set"
                 );
                 status.failures += 1;
+                crate::telemetry::reload_failed();
                 status.last_error = Some(failure.errors);
                 status.last_error_at = Some(SystemTime::now());
                 false

@@ -39,7 +39,25 @@ pub fn router(app: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(api)
+}
+
+/// Prometheus text; no ids in labels, no secrets, so it is open like the health checks.
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    if let Ok(depth) = app.store.queue_depth().await {
+        crate::telemetry::METRICS
+            .queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::telemetry::METRICS.render(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -192,20 +192,21 @@ impl Dispatcher {
         let jitter = (rand::random::<f64>() * 2.0 - 1.0) * policy::JITTER;
         let decision = next(result.outcome, c.attempt, &policy, now_ms(), jitter);
         let duration_ms = started.elapsed().as_millis() as i64;
-        tracing::info!(
-            delivery_id = %c.id,
-            event_id = %c.event_id,
-            rule = %c.rule,
-            action = %c.action,
-            attempt = c.attempt,
-            outcome = result.outcome.label(),
-            status = ?result.status_code,
-            exit_code = ?result.exit_code,
-            duration_ms,
-            state = decision.state.as_str(),
-            error = result.error.as_deref().unwrap_or(""),
-            "attempt finished"
-        );
+        crate::telemetry::AttemptFinished {
+            delivery_id: c.id.as_str(),
+            event_id: c.event_id.as_str(),
+            rule: &c.rule,
+            action: &c.action,
+            action_type: &c.action_type,
+            attempt: c.attempt,
+            outcome: result.outcome.label(),
+            status: result.status_code,
+            exit_code: result.exit_code,
+            duration: started.elapsed(),
+            state: decision.state.as_str(),
+            error: result.error.as_deref(),
+        }
+        .emit();
         let finished = Finished {
             delivery: c.id.clone(),
             attempt: NewAttempt {

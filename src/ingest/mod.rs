@@ -25,6 +25,7 @@ use crate::ids::{DeliveryId, EventId};
 use crate::rules::{HttpBody, RuleSet};
 use crate::server::AppState;
 use crate::store::{IngestOutcome, NewDelivery, NewEvent, StoreError};
+use crate::telemetry;
 use evaluate::{Evaluation, Request};
 
 /// Header sections larger than this are refused (SPEC §5). hyper already
@@ -138,20 +139,31 @@ pub async fn handle(
 ) -> Response {
     let id = EventId::new();
     let set = app.rules.current();
+    let source = set
+        .source_for_path(uri.path())
+        .map_or("", |s| s.name.as_str());
+    if !source.is_empty() {
+        telemetry::request_received(source);
+    }
     match ingest(&app, &set, &id, peer, method, &uri, headers, body).await {
         Ok(resp) => resp,
         Err(e) => {
-            match &e {
-                IngestError::Store(cause) => {
-                    tracing::error!(event_id = %id, path = uri.path(), error = %cause, "event not stored: answering 503")
-                }
+            let message = match &e {
+                IngestError::Store(cause) => format!("event not stored, answering 503: {cause}"),
                 IngestError::Unverified(cause) => {
-                    tracing::warn!(request_id = %id, path = uri.path(), %peer, reason = %cause, "request rejected: verification failed")
+                    format!("verification failed from {peer}: {cause}")
                 }
-                other => {
-                    tracing::info!(request_id = %id, path = uri.path(), %peer, reason = other.reason(), "request rejected: {other}")
-                }
-            }
+                other => other.to_string(),
+            };
+            let warn = matches!(e, IngestError::Store(_) | IngestError::Unverified(_));
+            telemetry::request_rejected(
+                id.as_str(),
+                source,
+                uri.path(),
+                e.reason(),
+                &message,
+                warn,
+            );
             e.into_response_with_id(&id)
         }
     }
@@ -293,7 +305,7 @@ async fn ingest(
 
     match app.store.ingest(event).await? {
         IngestOutcome::Duplicate { first } => {
-            tracing::info!(event_id = %first, source = %source.name, "duplicate delivery ignored");
+            telemetry::event_duplicate(first.as_str(), &source.name);
             let mut resp = (
                 StatusCode::OK,
                 axum::Json(json!({ "event_id": first, "duplicate": true })),
@@ -303,7 +315,7 @@ async fn ingest(
             Ok(resp)
         }
         IngestOutcome::Stored => {
-            tracing::info!(event_id = %id, source = %source.name, matched = ?eval.matched, deliveries = delivery_count, "event stored");
+            telemetry::event_stored(id.as_str(), &source.name, &eval.matched, delivery_count);
             if delivery_count > 0 {
                 app.wake.notify_one();
             }

@@ -258,6 +258,9 @@ pub trait Store: Send + Sync + 'static {
         deliveries: Vec<NewDelivery>,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Deliveries waiting to run (pending or retrying).
+    fn queue_depth(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
     /// The store answers (used by `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }

@@ -870,6 +870,17 @@ impl Store for SqliteStore {
         Box::pin(self.write(move |c, now| insert_deliveries(c, &event, &deliveries, now)))
     }
 
+    fn queue_depth(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.read(|c| {
+            c.query_row(
+                "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'retrying')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+        }))
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             // Reads alone would still work without the writer; ready means able to store.

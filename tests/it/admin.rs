@@ -213,3 +213,122 @@ async fn without_a_token_the_api_answers_loopback_clients() {
     assert_eq!(r.status(), 200, "loopback may ask");
     assert_eq!(r.json::<Value>().await.unwrap()["events"], json!([]));
 }
+
+/// The value of one sample of a Prometheus text exposition.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let (metric, _) = l.rsplit_once(' ').unwrap_or(("", ""));
+            metric.starts_with(name)
+                && (metric.len() == name.len() || metric[name.len()..].starts_with('{'))
+                && labels
+                    .iter()
+                    .all(|(k, v)| metric.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_documented() {
+    let rx = Receiver::start().await;
+    rx.script("/out", &[(500, None)]);
+    let rules = format!(
+        "sources:\n  hook:\n    verify: {{ token: {{ header: X-Key, value: k }} }}\nrules:\n  - name: big\n    source: hook\n    when: {{ path: $.n, gt: 1 }}\n    actions:\n      - http: {{ url: \"{}\" }}\n        retry: {{ attempts: 3, initial: 100ms, max: 100ms }}\n",
+        rx.url("/out")
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    for (n, key) in [(1, "k"), (2, "k"), (3, "k"), (4, "k"), (5, "bad")] {
+        client()
+            .post(d.url("/hooks/hook"))
+            .header("content-type", "application/json")
+            .header("x-key", key)
+            .body(json!({ "n": n }).to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    rx.wait_for("/out", 4, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = client()
+            .get(d.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if sample(
+            &text,
+            "hookwire_deliveries_total",
+            &[("outcome", "succeeded")],
+        ) >= 3.0
+        {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        sample(
+            &text,
+            "hookwire_events_received_total",
+            &[("source", "hook")]
+        ),
+        5.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "hookwire_events_stored_total", &[("source", "hook")]),
+        4.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "hookwire_events_rejected_total",
+            &[("source", "hook"), ("reason", "verify")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "hookwire_rules_matched_total", &[("rule", "big")]),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "hookwire_deliveries_total",
+            &[("action_type", "http"), ("outcome", "retryable")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "hookwire_deliveries_total",
+            &[("action_type", "http"), ("outcome", "succeeded")]
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "hookwire_attempt_duration_seconds_count",
+            &[("action_type", "http")]
+        ),
+        4.0,
+        "{text}"
+    );
+    assert_eq!(sample(&text, "hookwire_reloads_total", &[]), 1.0, "{text}");
+    assert!(
+        !text.contains("evt_") && !text.contains("dlv_"),
+        "no ids in labels"
+    );
+}
