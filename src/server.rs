@@ -41,6 +41,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpNet>,
     /// Rung when an event with deliveries is committed, so the dispatcher starts at once.
     pub wake: Arc<tokio::sync::Notify>,
+    /// New events and delivery state changes, for `GET /api/stream`.
+    pub stream: crate::admin::Stream,
 }
 
 /// What `serve` needs, already parsed and validated by the CLI.
@@ -99,9 +101,16 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
 
     let mailer =
         Mailer::new(opts.smtp_url.as_deref(), &opts.smtp_from).map_err(anyhow::Error::msg)?;
+    let stream = crate::admin::Stream::default();
     let dispatcher = Arc::new(
-        Dispatcher::new(store.clone(), live.clone(), opts.workers, mailer)
-            .map_err(anyhow::Error::msg)?,
+        Dispatcher::new(
+            store.clone(),
+            live.clone(),
+            opts.workers,
+            mailer,
+            stream.clone(),
+        )
+        .map_err(anyhow::Error::msg)?,
     );
     let app = Arc::new(AppState {
         rules: live,
@@ -111,6 +120,7 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
         admin_token: opts.admin_token.clone(),
         trusted_proxies: opts.trusted_proxies.clone(),
         wake: dispatcher.wake.clone(),
+        stream,
     });
     // The dispatcher outlives the listener: it stops after requests in flight are answered.
     let stop_dispatch = CancellationToken::new();

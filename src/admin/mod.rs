@@ -35,6 +35,7 @@ pub fn router(app: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/deliveries", get(deliveries))
         .route("/api/deliveries/{id}", get(delivery))
         .route("/api/deliveries/{id}/retry", axum::routing::post(retry))
+        .route("/api/stream", get(stream))
         .route_layer(axum::middleware::from_fn_with_state(app, require_admin));
     Router::new()
         .route("/healthz", get(healthz))
@@ -424,4 +425,52 @@ async fn retry(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
         ),
         Err(e) => store_error(e),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Live stream.
+
+/// How many messages a slow stream client may fall behind before it misses some.
+const STREAM_BUFFER: usize = 1024;
+
+/// Fan-out of new events and delivery state changes to `GET /api/stream` clients.
+#[derive(Clone)]
+pub struct Stream(tokio::sync::broadcast::Sender<Value>);
+
+impl Default for Stream {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(STREAM_BUFFER).0)
+    }
+}
+
+impl Stream {
+    /// Sends to every connected client; nobody listening is fine.
+    pub fn publish(&self, message: Value) {
+        let _ = self.0.send(message);
+    }
+}
+
+/// Server-sent events: `event: event` for each stored event, `event: delivery` for each delivery state change.
+async fn stream(State(app): State<Arc<AppState>>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let rx = app.stream.0.subscribe();
+    let secrets = app.rules.current().secrets.clone();
+    let events = futures_util::stream::unfold((rx, secrets), |(mut rx, secrets)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(mut v) => {
+                    redact_value(&mut v, &secrets);
+                    let kind = v["type"].as_str().unwrap_or("message").to_owned();
+                    let event = Event::default().event(kind).data(v.to_string());
+                    return Some((Ok::<_, std::convert::Infallible>(event), (rx, secrets)));
+                }
+                // A slow client missed some messages; it goes on with the newest.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

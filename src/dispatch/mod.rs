@@ -46,6 +46,7 @@ pub struct Dispatcher {
     min_claim: usize,
     http: HttpRunner,
     mailer: Mailer,
+    stream: crate::admin::Stream,
 }
 
 impl Dispatcher {
@@ -54,6 +55,7 @@ impl Dispatcher {
         rules: Arc<LiveRules>,
         workers: usize,
         mailer: Mailer,
+        stream: crate::admin::Stream,
     ) -> Result<Self, String> {
         let http = HttpRunner::new().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Self {
@@ -64,6 +66,7 @@ impl Dispatcher {
             min_claim: (workers / 4).max(1),
             http,
             mailer,
+            stream,
         })
     }
 
@@ -140,6 +143,10 @@ impl Dispatcher {
     async fn attempt(&self, c: Claimed) {
         let started = Instant::now();
         let started_at_ms = now_ms();
+        self.stream.publish(serde_json::json!({
+            "type": "delivery", "id": c.id, "event_id": c.event_id, "rule": c.rule, "action": c.action,
+            "status": "running", "attempt": c.attempt,
+        }));
         let set = self.rules.current();
         let found = set.rule(&c.rule).and_then(|r| {
             r.actions
@@ -223,9 +230,16 @@ impl Dispatcher {
             state: decision.state,
             next_attempt_at_ms: decision.next_attempt_at_ms,
         };
-        if let Err(e) = self.store.finish(finished).await {
-            // The delivery stays `running` under its lease and is attempted again later: at least once.
-            tracing::error!(delivery_id = %c.id, error = %e, "attempt not recorded");
+        let (state, delivery) = (finished.state, finished.delivery.clone());
+        match self.store.finish(finished).await {
+            Ok(()) => self.stream.publish(serde_json::json!({
+                "type": "delivery", "id": delivery, "event_id": c.event_id, "rule": c.rule, "action": c.action,
+                "status": state.as_str(), "attempt": c.attempt,
+            })),
+            Err(e) => {
+                // The delivery stays `running` under its lease and is attempted again later: at least once.
+                tracing::error!(delivery_id = %c.id, error = %e, "attempt not recorded");
+            }
         }
     }
 }

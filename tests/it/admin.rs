@@ -332,3 +332,48 @@ async fn metrics_move_as_documented() {
         "no ids in labels"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_announces_events_and_delivery_changes() {
+    let rx = Receiver::start().await;
+    let rules = format!(
+        "sources:\n  hook: {{}}\nrules:\n  - name: r\n    source: hook\n    actions:\n      - http: {{ url: \"{}\" }}\n",
+        rx.url("/out")
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    let mut stream = client().get(d.url("/api/stream")).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let sent: Value = client()
+        .post(d.url("/hooks/hook"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = sent["event_id"].as_str().unwrap().to_owned();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(text.contains("event: event") && text.contains("\"status\":\"succeeded\"")) {
+        assert!(Instant::now() < deadline, "stream so far:\n{text}");
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(Duration::from_millis(500), stream.chunk()).await
+        {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    assert!(text.contains(&format!("\"id\":\"{id}\"")), "{text}");
+    assert!(text.contains("event: delivery"), "{text}");
+    assert!(
+        text.contains("\"status\":\"running\""),
+        "the claim is announced too: {text}"
+    );
+}
