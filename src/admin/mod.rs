@@ -36,6 +36,7 @@ pub fn router(app: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/deliveries/{id}", get(delivery))
         .route("/api/deliveries/{id}/retry", axum::routing::post(retry))
         .route("/api/stream", get(stream))
+        .route("/", get(dashboard))
         .route_layer(axum::middleware::from_fn_with_state(app, require_admin));
     Router::new()
         .route("/healthz", get(healthz))
@@ -57,6 +58,24 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         crate::telemetry::METRICS.render(),
+    )
+        .into_response()
+}
+
+/// The dashboard: one page, embedded in the binary, that talks only to this API.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Nothing may be loaded from elsewhere.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'",
+            ),
+        ],
+        DASHBOARD,
     )
         .into_response()
 }
@@ -91,12 +110,20 @@ async fn require_admin(
 ) -> Response {
     match &app.admin_token {
         Some(token) => {
+            // The dashboard's EventSource cannot set headers; it passes `?token=`.
+            let from_query = req.uri().query().and_then(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| v.into_owned())
+            });
             let given = req
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
+                .map(str::to_owned)
+                .or(from_query)
+                .unwrap_or_default();
             if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
                 let mut resp = (
                     StatusCode::UNAUTHORIZED,

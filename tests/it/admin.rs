@@ -377,3 +377,51 @@ async fn the_stream_announces_events_and_delivery_changes() {
         "the claim is announced too: {text}"
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary_behind_the_admin_rule() {
+    let d = Daemon::start_with(
+        &[("r.yaml", "sources:\n  s: {}\n")],
+        &[],
+        &["--admin-token", "dash-t0ken"],
+    );
+    assert_eq!(client().get(d.url("/")).send().await.unwrap().status(), 401);
+    let r = client()
+        .get(d.url("/?token=dash-t0ken"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("<title>hookwire</title>")
+            && page.contains("new EventSource(\"/api/stream\"")
+    );
+    for external in ["src=\"http", "href=\"http", "@import", "cdn"] {
+        assert!(
+            !page.to_ascii_lowercase().contains(external),
+            "the page loads something from elsewhere: {external}"
+        );
+    }
+    let r = client()
+        .get(d.url("/api/events?token=dash-t0ken"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the token may come as a query parameter (EventSource cannot set headers)"
+    );
+}
