@@ -175,8 +175,11 @@ struct TestArgs {
     #[arg(long)]
     source: String,
     /// File holding the request body.
+    #[arg(long, required_unless_present = "event", conflicts_with = "event")]
+    payload: Option<PathBuf>,
+    /// A stored event of a running daemon instead of a file (its body, headers and query).
     #[arg(long)]
-    payload: PathBuf,
+    event: Option<String>,
     /// A request header, 'Name: value'; repeatable.
     #[arg(long = "header", value_name = "'K: V'")]
     headers: Vec<String>,
@@ -198,6 +201,12 @@ struct TestArgs {
     /// Sender of email actions run by --execute.
     #[arg(long, env = "HOOKWIRE_SMTP_FROM", default_value = "hookwire@localhost")]
     smtp_from: String,
+    /// The daemon to fetch --event from.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The daemon's admin token, for --event.
+    #[arg(long, env = "HOOKWIRE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -216,6 +225,12 @@ fn main() -> ExitCode {
         Some(Command::Test(t)) => cli::test::run(&cli::test::TestOptions {
             source: t.source,
             payload: t.payload,
+            event: t.event,
+            api: cli::ops::Api {
+                server: t.server,
+                token: t.admin_token.filter(|x| !x.is_empty()),
+                json: true,
+            },
             headers: t.headers,
             query: t.query,
             rules: t.rules,

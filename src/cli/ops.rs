@@ -61,8 +61,12 @@ pub fn run(api: &Api, op: Op) -> ExitCode {
     }
 }
 
+/// `GET path` against the admin API.
+pub(crate) async fn get(api: &Api, path: &str) -> Result<Value, String> {
+    request(api, reqwest::Method::GET, path).await
+}
+
 async fn call(api: &Api, op: &Op) -> Result<Value, String> {
-    let base = api.server.trim_end_matches('/');
     let (method, path) = match op {
         Op::Events {
             source,
@@ -101,6 +105,11 @@ async fn call(api: &Api, op: &Op) -> Result<Value, String> {
             format!("/api/deliveries/{}/retry", segment(id)),
         ),
     };
+    request(api, method, &path).await
+}
+
+async fn request(api: &Api, method: reqwest::Method, path: &str) -> Result<Value, String> {
+    let base = api.server.trim_end_matches('/');
     let client = reqwest::Client::builder()
         .build()
         .map_err(|e| e.to_string())?;
@@ -126,7 +135,7 @@ async fn call(api: &Api, op: &Op) -> Result<Value, String> {
     Ok(body)
 }
 
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

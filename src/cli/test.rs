@@ -18,7 +18,10 @@ use crate::rules::{self, LoadOptions, RuleSet};
 
 pub struct TestOptions {
     pub source: String,
-    pub payload: PathBuf,
+    pub payload: Option<PathBuf>,
+    /// A stored event of a running daemon, fetched through its admin API.
+    pub event: Option<String>,
+    pub api: super::ops::Api,
     pub headers: Vec<String>,
     pub query: Vec<String>,
     pub rules: PathBuf,
@@ -142,6 +145,18 @@ pub fn run(opts: &TestOptions) -> ExitCode {
     }
 }
 
+/// Body, headers and query of a stored event (credential headers come back redacted).
+async fn fetch_event(
+    api: &super::ops::Api,
+    id: &str,
+) -> Result<(Vec<u8>, Vec<(String, String)>, Vec<(String, String)>), String> {
+    let v = super::ops::get(api, &format!("/api/events/{}", super::ops::segment(id))).await?;
+    let body = v["body"].as_str().unwrap_or_default().as_bytes().to_vec();
+    let headers = serde_json::from_value(v["headers"].clone()).unwrap_or_default();
+    let query = crate::ingest::query_pairs(v["query"].as_str());
+    Ok((body, headers, query))
+}
+
 fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
     let smtp = LoadOptions {
         smtp_configured: std::env::var_os("HOOKWIRE_SMTP_URL").is_some(),
@@ -161,17 +176,27 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
             known.join(", ")
         )
     })?;
-    let body = std::fs::read(&opts.payload)
-        .map_err(|e| format!("cannot read {}: {e}", opts.payload.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // A stored event brings its own body, headers and query; flags add to them.
+    let (body, mut headers, mut query) = match (&opts.payload, &opts.event) {
+        (Some(path), None) => {
+            let body =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            (body, Vec::new(), Vec::new())
+        }
+        (None, Some(id)) => runtime.block_on(fetch_event(&opts.api, id))?,
+        _ => return Err("give exactly one of --payload FILE or --event ID".to_owned()),
+    };
 
-    let mut headers = Vec::new();
     for h in &opts.headers {
         let (k, v) = h
             .split_once(':')
             .ok_or_else(|| format!("--header `{h}` is not 'Name: value'"))?;
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
     }
-    let mut query = Vec::new();
     for q in &opts.query {
         let (k, v) = q
             .split_once('=')
@@ -182,24 +207,27 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
         .iter()
         .find(|(k, _)| k == "content-type")
         .map(|(_, v)| v.clone())
-        .or_else(|| super::guess_content_type(&opts.payload));
+        .or_else(|| opts.payload.as_deref().and_then(super::guess_content_type));
     if let Some(ct) = &content_type
         && !headers.iter().any(|(k, _)| k == "content-type")
     {
         headers.push(("content-type".to_owned(), ct.clone()));
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     let decoded = runtime
         .block_on(decode::decode(
             content_type.as_deref(),
             bytes::Bytes::from(body.clone()),
             &source.json_fields,
         ))
-        .map_err(|e| format!("{}: {e}", opts.payload.display()))?;
+        .map_err(|e| {
+            format!(
+                "{}: {e}",
+                opts.payload
+                    .as_deref()
+                    .map_or_else(|| "the event".to_owned(), |p| p.display().to_string())
+            )
+        })?;
 
     let now = SystemTime::now();
     let req = Request {

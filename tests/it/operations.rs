@@ -153,6 +153,30 @@ async fn operate_a_running_daemon_from_the_command_line() {
     );
     rx.wait_for("/chat", 3, Duration::from_secs(10)).await;
 
+    // `hookwire test --event` evaluates the rule files against a stored real event.
+    let rules_dir = d.rules_dir().display().to_string();
+    let mut test_env = env.to_vec();
+    test_env.push(("GH_SECRET", SECRET));
+    let (code, out, err) = run_cli(
+        root,
+        &[
+            "test", "--source", "github", "--event", &event_id, "--rules", &rules_dir, "--server",
+            &server,
+        ],
+        &test_env,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("✔ push-to-chat: MATCHED"), "{out}");
+    assert!(out.contains("\"text\": \"Codertocat pushed\""), "{out}");
+    outputs.push_str(&out);
+    let (code, _, err) = run_cli(
+        root,
+        &["test", "--source", "github", "--rules", &rules_dir],
+        &test_env,
+    );
+    assert_eq!(code, 2, "--payload or --event is required");
+    assert!(err.contains("--payload"), "{err}");
+
     // Without the token: refused, with the API's message.
     let (code, _, err) = run_cli(
         root,
