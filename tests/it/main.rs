@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod answers;
 mod authoring;
+mod browser;
 mod delivery;
 mod durability;
 mod operations;
