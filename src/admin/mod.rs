@@ -22,9 +22,7 @@ use crate::dispatch::policy::DeliveryState;
 use crate::ids::{DeliveryId, EventId};
 use crate::rules::RuleSet;
 use crate::server::AppState;
-use crate::store::{
-    NewDelivery, Page, RetryOutcome, StoreError, StoredAttempt, StoredDelivery, StoredEvent,
-};
+use crate::store::{Page, RetryOutcome, StoreError, StoredAttempt, StoredDelivery, StoredEvent};
 
 pub fn router(app: Arc<AppState>) -> Router<Arc<AppState>> {
     let api = Router::new()
@@ -376,17 +374,7 @@ async fn replay(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Res
         payload: e.payload.clone(),
     };
     let eval = crate::ingest::evaluate::evaluate(&set, &req);
-    let new: Vec<NewDelivery> = eval
-        .deliveries
-        .iter()
-        .map(|d| NewDelivery {
-            id: DeliveryId::new(),
-            rule: d.rule.clone(),
-            action: d.action.clone(),
-            action_type: d.action_type.to_owned(),
-            serialize_key: d.serialize_key.clone(),
-        })
-        .collect();
+    let new = eval.new_deliveries();
     let ids: Vec<String> = new.iter().map(|d| d.id.to_string()).collect();
     if let Err(e) = app.store.add_deliveries(&id, new).await {
         return store_error(e);

@@ -110,6 +110,20 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
+    /// One new `pending` delivery per planned delivery, each with a fresh id.
+    pub fn new_deliveries(&self) -> Vec<crate::store::NewDelivery> {
+        self.deliveries
+            .iter()
+            .map(|d| crate::store::NewDelivery {
+                id: crate::ids::DeliveryId::new(),
+                rule: d.rule.clone(),
+                action: d.action.clone(),
+                action_type: d.action_type.to_owned(),
+                serialize_key: d.serialize_key.clone(),
+            })
+            .collect()
+    }
+
     /// The first matched rule (in load order) that answers with `respond`.
     pub fn responder<'a>(&self, set: &'a RuleSet) -> Option<&'a Rule> {
         self.matched

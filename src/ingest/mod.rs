@@ -21,10 +21,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::ids::{DeliveryId, EventId};
+use crate::ids::EventId;
 use crate::rules::{HttpBody, RuleSet};
 use crate::server::AppState;
-use crate::store::{IngestOutcome, NewDelivery, NewEvent, StoreError};
+use crate::store::{IngestOutcome, NewEvent, StoreError};
 use crate::telemetry;
 use evaluate::{Evaluation, Request};
 
@@ -274,17 +274,7 @@ async fn ingest(
     };
 
     let eval = evaluate::evaluate(set, &req);
-    let deliveries = eval
-        .deliveries
-        .iter()
-        .map(|d| NewDelivery {
-            id: DeliveryId::new(),
-            rule: d.rule.clone(),
-            action: d.action.clone(),
-            action_type: d.action_type.to_owned(),
-            serialize_key: d.serialize_key.clone(),
-        })
-        .collect::<Vec<_>>();
+    let deliveries = eval.new_deliveries();
     let delivery_count = deliveries.len();
     let event = NewEvent {
         id: id.clone(),

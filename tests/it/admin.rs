@@ -201,6 +201,24 @@ async fn events_and_deliveries_page_filter_replay_and_retry() {
         !d.log_text().contains(secret),
         "a secret appears in the log"
     );
+    let metrics = client()
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains(secret), "a secret appears in the metrics");
+    let list = client()
+        .get(d.url("/api/events?limit=500"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!list.contains(secret), "a secret appears in the event list");
 }
 
 #[tokio::test]
@@ -423,5 +441,212 @@ async fn the_dashboard_is_served_from_the_binary_behind_the_admin_rule() {
         r.status(),
         200,
         "the token may come as a query parameter (EventSource cannot set headers)"
+    );
+}
+
+/// A network namespace of the test's own, joined to this machine by a veth
+/// pair: a client with a non-loopback address. Removed on drop.
+struct Netns {
+    name: String,
+    link: String,
+    pub host_ip: String,
+}
+
+#[allow(clippy::disallowed_methods)] // the fixture runs `ip`
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+impl Netns {
+    fn create() -> Netns {
+        let n = std::process::id() % 200 + 20;
+        let (name, link) = (format!("hwtest{n}"), format!("hwv{n}"));
+        let peer = format!("{link}p");
+        let host_ip = format!("10.213.{n}.1");
+        // Leftovers of an earlier run with the same pid are removed first.
+        ip(&["netns", "del", &name]);
+        ip(&["link", "del", &link]);
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), name.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                link.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                peer.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                peer.clone(),
+                "netns".into(),
+                name.clone(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("{host_ip}/30"),
+                "dev".into(),
+                link.clone(),
+            ],
+            vec!["link".into(), "set".into(), link.clone(), "up".into()],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("10.213.{n}.2/30"),
+                "dev".into(),
+                peer.clone(),
+            ],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "link".into(),
+                "set".into(),
+                peer.clone(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for step in &steps {
+            let args: Vec<&str> = step.iter().map(String::as_str).collect();
+            assert!(
+                ip(&args),
+                "ip {} failed (the test needs root and iproute2)",
+                step.join(" ")
+            );
+        }
+        Netns {
+            name,
+            link,
+            host_ip,
+        }
+    }
+
+    /// HTTP status of a GET made from inside the namespace.
+    #[allow(clippy::disallowed_methods)] // runs curl in the namespace
+    fn status(&self, url: &str) -> String {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+                url,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        ip(&["netns", "del", &self.name]);
+        ip(&["link", "del", &self.link]);
+    }
+}
+
+#[tokio::test]
+async fn without_a_token_a_non_loopback_client_gets_403() {
+    let ns = Netns::create();
+    let d = Daemon::start_with(
+        &[("r.yaml", "sources:\n  s: {}\n")],
+        &[],
+        &["--listen", "0.0.0.0:0", "--insecure-admin"],
+    );
+    let port = d.addr.port();
+    assert_eq!(
+        ns.status(&format!("http://{}:{port}/api/events", ns.host_ip)),
+        "403"
+    );
+    assert_eq!(
+        ns.status(&format!("http://{}:{port}/", ns.host_ip)),
+        "403",
+        "the dashboard too"
+    );
+    assert_eq!(
+        ns.status(&format!("http://{}:{port}/healthz", ns.host_ip)),
+        "200",
+        "health checks stay open"
+    );
+    assert_eq!(
+        ns.status(&format!("http://{}:{port}/hooks/s", ns.host_ip)),
+        "405",
+        "webhooks are for everyone"
+    );
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/api/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "loopback may ask");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let d = Daemon::start_with(
+        &[("r.yaml", "sources:\n  s: {}\n")],
+        &[],
+        &["--log-format", "json"],
+    );
+    let r = client()
+        .post(d.url("/hooks/s"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = client()
+        .post(d.url("/hooks/nope"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !d.log_text().contains("request rejected") {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = d.log_text();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "event stored" && l["fields"]["source"] == "s"),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["reason"] == "unknown_path"),
+        "{log}"
     );
 }
