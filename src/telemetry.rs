@@ -232,10 +232,28 @@ impl AttemptFinished<'_> {
     }
 }
 
-pub fn reload_succeeded() {
+pub fn reload_succeeded(set: &crate::rules::RuleSet, took: std::time::Duration) {
     METRICS.reloads.inc();
+    for w in &set.warnings {
+        tracing::warn!(file = %w.file, line = w.line, col = w.col, "{}", w.message);
+    }
+    tracing::info!(
+        version = set.version,
+        files = set.files.len(),
+        sources = set.sources.len(),
+        rules = set.rules.len(),
+        took_ms = took.as_millis() as u64,
+        "rule set loaded"
+    );
 }
 
-pub fn reload_failed() {
+pub fn reload_failed(errors: &[crate::rules::Diagnostic]) {
     METRICS.reload_failures.inc();
+    for e in errors {
+        tracing::error!(file = %e.file, line = e.line, col = e.col, "rule set not loaded: {}", e.message);
+    }
+    tracing::error!(
+        errors = errors.len(),
+        "rule files have errors: keeping the last good rule set"
+    );
 }

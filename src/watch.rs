@@ -96,19 +96,8 @@ impl LiveRules {
             Ok(mut set) => {
                 status.version += 1;
                 set.version = status.version;
-                for w in &set.warnings {
-                    tracing::warn!(file = %w.file, line = w.line, col = w.col, "{}", w.message);
-                }
-                tracing::info!(
-                    version = set.version,
-                    files = set.files.len(),
-                    sources = set.sources.len(),
-                    rules = set.rules.len(),
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "rule set loaded"
-                );
+                crate::telemetry::reload_succeeded(&set, started.elapsed());
                 self.current.store(Arc::new(set));
-                crate::telemetry::reload_succeeded();
                 status.loaded = true;
                 status.reloads += 1;
                 status.last_error = None;
@@ -116,15 +105,8 @@ impl LiveRules {
                 true
             }
             Err(failure) => {
-                for e in &failure.errors {
-                    tracing::error!(file = %e.file, line = e.line, col = e.col, "rule set not loaded: {}", e.message);
-                }
-                tracing::error!(
-                    errors = failure.errors.len(),
-                    "rule files have errors: keeping the last good rule set"
-                );
+                crate::telemetry::reload_failed(&failure.errors);
                 status.failures += 1;
-                crate::telemetry::reload_failed();
                 status.last_error = Some(failure.errors);
                 status.last_error_at = Some(SystemTime::now());
                 false

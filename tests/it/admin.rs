@@ -456,6 +456,7 @@ struct Netns {
 fn ip(args: &[&str]) -> bool {
     std::process::Command::new("ip")
         .args(args)
+        .stderr(std::process::Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
