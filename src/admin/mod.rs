@@ -261,23 +261,17 @@ fn redact_value(v: &mut Value, secrets: &[String]) {
     }
 }
 
-fn ms_to_rfc3339(ms: i64) -> String {
-    crate::ingest::rfc3339(
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
-    )
-}
-
 fn delivery_json(d: &StoredDelivery) -> Value {
     json!({
         "id": d.id, "event_id": d.event_id, "rule": d.rule, "action": d.action, "type": d.action_type,
         "status": d.status, "attempts": d.attempts, "serialize_key": d.serialize_key,
-        "created_at": ms_to_rfc3339(d.created_at_ms),
+        "created_at": crate::ingest::rfc3339_ms(d.created_at_ms),
     })
 }
 
 fn event_summary(e: &StoredEvent) -> Value {
     json!({
-        "id": e.id, "source": e.source, "received_at": ms_to_rfc3339(e.received_at_ms), "method": e.method,
+        "id": e.id, "source": e.source, "received_at": crate::ingest::rfc3339_ms(e.received_at_ms), "method": e.method,
         "path": e.path, "matched": e.matched, "deliveries": e.deliveries.iter().map(delivery_json).collect::<Vec<_>>(),
     })
 }
@@ -329,7 +323,7 @@ async fn event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
         })
         .collect();
     let mut body = json!({
-        "id": e.id, "source": e.source, "received_at": ms_to_rfc3339(e.received_at_ms), "method": e.method,
+        "id": e.id, "source": e.source, "received_at": crate::ingest::rfc3339_ms(e.received_at_ms), "method": e.method,
         "path": e.path, "query": e.query, "headers": headers, "body": String::from_utf8_lossy(&e.body),
         "payload": e.payload, "facts": e.facts, "trace": e.trace, "matched": e.matched, "deliveries": deliveries,
     });
@@ -343,7 +337,7 @@ fn attempts_json(attempts: &[StoredAttempt]) -> Value {
             .iter()
             .map(|a| {
                 json!({
-                    "number": a.number, "started_at": ms_to_rfc3339(a.started_at_ms), "duration_ms": a.duration_ms,
+                    "number": a.number, "started_at": crate::ingest::rfc3339_ms(a.started_at_ms), "duration_ms": a.duration_ms,
                     "outcome": a.outcome, "status_code": a.status_code, "exit_code": a.exit_code, "error": a.error,
                     "response": a.response,
                 })
@@ -365,7 +359,7 @@ async fn replay(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Res
     let req = crate::ingest::evaluate::Request {
         event_id: e.id.to_string(),
         source: e.source.clone(),
-        received_at: ms_to_rfc3339(e.received_at_ms),
+        received_at: crate::ingest::rfc3339_ms(e.received_at_ms),
         method: e.method.clone(),
         path: e.path.clone(),
         headers: e.headers.clone(),

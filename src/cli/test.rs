@@ -159,7 +159,7 @@ async fn fetch_event(
 
 fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
     let smtp = LoadOptions {
-        smtp_configured: std::env::var_os("HOOKWIRE_SMTP_URL").is_some(),
+        smtp_configured: opts.smtp_url.is_some(),
     };
     let set = rules::load(
         std::slice::from_ref(&opts.rules),

@@ -245,12 +245,10 @@ impl Dispatcher {
 }
 
 fn request(c: &Claimed) -> Request {
-    let at = SystemTime::UNIX_EPOCH
-        + Duration::from_millis(u64::try_from(c.event.received_at_ms).unwrap_or(0));
     Request {
         event_id: c.event_id.to_string(),
         source: c.event.source.clone(),
-        received_at: crate::ingest::rfc3339(at),
+        received_at: crate::ingest::rfc3339_ms(c.event.received_at_ms),
         method: c.event.method.clone(),
         path: c.event.path.clone(),
         headers: c.event.headers.clone(),
