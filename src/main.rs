@@ -8,6 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use hookwire::cli;
 use hookwire::config::{ByteSize, Duration};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A webhook daemon: receive, verify, match with rule files, store durably, fan out to actions.
 #[derive(Parser, Debug)]
 #[command(name = "hookwire", version, args_conflicts_with_subcommands = true)]

@@ -96,8 +96,10 @@ impl LiveRules {
             Ok(mut set) => {
                 status.version += 1;
                 set.version = status.version;
+                let set = Arc::new(set);
+                self.current.store(set.clone());
+                // Load, compile and swap: what `took_ms` in the log measures.
                 crate::telemetry::reload_succeeded(&set, started.elapsed());
-                self.current.store(Arc::new(set));
                 status.loaded = true;
                 status.reloads += 1;
                 status.last_error = None;
