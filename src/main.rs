@@ -282,12 +282,6 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     hookwire::telemetry::init(args.log_format == "json");
-    if args.tls_cert.is_some() {
-        eprintln!(
-            "hookwire: --tls-cert/--tls-key are not supported yet; terminate TLS in a proxy for now"
-        );
-        return ExitCode::from(2);
-    }
     let opts = hookwire::server::ServeOptions {
         listen: args.listen,
         rules: args.rules,
@@ -301,6 +295,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         trusted_proxies: args.trusted_proxies,
         insecure_admin: args.insecure_admin,
         shutdown_grace: args.shutdown_grace.get(),
+        tls: args.tls_cert.zip(args.tls_key),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -60,6 +60,8 @@ pub struct ServeOptions {
     pub trusted_proxies: Vec<IpNet>,
     pub insecure_admin: bool,
     pub shutdown_grace: Duration,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 pub fn router(app: Arc<AppState>) -> Router {
@@ -70,6 +72,11 @@ pub fn router(app: Arc<AppState>) -> Router {
 
 /// Runs until SIGINT/SIGTERM or `cancel`.
 pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Result<()> {
+    // A bad certificate is a start-up error, before anything listens.
+    let tls = match &opts.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
     let listener = TcpListener::bind(&opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -128,9 +135,17 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
     let pruning = tokio::spawn(prune_loop(store, opts.retention, cancel.clone()));
     tracing::info!(listen = %addr, rules = %opts.rules.display(), database = %opts.database, "hookwire listening");
     // Tests and scripts read the bound address from this line.
-    println!("hookwire listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("hookwire listening on {scheme}://{addr}");
 
-    accept_loop(listener, router(app), cancel.clone(), opts.shutdown_grace).await;
+    accept_loop(
+        listener,
+        tls,
+        router(app),
+        cancel.clone(),
+        opts.shutdown_grace,
+    )
+    .await;
     cancel.cancel();
     stop_dispatch.cancel();
     let _ = dispatching.await;
@@ -164,8 +179,33 @@ async fn prune_loop(store: SharedStore, retention: Duration, cancel: Cancellatio
     }
 }
 
+/// rustls (ring provider, TLS 1.2 and 1.3, HTTP/1.1 over ALPN) from PEM files.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("cannot read the certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("no certificate in {}", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("cannot read the private key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| anyhow::anyhow!("the certificate and key do not make a TLS configuration: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     cancel: CancellationToken,
     grace: Duration,
@@ -198,10 +238,34 @@ async fn accept_loop(
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+                Some(tls) => {
+                    // The handshake is bounded like the header section (slowloris).
+                    let stream =
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -322,12 +322,18 @@ async fn event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
             ])
         })
         .collect();
+    let set = app.rules.current();
+    let mut trace = e.trace.clone();
+    if set.rule_count(&e.source) > crate::ingest::evaluate::EXPLAIN_ALL_UP_TO {
+        let req = crate::ingest::evaluate::Request::from_stored(&e);
+        crate::ingest::evaluate::explain_missing(&set, &req, &mut trace);
+    }
     let mut body = json!({
         "id": e.id, "source": e.source, "received_at": crate::ingest::rfc3339_ms(e.received_at_ms), "method": e.method,
         "path": e.path, "query": e.query, "headers": headers, "body": String::from_utf8_lossy(&e.body),
-        "payload": e.payload, "facts": e.facts, "trace": e.trace, "matched": e.matched, "deliveries": deliveries,
+        "payload": e.payload, "facts": e.facts, "trace": trace, "matched": e.matched, "deliveries": deliveries,
     });
-    redact_value(&mut body, &app.rules.current().secrets);
+    redact_value(&mut body, &set.secrets);
     Json(body).into_response()
 }
 
@@ -356,17 +362,7 @@ async fn replay(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Res
         Err(e) => return store_error(e),
     };
     let set = app.rules.current();
-    let req = crate::ingest::evaluate::Request {
-        event_id: e.id.to_string(),
-        source: e.source.clone(),
-        received_at: crate::ingest::rfc3339_ms(e.received_at_ms),
-        method: e.method.clone(),
-        path: e.path.clone(),
-        headers: e.headers.clone(),
-        query: crate::ingest::query_pairs(Some(&e.query)),
-        body_text: String::from_utf8_lossy(&e.body).into_owned(),
-        payload: e.payload.clone(),
-    };
+    let req = crate::ingest::evaluate::Request::from_stored(&e);
     let eval = crate::ingest::evaluate::evaluate(&set, &req);
     let new = eval.new_deliveries();
     let ids: Vec<String> = new.iter().map(|d| d.id.to_string()).collect();

@@ -97,10 +97,10 @@ async fn run_one(set: &RuleSet, t: &RuleTest) -> Vec<String> {
         path: source.path.clone(),
         headers,
         query: t.query.clone(),
-        body_text: String::from_utf8_lossy(&body).into_owned(),
+        body: bytes::Bytes::from(body.clone()),
         payload: decoded.payload,
     };
-    let eval = evaluate::evaluate(set, &req);
+    let eval = evaluate::evaluate_with(set, &req, true);
     let mut problems = Vec::new();
 
     if let Some(want) = &t.expect_matched {
@@ -151,7 +151,7 @@ async fn run_one(set: &RuleSet, t: &RuleTest) -> Vec<String> {
     }
     let data = EventData {
         payload: &req.payload,
-        raw_body: &req.body_text,
+        raw_body: &req.body_text(),
     };
     for (key, expected) in &t.expect_actions {
         let Some((rule_name, action_name)) = key.split_once('/') else {

@@ -61,7 +61,7 @@ impl Runner {
             path: req.path.clone(),
             query: String::new(),
             headers: req.headers.clone(),
-            body: req.body_text.clone().into_bytes(),
+            body: req.body.to_vec(),
             payload: req.payload.clone(),
         };
         let result = match &action.kind {
@@ -242,10 +242,10 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
         path: source.path.clone(),
         headers,
         query,
-        body_text: String::from_utf8_lossy(&body).into_owned(),
+        body: bytes::Bytes::from(body.clone()),
         payload: decoded.payload,
     };
-    let eval = evaluate::evaluate(&set, &req);
+    let eval = evaluate::evaluate_with(&set, &req, true);
     let runner = if opts.execute {
         Some(Runner::new(opts.smtp_url.as_deref(), &opts.smtp_from)?)
     } else {
@@ -254,7 +254,7 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
     let mut warnings = Vec::new();
     let data = EventData {
         payload: &req.payload,
-        raw_body: &req.body_text,
+        raw_body: &req.body_text(),
     };
     let mut reports = Vec::new();
     for trace in eval.trace {

@@ -170,7 +170,7 @@ impl Dispatcher {
                 let ctx = req.context(&rule.name, c.attempt);
                 let data = RenderData {
                     payload: &req.payload,
-                    raw_body: &req.body_text,
+                    raw_body: &req.body_text(),
                 };
                 let result = match actions::render(action, &ctx, &data) {
                     // A template that fails may be fixed in the rule file before the next attempt.
@@ -253,7 +253,7 @@ fn request(c: &Claimed) -> Request {
         path: c.event.path.clone(),
         headers: c.event.headers.clone(),
         query: crate::ingest::query_pairs(Some(&c.event.query)),
-        body_text: String::from_utf8_lossy(&c.event.body).into_owned(),
+        body: bytes::Bytes::from(c.event.body.clone()),
         payload: c.event.payload.clone(),
     }
 }

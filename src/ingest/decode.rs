@@ -28,6 +28,9 @@ pub struct Decoded {
     /// e.g. "payload is null: Content-Type was text/plain" or
     /// "form field `payload` was decoded as JSON (json_fields)".
     pub facts: Vec<String>,
+    /// The payload is the body parsed as JSON, nothing more: the store keeps
+    /// the body only and parses it again when the event is read ([`json_body`]).
+    pub payload_is_body: bool,
 }
 
 /// Why a body does not parse as its declared type. The `Display` text of each
@@ -128,10 +131,12 @@ pub async fn decode(
         return Ok(Decoded {
             payload: Value::Null,
             facts,
+            payload_is_body: false,
         });
     };
     let media = media_type(content_type);
-    let payload = match kind_of(&media) {
+    let kind = kind_of(&media);
+    let payload = match kind {
         Kind::Json => json(&body)?,
         Kind::Form => form(&body, json_fields, &mut facts)?,
         Kind::Xml => xml(&body)?,
@@ -145,7 +150,11 @@ pub async fn decode(
             Value::Null
         }
     };
-    Ok(Decoded { payload, facts })
+    Ok(Decoded {
+        payload,
+        facts,
+        payload_is_body: kind == Kind::Json,
+    })
 }
 
 fn is_blank(body: &[u8]) -> bool {
@@ -164,6 +173,11 @@ fn shorten(name: &str) -> String {
 // JSON
 
 fn json(body: &[u8]) -> Result<Value, DecodeError> {
+    json_body(body)
+}
+
+/// A JSON body as its payload: what [`decode`] gives for a JSON content type.
+pub fn json_body(body: &[u8]) -> Result<Value, DecodeError> {
     // RFC 8259 §8.1 lets a parser ignore a byte order mark; some senders write one.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     if is_blank(body) {
@@ -1197,7 +1211,8 @@ mod tests {
                 got,
                 Decoded {
                     payload: Value::Null,
-                    facts: vec![(*fact).to_owned()]
+                    facts: vec![(*fact).to_owned()],
+                    payload_is_body: false,
                 }
             );
         }

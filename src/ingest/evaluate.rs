@@ -23,8 +23,8 @@ pub struct Request {
     /// Lowercase names, first value each.
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
-    /// The raw body as text (lossy for non-UTF-8).
-    pub body_text: String,
+    /// The raw body; templates see it as text ([`Request::body_text`]).
+    pub body: bytes::Bytes,
     pub payload: Value,
 }
 
@@ -38,7 +38,7 @@ impl Request {
                 "received_at": self.received_at,
                 "method": self.method,
                 "path": self.path,
-                "body": self.body_text,
+                "body": self.body_text(),
             }),
             self.payload.clone(),
             pairs_to_object(&self.headers),
@@ -46,6 +46,27 @@ impl Request {
             rule,
             attempt,
         )
+    }
+
+    /// The request of a stored event, as replay and the API evaluate it again.
+    pub fn from_stored(e: &crate::store::StoredEvent) -> Self {
+        Self {
+            event_id: e.id.to_string(),
+            source: e.source.clone(),
+            received_at: crate::ingest::rfc3339_ms(e.received_at_ms),
+            method: e.method.clone(),
+            path: e.path.clone(),
+            headers: e.headers.clone(),
+            query: crate::ingest::query_pairs(Some(&e.query)),
+            body: bytes::Bytes::from(e.body.clone()),
+            payload: e.payload.clone(),
+        }
+    }
+
+    /// The body as text (lossy for non-UTF-8), built only when a template
+    /// or command needs it.
+    pub fn body_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
     }
 
     pub fn input(&self) -> Input<'_> {
@@ -133,11 +154,28 @@ impl Evaluation {
     }
 }
 
+/// Sources with at most this many rules store the trace of every rule with
+/// each event. Beyond it only the rules that matched are explained at ingest:
+/// explaining a thousand misses would cost more than the rest of the request
+/// and write hundreds of kilobytes per event. The API explains the others when
+/// the event is read ([`explain_missing`]), against the live rules.
+pub const EXPLAIN_ALL_UP_TO: usize = 32;
+
 /// Evaluates every rule of `req.source`.
 pub fn evaluate(set: &RuleSet, req: &Request) -> Evaluation {
+    let explain_all = set.rule_count(&req.source) <= EXPLAIN_ALL_UP_TO;
+    evaluate_with(set, req, explain_all)
+}
+
+/// Evaluates every rule of `req.source`; with `explain_all` false, rules that
+/// do not match are left out of the trace.
+pub fn evaluate_with(set: &RuleSet, req: &Request, explain_all: bool) -> Evaluation {
     let input = req.input();
     let mut out = Evaluation::default();
     for rule in set.rules_of(&req.source) {
+        if !explain_all && !(rule.enabled && rule.when.as_ref().is_none_or(|c| c.eval(&input))) {
+            continue;
+        }
         if !rule.enabled {
             out.trace.push(RuleTrace {
                 rule: rule.name.clone(),
@@ -202,4 +240,27 @@ pub fn evaluate(set: &RuleSet, req: &Request) -> Evaluation {
         });
     }
     out
+}
+
+/// Completes a stored trace (a JSON array of rule traces) with the rules of
+/// the source it leaves out (see [`EXPLAIN_ALL_UP_TO`]), explained now against
+/// `set`, each marked `"explained_on_read": true`.
+pub fn explain_missing(set: &RuleSet, req: &Request, trace: &mut Value) {
+    let Value::Array(items) = trace else {
+        return;
+    };
+    let present: std::collections::HashSet<String> = items
+        .iter()
+        .filter_map(|t| t.get("rule").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let all = evaluate_with(set, req, true);
+    for t in all.trace {
+        if present.contains(&t.rule) {
+            continue;
+        }
+        if let Ok(mut v) = serde_json::to_value(&t) {
+            v["explained_on_read"] = Value::Bool(true);
+            items.push(v);
+        }
+    }
 }

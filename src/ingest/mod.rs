@@ -244,6 +244,7 @@ async fn ingest(
         .and_then(|v| v.to_str().ok());
     let decoded = decode::decode(content_type, bytes.clone(), &source.json_fields).await?;
 
+    let payload_is_body = decoded.payload_is_body;
     let header_pairs = header_pairs(&headers);
     let query = query_pairs(uri.query());
     let received_at_ms = now
@@ -257,7 +258,7 @@ async fn ingest(
         path: path.to_owned(),
         headers: header_pairs,
         query,
-        body_text: String::from_utf8_lossy(&bytes).into_owned(),
+        body: bytes.clone(),
         payload: decoded.payload,
     };
 
@@ -285,9 +286,14 @@ async fn ingest(
         query: uri.query().unwrap_or("").to_owned(),
         headers: req.headers.clone(),
         body: bytes,
-        payload: req.payload.clone(),
+        // A JSON payload is the body again: the store keeps the body only.
+        payload: if payload_is_body {
+            None
+        } else {
+            Some(encode(&req.payload)?)
+        },
         facts: decoded.facts,
-        trace: serde_json::to_value(&eval.trace).unwrap_or_default(),
+        trace: encode(&eval.trace)?,
         matched: eval.matched.clone(),
         dedup_key,
         deliveries,
@@ -318,6 +324,12 @@ async fn ingest(
             Ok(resp)
         }
     }
+}
+
+/// JSON text for a store column (only a map with non-string keys could fail).
+fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Database(format!("cannot encode the event: {e}")))
 }
 
 /// 202 with the matched rules, or the first matched rule's own `respond`.

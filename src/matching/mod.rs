@@ -48,6 +48,49 @@ impl Input<'_> {
 pub struct JsonPath {
     pub text: String,
     query: JpQuery,
+    /// Set when the query is only names and indexes (`$.a.b[0]`, most
+    /// conditions): then it is a walk down the payload that allocates nothing,
+    /// instead of the general evaluator (which builds a path string per node).
+    direct: Option<Vec<Direct>>,
+}
+
+#[derive(Debug, Clone)]
+enum Direct {
+    Name(String),
+    Index(i64),
+}
+
+impl Direct {
+    /// The steps of a query made only of single name and index selectors.
+    fn of(query: &JpQuery) -> Option<Vec<Direct>> {
+        use jsonpath_rust::parser::model::{Segment, Selector};
+        query
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Selector(Selector::Name(n)) => Some(Direct::Name(n.clone())),
+                Segment::Selector(Selector::Index(i)) => Some(Direct::Index(*i)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// RFC 9535 semantics: a name selects a member of an object, an index an
+    /// element of an array (negative from the end); anything else selects nothing.
+    fn walk<'a>(steps: &[Direct], root: &'a Value) -> Option<&'a Value> {
+        steps.iter().try_fold(root, |v, step| match step {
+            Direct::Name(n) => v.as_object()?.get(n),
+            Direct::Index(i) => {
+                let array = v.as_array()?;
+                let i = if *i >= 0 {
+                    usize::try_from(*i).ok()?
+                } else {
+                    array.len().checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
+                };
+                array.get(i)
+            }
+        })
+    }
 }
 
 impl JsonPath {
@@ -55,6 +98,7 @@ impl JsonPath {
         match jsonpath_rust::parser::parse_json_path(text) {
             Ok(query) => Ok(Self {
                 text: text.to_owned(),
+                direct: Direct::of(&query),
                 query,
             }),
             Err(jsonpath_rust::parser::errors::JsonPathError::PestError(e)) => {
@@ -89,6 +133,9 @@ impl JsonPath {
 
     /// The nodes this query selects.
     pub fn select<'a>(&self, root: &'a Value) -> Vec<&'a Value> {
+        if let Some(steps) = &self.direct {
+            return Direct::walk(steps, root).into_iter().collect();
+        }
         match jsonpath_rust::query::js_path_process(&self.query, root) {
             Ok(refs) => refs.into_iter().map(|r| r.val).collect(),
             Err(_) => Vec::new(),

@@ -272,3 +272,31 @@ fn load_errors_name_the_problem_and_position() {
         );
     }
 }
+
+#[test]
+fn direct_paths_select_what_the_general_evaluator_selects() {
+    let payloads = [push(), release(), sendgrid(), numbers(), json!(null), json!([1, [2, 3]]), json!("s")];
+    let paths = [
+        "$", "$.ref", "$.repository.owner.login", "$.commits[0].id", "$.commits[-1].id", "$.commits[5]",
+        "$[0]", "$[-1]", "$[-9]", "$[1][0]", "$[0].email", "$.missing.deeper", "$['ref']", "$.ref[0]",
+        "$.commits[0].added[0]", "$.deleted", "$.release.author.id",
+    ];
+    for path in paths {
+        let p = JsonPath::compile(path).unwrap();
+        assert!(p.direct.is_some(), "{path} should take the direct walk");
+        let general = |root: &Value| -> Vec<Value> {
+            jsonpath_rust::query::js_path_process(&p.query, root)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.val.clone())
+                .collect()
+        };
+        for payload in &payloads {
+            let direct: Vec<Value> = p.select(payload).into_iter().cloned().collect();
+            assert_eq!(direct, general(payload), "{path} over {payload}");
+        }
+    }
+    for path in ["$..id", "$.commits[*].id", "$[?@.a == 1]", "$.commits[0:1]", "$['a','b']"] {
+        assert!(JsonPath::compile(path).unwrap().direct.is_none(), "{path}");
+    }
+}

@@ -98,6 +98,14 @@ impl RuleSet {
             .flat_map(move |i| self.rules_of[i].iter().map(move |&r| &self.rules[r]))
     }
 
+    /// How many rules (enabled or not) a source has.
+    pub fn rule_count(&self, source: &str) -> usize {
+        self.sources
+            .iter()
+            .position(|s| s.name == source)
+            .map_or(0, |i| self.rules_of[i].len())
+    }
+
     pub fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
     }

@@ -30,12 +30,14 @@ pub struct NewEvent {
     /// Header names lowercased, in the order received.
     pub headers: Vec<(String, String)>,
     pub body: bytes::Bytes,
-    /// The decoded payload (`null` when the body was not decodable as a known type).
-    pub payload: serde_json::Value,
+    /// The decoded payload as JSON text, or `None` when the payload is the
+    /// JSON body itself: then only the body is written, and the payload is
+    /// parsed from it again when the event is read (half the bytes per event).
+    pub payload: Option<String>,
     /// Decoding facts that explain misses ("payload is null: Content-Type was text/plain").
     pub facts: Vec<String>,
-    /// The match trace of every rule evaluated, as shown by the API.
-    pub trace: serde_json::Value,
+    /// The match trace (a JSON array of rule traces), as shown by the API.
+    pub trace: String,
     /// Names of the rules that matched.
     pub matched: Vec<String>,
     /// Dedup key of the source, if it has one; scoped to the source, 24 h window.

@@ -395,16 +395,17 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(event: NewEvent) -> Result<Self, StoreError> {
+    fn new(mut event: NewEvent) -> Result<Self, StoreError> {
         fn json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> {
             serde_json::to_string(v)
                 .map_err(|e| StoreError::Database(format!("cannot encode the event: {e}")))
         }
         Ok(Self {
             headers: json(&event.headers)?,
-            payload: json(&event.payload)?,
+            // '' marks "the payload is the JSON body": see `payload_column`.
+            payload: event.payload.take().unwrap_or_default(),
             facts: json(&event.facts)?,
-            trace: json(&event.trace)?,
+            trace: std::mem::take(&mut event.trace),
             matched: json(&event.matched)?,
             event,
         })
@@ -541,7 +542,7 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
             query: r.get(11)?,
             headers: json_column(r, 12)?,
             body: r.get(13)?,
-            payload: json_column(r, 14)?,
+            payload: payload_column(r, 14, 13)?,
         },
     })
 }
@@ -627,6 +628,21 @@ fn json_column<T: serde::de::DeserializeOwned>(
     serde_json::from_str(&text).map_err(|e| bad_column(i, e))
 }
 
+/// The payload column: JSON text, or '' when the payload is the JSON body
+/// itself, which is then parsed again from the body column (`body`).
+fn payload_column(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    body: usize,
+) -> rusqlite::Result<serde_json::Value> {
+    let text: String = r.get(i)?;
+    if text.is_empty() {
+        let body: Vec<u8> = r.get(body)?;
+        return crate::ingest::decode::json_body(&body).map_err(|e| bad_column(i, e));
+    }
+    serde_json::from_str(&text).map_err(|e| bad_column(i, e))
+}
+
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
         id: id_column(r, 0, EventId::parse)?,
@@ -637,7 +653,7 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
         query: r.get(5)?,
         headers: json_column(r, 6)?,
         body: r.get(7)?,
-        payload: json_column(r, 8)?,
+        payload: payload_column(r, 8, 7)?,
         facts: json_column(r, 9)?,
         trace: json_column(r, 10)?,
         matched: json_column(r, 11)?,
@@ -913,9 +929,9 @@ mod tests {
                 ("x-b".into(), "1".into()),
             ],
             body: bytes::Bytes::from_static(b"{\"k\":\"\xff\x00\"}"),
-            payload: serde_json::json!({"k": 1, "nested": {"a": [true, null]}}),
+            payload: Some(r#"{"k":1,"nested":{"a":[true,null]}}"#.into()),
             facts: vec!["a fact".into()],
-            trace: serde_json::json!([{"rule": "r", "matched": true}]),
+            trace: r#"[{"rule":"r","matched":true}]"#.into(),
             matched: vec!["r".into()],
             dedup_key: dedup.map(str::to_owned),
             deliveries: vec![
@@ -1030,7 +1046,12 @@ mod tests {
         );
         assert_eq!(
             (&got.payload, &got.facts, &got.trace, &got.matched),
-            (&e.payload, &e.facts, &e.trace, &e.matched)
+            (
+                &serde_json::json!({"k": 1, "nested": {"a": [true, null]}}),
+                &e.facts,
+                &serde_json::json!([{"rule": "r", "matched": true}]),
+                &e.matched
+            )
         );
         let want: Vec<_> = e
             .deliveries
@@ -1083,12 +1104,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_json_payload_is_stored_once_as_the_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let mut e = event("github", None);
+        // BOM and all: read back exactly as ingest decoded it.
+        e.body = bytes::Bytes::from_static(b"\xEF\xBB\xBF{\"ref\": \"refs/heads/main\", \"n\": [1, 2.5]}");
+        e.payload = None;
+        store.ingest(e.clone()).await.unwrap();
+        let got = store.event(&e.id).await.unwrap().unwrap();
+        assert_eq!(
+            got.payload,
+            serde_json::json!({"ref": "refs/heads/main", "n": [1, 2.5]})
+        );
+        let column: String = raw(&dir)
+            .query_row("SELECT payload FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(column, "");
+        // The dispatcher reads the same payload with the delivery it claims.
+        let claimed = store.claim(now_ms(), 10, std::time::Duration::from_secs(60)).await.unwrap();
+        assert_eq!(claimed[0].event.payload, got.payload);
+    }
+
+    #[tokio::test]
     async fn empty_bodies_and_unmatched_events_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let mut e = event("form", None);
         e.body = bytes::Bytes::new();
-        e.payload = serde_json::Value::Null;
+        e.payload = Some("null".into());
         e.headers.clear();
         e.matched.clear();
         e.deliveries.clear();
