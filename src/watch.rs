@@ -24,6 +24,10 @@ use crate::rules::{self, Diagnostic, LoadOptions, RuleSet};
 /// cause one reload, while still feeling instant to someone editing a file.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
 
+/// Loads in a row whose files changed while being read, before giving up
+/// until the next change.
+const MAX_LOAD_TRIES: usize = 5;
+
 /// What `/api/rules` reports about reloads.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReloadStatus {
@@ -90,7 +94,24 @@ impl LiveRules {
     /// Builds a new set from the files and swaps it in if it is valid.
     pub fn reload(&self) -> bool {
         let started = std::time::Instant::now();
-        let result = rules::load(&self.paths, &self.env, &self.opts);
+        // A file written while it is read could give a set made of half a
+        // write that still parses: such a load is thrown away and done again.
+        let mut result = None;
+        for _ in 0..MAX_LOAD_TRIES {
+            let before = rules::fingerprint(&self.paths);
+            let loaded = rules::load(&self.paths, &self.env, &self.opts);
+            if rules::fingerprint(&self.paths) == before {
+                result = Some(loaded);
+                break;
+            }
+            tracing::debug!("rule files changed while being read; reading them again");
+            std::thread::sleep(DEBOUNCE / 3);
+        }
+        let Some(result) = result else {
+            // Still being written: the watcher sees the writes and calls again.
+            tracing::info!("rule files keep changing; the reload waits for the next change");
+            return false;
+        };
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(mut set) => {

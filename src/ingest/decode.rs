@@ -185,11 +185,86 @@ pub fn json_body(body: &[u8]) -> Result<Value, DecodeError> {
     }
     // serde_json's default recursion limit (128) stays on: deep nesting is an
     // error, never a stack overflow.
-    serde_json::from_slice(body).map_err(|e| DecodeError::Json {
+    strict_json(serde_json::from_slice(body)).map_err(|e| DecodeError::Json {
         line: e.line(),
         column: e.column(),
         message: json_message(&e),
     })
+}
+
+/// A JSON object with a key twice is refused: parsers disagree on which copy
+/// counts (first or last), so a rule and the program behind an action could
+/// read different values from one payload. serde_json's `Value` keeps the last
+/// silently; [`StrictValue`] is the same tree, built with the check.
+fn strict_json(parsed: Result<StrictValue, serde_json::Error>) -> Result<Value, serde_json::Error> {
+    parsed.map(|v| v.0)
+}
+
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // serde_json never yields a non-finite number; `from` maps one to null.
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key `{}`",
+                    shorten(&key)
+                )));
+            }
+            let StrictValue(v) = map.next_value()?;
+            object.insert(key, v);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// serde_json's message without its " at line L column C" tail: the position
@@ -211,7 +286,7 @@ fn json_field(
     why: &str,
     facts: &mut Vec<String>,
 ) -> Result<Value, DecodeError> {
-    let value = serde_json::from_str(text).map_err(|e| DecodeError::JsonField {
+    let value = strict_json(serde_json::from_str(text)).map_err(|e| DecodeError::JsonField {
         kind,
         field: shorten(field),
         line: e.line(),
@@ -800,6 +875,14 @@ mod tests {
             (
                 b"not json",
                 "invalid JSON at line 1 column 2: expected ident",
+            ),
+            (
+                b"{\"action\": \"closed\",\n \"action\": \"published\"}",
+                "invalid JSON at line 2 column 9: duplicate key `action`",
+            ),
+            (
+                b"[{\"a\": {\"b\": 1, \"b\": 1}}]",
+                "invalid JSON at line 1 column 19: duplicate key `b`",
             ),
         ];
         for (body, want) in cases {

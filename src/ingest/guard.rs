@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 
 use crate::rules::RateLimit;
@@ -52,20 +52,30 @@ pub fn ip_allowed(ip: IpAddr, allow: &[IpNet]) -> bool {
 /// reset a limit.
 #[derive(Default)]
 pub struct RateLimits {
-    limiters: Mutex<HashMap<(String, RateLimit), Arc<DefaultDirectRateLimiter>>>,
+    limiters: Mutex<HashMap<(String, RateLimit), Arc<DefaultKeyedRateLimiter<IpAddr>>>>,
 }
 
+/// Client addresses tracked per limiter before those that are back to a full
+/// quota are forgotten: memory stays bounded however many addresses call.
+const MAX_TRACKED_CLIENTS: usize = 10_000;
+
 impl RateLimits {
-    /// `Ok` when the request may pass, else how long to wait.
-    pub fn check(&self, source: &str, limit: RateLimit) -> Result<(), Duration> {
+    /// `Ok` when a request of `client` to `source` may pass, else how long to
+    /// wait. Each client address has its own quota, so one noisy client does
+    /// not starve the others; behind a trusted proxy the address is the one
+    /// `X-Forwarded-For` gives ([`client_ip`]).
+    pub fn check(&self, source: &str, client: IpAddr, limit: RateLimit) -> Result<(), Duration> {
         let limiter = {
             let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
             map.entry((source.to_owned(), limit))
-                .or_insert_with(|| Arc::new(RateLimiter::direct(quota(limit))))
+                .or_insert_with(|| Arc::new(RateLimiter::hashmap(quota(limit))))
                 .clone()
         };
+        if limiter.len() > MAX_TRACKED_CLIENTS {
+            limiter.retain_recent();
+        }
         limiter
-            .check()
+            .check_key(&client)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
@@ -109,18 +119,25 @@ mod tests {
     #[test]
     fn rate_limit_allows_the_burst_then_refuses_with_a_wait() {
         let limits = RateLimits::default();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
         let limit = RateLimit {
             count: 3,
             per: Duration::from_secs(60),
         };
         for _ in 0..3 {
-            assert!(limits.check("s", limit).is_ok());
+            assert!(limits.check("s", ip, limit).is_ok());
         }
-        let wait = limits.check("s", limit).unwrap_err();
+        let wait = limits.check("s", ip, limit).unwrap_err();
         assert!(
             wait > Duration::from_secs(1) && wait <= Duration::from_secs(20),
             "{wait:?}"
         );
-        assert!(limits.check("other", limit).is_ok());
+        assert!(limits.check("other", ip, limit).is_ok());
+        // Another client of the same source has its own quota.
+        assert!(
+            limits
+                .check("s", "203.0.113.10".parse().unwrap(), limit)
+                .is_ok()
+        );
     }
 }

@@ -254,6 +254,12 @@ impl<'a> Builder<'a> {
         };
 
         match &root.kind {
+            // An editor that saves in place empties the file first: loading
+            // that moment would drop every source and rule of the file.
+            Kind::Map(entries) if entries.is_empty() => errs.push(
+                root.pos,
+                "the file is empty: a rule file needs `sources`, `rules` or `tests` (delete the file to remove its rules)",
+            ),
             Kind::Map(entries)
                 if !entries.is_empty()
                     && !entries
@@ -278,7 +284,10 @@ impl<'a> Builder<'a> {
                     }
                 }
             }
-            Kind::Null => {}
+            Kind::Null => errs.push(
+                root.pos,
+                "the file is empty: a rule file needs `sources`, `rules` or `tests` (delete the file to remove its rules)",
+            ),
             _ => errs.push(
                 root.pos,
                 format!(

@@ -225,6 +225,27 @@ pub fn load(
     }
 }
 
+/// Size and modification time of every rule file under `paths`: when it
+/// differs before and after a load, a file changed while it was being read,
+/// and the set may hold half of a write.
+pub fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut files = Vec::new();
+    let mut ignored = Vec::new();
+    for p in paths {
+        collect_files(p, &mut files, &mut ignored);
+    }
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let meta = std::fs::metadata(&f).ok();
+            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            let modified = meta.and_then(|m| m.modified().ok());
+            (f, len, modified)
+        })
+        .collect()
+}
+
 /// A path as shown in messages: as given, without a leading `./`.
 fn shown(p: &Path) -> String {
     p.strip_prefix(".").unwrap_or(p).display().to_string()

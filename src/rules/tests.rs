@@ -54,6 +54,8 @@ macro_rules! load_errors {
 load_errors! {
     yaml_syntax: "rules: [\n" => "r.yaml:2:1: ";
     unknown_top_level: "rule: []\n" => "r.yaml:1:1: not a rule file";
+    empty_file: "" => "r.yaml:1:1: the file is empty: a rule file needs `sources`, `rules` or `tests`";
+    only_comments: "# nothing yet\n\n" => "r.yaml:";
     unknown_top_level_beside_known: "rules: []\nrulez: []\n" => "r.yaml:2:1: unknown top-level key `rulez`, expected `sources`, `rules` or `tests`";
     unknown_rule_field: "rules:\n  - name: a\n    source: github\n    whn: {}\n" => "r.yaml:4:5: unknown field `whn`";
     unknown_source_field: "sources:\n  s:\n    verfy: {}\n" => "r.yaml:3:5: unknown field `verfy`";

@@ -402,14 +402,20 @@ async fn stored_payload(d: &Daemon, r: reqwest::Response) -> (Value, Value) {
     assert_eq!(r.status(), 202);
     let body: Value = r.json().await.unwrap();
     let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let payload: String = conn
+    let (payload, raw): (String, Vec<u8>) = conn
         .query_row(
-            "SELECT payload FROM events WHERE id = ?1",
+            "SELECT payload, body FROM events WHERE id = ?1",
             [body["event_id"].as_str().unwrap()],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .unwrap();
-    (body, serde_json::from_str(&payload).unwrap())
+    // '' marks a JSON payload stored only as the body.
+    let payload = if payload.is_empty() {
+        serde_json::from_slice(&raw).unwrap()
+    } else {
+        serde_json::from_str(&payload).unwrap()
+    };
+    (body, payload)
 }
 
 #[tokio::test]

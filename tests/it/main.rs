@@ -9,6 +9,7 @@ mod authoring;
 mod browser;
 mod delivery;
 mod durability;
+mod hardening;
 mod operations;
 mod reload;
 mod verification;

@@ -26,6 +26,10 @@ pub struct Daemon {
     pub log: Arc<Mutex<String>>,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    /// A command the daemon runs under (e.g. `unshare …`), its argv prefix.
+    wrapper: Vec<String>,
+    /// `http`, or `https` when started with a certificate.
+    pub scheme: String,
 }
 
 impl Daemon {
@@ -35,6 +39,16 @@ impl Daemon {
     }
 
     pub fn start_with(files: &[(&str, &str)], env: &[(&str, &str)], args: &[&str]) -> Daemon {
+        Self::start_wrapped(files, env, args, &[])
+    }
+
+    /// Runs `wrapper… hookwire serve …`: the wrapper ends by exec'ing its arguments.
+    pub fn start_wrapped(
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+        args: &[&str],
+        wrapper: &[&str],
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("rules")).unwrap();
         for (name, content) in files {
@@ -50,13 +64,22 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
+            scheme: "http".into(),
         };
         d.spawn("127.0.0.1:0");
         d
     }
 
     fn spawn(&mut self, listen: &str) {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.wrapper.split_first() {
+            None => Command::new(BIN),
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+        };
         cmd.arg("serve");
         // A test may choose the listen address itself (e.g. 0.0.0.0:0).
         if !self.args.iter().any(|a| a == "--listen") {
@@ -90,18 +113,18 @@ impl Daemon {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let (false, Some(addr)) =
-                    (sent, line.strip_prefix("hookwire listening on http://"))
-                {
-                    let _ = tx.send(addr.trim().to_owned());
+                if let (false, Some(url)) = (sent, line.strip_prefix("hookwire listening on ")) {
+                    let _ = tx.send(url.trim().to_owned());
                     sent = true;
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => a,
             Err(_) => panic!("hookwire did not start; log:\n{}", self.log.lock().unwrap()),
         };
+        let (scheme, addr) = url.split_once("://").unwrap();
+        self.scheme = scheme.to_owned();
         self.addr = addr.parse().unwrap();
         self.child = Some(child);
     }
@@ -115,7 +138,7 @@ impl Daemon {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     pub fn write_rule(&self, name: &str, content: &str) {
@@ -124,6 +147,10 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap()
     }
 
     /// SIGKILL: no chance to flush or clean up.
