@@ -198,7 +198,9 @@ pub fn tls_acceptor(
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| anyhow::anyhow!("the certificate and key do not make a TLS configuration: {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!("the certificate and key do not make a TLS configuration: {e}")
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

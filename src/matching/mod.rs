@@ -85,7 +85,9 @@ impl Direct {
                 let i = if *i >= 0 {
                     usize::try_from(*i).ok()?
                 } else {
-                    array.len().checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
+                    array
+                        .len()
+                        .checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
                 };
                 array.get(i)
             }

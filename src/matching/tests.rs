@@ -275,11 +275,33 @@ fn load_errors_name_the_problem_and_position() {
 
 #[test]
 fn direct_paths_select_what_the_general_evaluator_selects() {
-    let payloads = [push(), release(), sendgrid(), numbers(), json!(null), json!([1, [2, 3]]), json!("s")];
+    let payloads = [
+        push(),
+        release(),
+        sendgrid(),
+        numbers(),
+        json!(null),
+        json!([1, [2, 3]]),
+        json!("s"),
+    ];
     let paths = [
-        "$", "$.ref", "$.repository.owner.login", "$.commits[0].id", "$.commits[-1].id", "$.commits[5]",
-        "$[0]", "$[-1]", "$[-9]", "$[1][0]", "$[0].email", "$.missing.deeper", "$['ref']", "$.ref[0]",
-        "$.commits[0].added[0]", "$.deleted", "$.release.author.id",
+        "$",
+        "$.ref",
+        "$.repository.owner.login",
+        "$.commits[0].id",
+        "$.commits[-1].id",
+        "$.commits[5]",
+        "$[0]",
+        "$[-1]",
+        "$[-9]",
+        "$[1][0]",
+        "$[0].email",
+        "$.missing.deeper",
+        "$['ref']",
+        "$.ref[0]",
+        "$.commits[0].added[0]",
+        "$.deleted",
+        "$.release.author.id",
     ];
     for path in paths {
         let p = JsonPath::compile(path).unwrap();
@@ -296,7 +318,13 @@ fn direct_paths_select_what_the_general_evaluator_selects() {
             assert_eq!(direct, general(payload), "{path} over {payload}");
         }
     }
-    for path in ["$..id", "$.commits[*].id", "$[?@.a == 1]", "$.commits[0:1]", "$['a','b']"] {
+    for path in [
+        "$..id",
+        "$.commits[*].id",
+        "$[?@.a == 1]",
+        "$.commits[0:1]",
+        "$['a','b']",
+    ] {
         assert!(JsonPath::compile(path).unwrap().direct.is_none(), "{path}");
     }
 }

@@ -1109,7 +1109,9 @@ mod tests {
         let store = open(&dir);
         let mut e = event("github", None);
         // BOM and all: read back exactly as ingest decoded it.
-        e.body = bytes::Bytes::from_static(b"\xEF\xBB\xBF{\"ref\": \"refs/heads/main\", \"n\": [1, 2.5]}");
+        e.body = bytes::Bytes::from_static(
+            b"\xEF\xBB\xBF{\"ref\": \"refs/heads/main\", \"n\": [1, 2.5]}",
+        );
         e.payload = None;
         store.ingest(e.clone()).await.unwrap();
         let got = store.event(&e.id).await.unwrap().unwrap();
@@ -1122,7 +1124,10 @@ mod tests {
             .unwrap();
         assert_eq!(column, "");
         // The dispatcher reads the same payload with the delivery it claims.
-        let claimed = store.claim(now_ms(), 10, std::time::Duration::from_secs(60)).await.unwrap();
+        let claimed = store
+            .claim(now_ms(), 10, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(claimed[0].event.payload, got.payload);
     }
 
