@@ -140,7 +140,7 @@ impl Dispatcher {
         }
     }
 
-    async fn attempt(&self, c: Claimed) {
+    async fn attempt(&self, mut c: Claimed) {
         let started = Instant::now();
         let started_at_ms = now_ms();
         self.stream.publish(serde_json::json!({
@@ -166,11 +166,10 @@ impl Dispatcher {
                 RetryPolicy::default(),
             ),
             Some((rule, action)) => {
-                let req = request(&c);
-                let ctx = req.context(&rule.name, c.attempt);
+                let ctx = request(&mut c).into_context(&rule.name, c.attempt);
                 let data = RenderData {
-                    payload: &req.payload,
-                    raw_body: &req.body_text(),
+                    payload: &ctx.data()["payload"],
+                    raw_body: ctx.data()["event"]["body"].as_str().unwrap_or_default(),
                 };
                 let result = match actions::render(action, &ctx, &data) {
                     // A template that fails may be fixed in the rule file before the next attempt.
@@ -244,7 +243,9 @@ impl Dispatcher {
     }
 }
 
-fn request(c: &Claimed) -> Request {
+/// The request of a claimed delivery; the payload moves out of `c` (the
+/// action runners need only its headers and body).
+fn request(c: &mut Claimed) -> Request {
     Request {
         event_id: c.event_id.to_string(),
         source: c.event.source.clone(),
@@ -254,7 +255,7 @@ fn request(c: &Claimed) -> Request {
         headers: c.event.headers.clone(),
         query: crate::ingest::query_pairs(Some(&c.event.query)),
         body: bytes::Bytes::from(c.event.body.clone()),
-        payload: c.event.payload.clone(),
+        payload: std::mem::take(&mut c.event.payload),
     }
 }
 

@@ -32,20 +32,37 @@ impl Request {
     /// The template context (SPEC §4.4) for `rule`.
     pub fn context(&self, rule: &str, attempt: u32) -> Context {
         template::context(
-            serde_json::json!({
-                "id": self.event_id,
-                "source": self.source,
-                "received_at": self.received_at,
-                "method": self.method,
-                "path": self.path,
-                "body": self.body_text(),
-            }),
+            self.event_facts(),
             self.payload.clone(),
             pairs_to_object(&self.headers),
             pairs_to_object(&self.query),
             rule,
             attempt,
         )
+    }
+
+    /// [`Request::context`] without copying the payload, for the dispatcher.
+    pub fn into_context(self, rule: &str, attempt: u32) -> Context {
+        template::context(
+            self.event_facts(),
+            self.payload,
+            pairs_to_object(&self.headers),
+            pairs_to_object(&self.query),
+            rule,
+            attempt,
+        )
+    }
+
+    /// `event` in templates.
+    fn event_facts(&self) -> Value {
+        serde_json::json!({
+            "id": self.event_id,
+            "source": self.source,
+            "received_at": self.received_at,
+            "method": self.method,
+            "path": self.path,
+            "body": self.body_text(),
+        })
     }
 
     /// The request of a stored event, as replay and the API evaluate it again.
