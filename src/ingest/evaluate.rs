@@ -190,7 +190,8 @@ pub fn evaluate_with(set: &RuleSet, req: &Request, explain_all: bool) -> Evaluat
     let input = req.input();
     let mut out = Evaluation::default();
     for rule in set.rules_of(&req.source) {
-        if !explain_all && !(rule.enabled && rule.when.as_ref().is_none_or(|c| c.eval(&input))) {
+        let fires = || rule.enabled && rule.when.as_ref().is_none_or(|c| c.eval(&input));
+        if !explain_all && !fires() {
             continue;
         }
         if !rule.enabled {

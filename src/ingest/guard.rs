@@ -52,8 +52,11 @@ pub fn ip_allowed(ip: IpAddr, allow: &[IpNet]) -> bool {
 /// reset a limit.
 #[derive(Default)]
 pub struct RateLimits {
-    limiters: Mutex<HashMap<(String, RateLimit), Arc<DefaultKeyedRateLimiter<IpAddr>>>>,
+    limiters: Mutex<HashMap<(String, RateLimit), Arc<PerClient>>>,
 }
+
+/// One quota per client address.
+type PerClient = DefaultKeyedRateLimiter<IpAddr>;
 
 /// Client addresses tracked per limiter before those that are back to a full
 /// quota are forgotten: memory stays bounded however many addresses call.

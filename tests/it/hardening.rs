@@ -611,7 +611,7 @@ async fn a_storm_of_rule_rewrites_never_serves_a_partial_set_or_a_5xx() {
             let want: Vec<String> = (0..10).map(|i| format!("{version}-r{i}")).collect();
             assert_eq!(names, want, "rules of different versions at once");
             let n: usize = version[1..].parse().unwrap();
-            assert!(n % 2 == 0, "an invalid version ({n}) was served");
+            assert!(n.is_multiple_of(2), "an invalid version ({n}) was served");
             versions.insert(n);
         }
     }
