@@ -449,9 +449,12 @@ impl Default for Stream {
 }
 
 impl Stream {
-    /// Sends to every connected client; nobody listening is fine.
-    pub fn publish(&self, message: Value) {
-        let _ = self.0.send(message);
+    /// Sends to every connected client; nobody listening is fine, and then
+    /// the message is not even built.
+    pub fn publish(&self, message: impl FnOnce() -> Value) {
+        if self.0.receiver_count() > 0 {
+            let _ = self.0.send(message());
+        }
     }
 }
 

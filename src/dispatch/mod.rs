@@ -143,10 +143,12 @@ impl Dispatcher {
     async fn attempt(&self, mut c: Claimed) {
         let started = Instant::now();
         let started_at_ms = now_ms();
-        self.stream.publish(serde_json::json!({
-            "type": "delivery", "id": c.id, "event_id": c.event_id, "rule": c.rule, "action": c.action,
-            "status": "running", "attempt": c.attempt,
-        }));
+        self.stream.publish(|| {
+            serde_json::json!({
+                "type": "delivery", "id": c.id, "event_id": c.event_id, "rule": c.rule, "action": c.action,
+                "status": "running", "attempt": c.attempt,
+            })
+        });
         let set = self.rules.current();
         let found = set.rule(&c.rule).and_then(|r| {
             r.actions
@@ -231,10 +233,12 @@ impl Dispatcher {
         };
         let (state, delivery) = (finished.state, finished.delivery.clone());
         match self.store.finish(finished).await {
-            Ok(()) => self.stream.publish(serde_json::json!({
-                "type": "delivery", "id": delivery, "event_id": c.event_id, "rule": c.rule, "action": c.action,
-                "status": state.as_str(), "attempt": c.attempt,
-            })),
+            Ok(()) => self.stream.publish(|| {
+                serde_json::json!({
+                    "type": "delivery", "id": delivery, "event_id": c.event_id, "rule": c.rule, "action": c.action,
+                    "status": state.as_str(), "attempt": c.attempt,
+                })
+            }),
             Err(e) => {
                 // The delivery stays `running` under its lease and is attempted again later: at least once.
                 tracing::error!(delivery_id = %c.id, error = %e, "attempt not recorded");

@@ -324,10 +324,12 @@ async fn ingest(
         }
         IngestOutcome::Stored => {
             telemetry::event_stored(id.as_str(), &source.name, &eval.matched, delivery_count);
-            app.stream.publish(json!({
-                "type": "event", "id": id, "source": source.name, "matched": eval.matched,
-                "received_at": req.received_at, "deliveries": delivery_count,
-            }));
+            app.stream.publish(|| {
+                json!({
+                    "type": "event", "id": id, "source": source.name, "matched": eval.matched,
+                    "received_at": req.received_at, "deliveries": delivery_count,
+                })
+            });
             if delivery_count > 0 {
                 app.wake.notify_one();
             }

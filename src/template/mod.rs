@@ -68,6 +68,11 @@ impl Template {
                 url: false,
             });
         }
+        if nesting(source) > MAX_NESTING {
+            return Err(format!(
+                "invalid template: blocks and subexpressions nested deeper than {MAX_NESTING} levels"
+            ));
+        }
         let compiled = handlebars::Template::compile(source).map_err(|e| {
             let mut reason = e.reason().to_string();
             // pest lists every token it would have taken; the position says more.
@@ -124,6 +129,91 @@ impl Template {
             .map(|t| helpers::missing_fields(t, ctx))
             .unwrap_or_default()
     }
+}
+
+/// Deeper than any real template. handlebars compiles subexpressions and
+/// renders blocks (an `{{else if}}` chain is one more block per link)
+/// recursively, and a few hundred levels overflow a 2 MiB thread stack: a
+/// rule file must not be able to crash a reload or a delivery that way.
+const MAX_NESTING: usize = 32;
+
+/// How deeply `source` nests blocks and subexpressions, read from its tags
+/// alone. Errs on the deep side (a `(` in a raw block counts), which only
+/// matters past [`MAX_NESTING`].
+fn nesting(source: &str) -> usize {
+    let b = source.as_bytes();
+    let find = |from: usize, pat: &[u8]| {
+        b.get(from..)
+            .and_then(|rest| rest.windows(pat.len()).position(|w| w == pat))
+            .map(|i| from + i)
+    };
+    let mut max = 0;
+    let mut depth = 0;
+    // The depth each open block started at: a close returns to it, however
+    // many `{{else if}}` links the block grew.
+    let mut opens: Vec<usize> = Vec::new();
+    let mut i = 0;
+    while let Some(start) = find(i, b"{{") {
+        let mut j = start + 2;
+        while matches!(b.get(j), Some(b'{' | b'~')) {
+            j += 1;
+        }
+        // `{{{{name}}}}` … `{{{{/name}}}}` is a raw block.
+        let raw = b.get(start..j).is_some_and(|t| t.starts_with(b"{{{{"));
+        if b.get(j..).is_some_and(|r| r.starts_with(b"!--")) {
+            i = find(j, b"--}}").map_or(b.len(), |e| e + 4);
+            continue;
+        }
+        if b.get(j) == Some(&b'!') {
+            i = find(j, b"}}").map_or(b.len(), |e| e + 2);
+            continue;
+        }
+        // The tag's body up to `}}`, skipping string and `[segment]` literals.
+        let mut k = j;
+        let mut parens = 0usize;
+        while k < b.len() && !b[k..].starts_with(b"}}") {
+            match b[k] {
+                q @ (b'"' | b'\'' | b'[') => {
+                    let close = if q == b'[' { b']' } else { q };
+                    k = b[k + 1..]
+                        .iter()
+                        .position(|&c| c == close)
+                        .map_or(b.len(), |e| k + 1 + e);
+                }
+                b'(' => {
+                    parens += 1;
+                    max = max.max(depth + parens);
+                }
+                b')' => parens = parens.saturating_sub(1),
+                _ => {}
+            }
+            k += 1;
+        }
+        let body = b[j..k.min(b.len())].trim_ascii();
+        let body = body.strip_suffix(b"~").unwrap_or(body).trim_ascii();
+        match body.first() {
+            Some(b'/') => depth = opens.pop().unwrap_or(0),
+            _ if raw => {
+                opens.push(depth);
+                depth += 1;
+            }
+            Some(b'#') => {
+                opens.push(depth);
+                depth += 1;
+            }
+            Some(b'^') if body.len() > 1 => {
+                opens.push(depth);
+                depth += 1;
+            }
+            _ if body.starts_with(b"else") && body.len() > 4 && body[4].is_ascii_whitespace() => {
+                depth += 1;
+            }
+            _ => {}
+        }
+        max = max.max(depth);
+        i = k + 2;
+    }
+    max
 }
 
 /// A typed JSON body: a YAML map or list whose string leaves are templates.
@@ -255,14 +345,18 @@ pub fn context(
     rule: &str,
     attempt: u32,
 ) -> Context {
-    Context::from(serde_json::json!({
-        "payload": payload,
-        "headers": headers,
-        "query": query,
-        "event": event,
-        "rule": { "name": rule },
-        "attempt": attempt,
-    }))
+    // Built by hand: `json!` would copy each value through `to_value`, and
+    // the payload is the biggest thing a request carries.
+    let mut rule_facts = serde_json::Map::new();
+    rule_facts.insert("name".into(), Value::String(rule.to_owned()));
+    let mut root = serde_json::Map::new();
+    root.insert("payload".into(), payload);
+    root.insert("headers".into(), headers);
+    root.insert("query".into(), query);
+    root.insert("event".into(), event);
+    root.insert("rule".into(), Value::Object(rule_facts));
+    root.insert("attempt".into(), Value::from(attempt));
+    Context::from(Value::Object(root))
 }
 
 #[cfg(test)]
@@ -335,6 +429,42 @@ mod tests {
             "{}",
             errors[1].1
         );
+    }
+
+    /// Found by fuzzing (tests/fuzz, `template`): handlebars compiles
+    /// subexpressions and renders blocks recursively, and these overflowed a
+    /// 2 MiB thread stack (the daemon's) in `compile` and `render`.
+    #[test]
+    fn deep_nesting_is_a_load_error_not_a_stack_overflow() {
+        let n = 2000;
+        let deep = [
+            format!("{{{{a {}{}}}}}", "(a ".repeat(n), ")".repeat(n)),
+            format!("{{{{#if a}}}}{}{{{{/if}}}}", "{{else if b}}".repeat(n)),
+            format!("{}x{}", "{{#if true}}".repeat(n), "{{/if}}".repeat(n)),
+            format!("{}x{}", "{{~^each a~}}".repeat(n), "{{/each}}".repeat(n)),
+        ];
+        for source in &deep {
+            let e = Template::compile(source).unwrap_err();
+            assert!(e.contains("nested deeper than 32 levels"), "{e}");
+        }
+        // Up to the limit, and any number of siblings, `else if` links or
+        // parentheses in literals, is fine.
+        let ok = [
+            format!("{}x{}", "{{#if true}}".repeat(32), "{{/if}}".repeat(32)),
+            format!("{{{{a {}{}}}}}", "(a ".repeat(32), ")".repeat(32)),
+            "{{#if a}}x{{else if b}}y{{else}}z{{/if}}".repeat(100),
+            format!("{{{{#if a}}}}{}{{{{/if}}}}", "{{else if b}}".repeat(31)),
+            format!(
+                "{{{{a \"{}\" [{}] }}}}{{{{!-- {} --}}}}",
+                "(".repeat(99),
+                "(".repeat(99),
+                "{{#a}}".repeat(99)
+            ),
+        ];
+        for source in &ok {
+            let t = Template::compile(source).unwrap_or_else(|e| panic!("{source}: {e}"));
+            let _ = t.render(&ctx(serde_json::json!({"a": true, "b": true})));
+        }
     }
 
     #[test]
