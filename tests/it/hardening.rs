@@ -52,6 +52,19 @@ fn post(path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     r
 }
 
+/// POSTs a JSON body and returns the answer's JSON (202 expected).
+async fn post_json(d: &Daemon, path: &str, body: String) -> Value {
+    let r = client()
+        .post(d.url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json().await.unwrap()
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -417,43 +430,30 @@ async fn tls_serves_https_with_a_certificate_made_here() {
 
     // Files that are not a certificate and key stop `serve` before it listens.
     std::fs::write(dir.path().join("bad.pem"), "not a certificate").unwrap();
-    let (code, _, err) = run_cli(
-        dir.path(),
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--rules",
-            ".",
-            "--database",
-            "sqlite://x.db",
-            "--tls-cert",
-            "bad.pem",
-            "--tls-key",
-            "key.pem",
-        ],
-        &[],
-    );
-    assert_ne!(code, 0);
+    let serve = |cert: &str, key: &str| {
+        let (code, _, err) = run_cli(
+            dir.path(),
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--rules",
+                ".",
+                "--database",
+                "sqlite://x.db",
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ],
+            &[],
+        );
+        assert_ne!(code, 0);
+        err
+    };
+    let err = serve("bad.pem", "key.pem");
     assert!(err.contains("no certificate in bad.pem"), "{err}");
-    let (code, _, err) = run_cli(
-        dir.path(),
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--rules",
-            ".",
-            "--database",
-            "sqlite://x.db",
-            "--tls-cert",
-            "cert.pem",
-            "--tls-key",
-            "missing.pem",
-        ],
-        &[],
-    );
-    assert_ne!(code, 0);
+    let err = serve("cert.pem", "missing.pem");
     assert!(
         err.contains("cannot read the private key missing.pem"),
         "{err}"
@@ -574,24 +574,9 @@ async fn a_storm_of_rule_rewrites_never_serves_a_partial_set_or_a_5xx() {
     }
     assert_eq!(last_valid, 1000);
     // The last version (valid) becomes live.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r: Value = client()
-            .post(d.url("/hooks/storm"))
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if r["matched"][0] == "v1000-r0" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "v1000 never went live: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = d
+        .wait_rules("v1000 live", |v| v["rules"][0]["name"] == "v1000-r0")
+        .await;
     stop.store(true, Ordering::Relaxed);
 
     let mut answers = 0;
@@ -623,14 +608,6 @@ async fn a_storm_of_rule_rewrites_never_serves_a_partial_set_or_a_5xx() {
         versions.len() > 3,
         "too few reloads went live: {versions:?}"
     );
-    let status: Value = client()
-        .get(d.url("/api/rules"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     assert!(
         status["reload"]["failures"].as_u64().unwrap() > 0,
         "no invalid version was ever seen: {status}"
@@ -648,16 +625,7 @@ async fn more_than_32_rules_explain_their_misses_when_the_event_is_read() {
         ));
     }
     let d = Daemon::start(&[("many.yaml", &rules)]);
-    let r: Value = client()
-        .post(d.url("/hooks/many"))
-        .header("content-type", "application/json")
-        .body(r#"{"ref": "refs/heads/main"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_json(&d, "/hooks/many", r#"{"ref": "refs/heads/main"}"#.into()).await;
     assert_eq!(r["matched"], json!(["r17"]));
     // Only the matched rule's trace is written with the event.
     let stored: String = rusqlite::Connection::open(d.db_path())
@@ -995,16 +963,7 @@ rules:
         .chain(&refused_names)
         .chain(&allowed)
     {
-        let r: Value = client()
-            .post(d.url("/hooks/hook"))
-            .header("content-type", "application/json")
-            .body(json!({ "host": host }).to_string())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = post_json(&d, "/hooks/hook", json!({ "host": host }).to_string()).await;
         events.push((*host, r["event_id"].as_str().unwrap().to_owned()));
     }
     let total = events.len() as i64;
