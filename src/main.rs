@@ -281,7 +281,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    hookwire::telemetry::init(args.log_format == "json");
+    let _log = hookwire::telemetry::init(args.log_format == "json");
     let opts = hookwire::server::ServeOptions {
         listen: args.listen,
         rules: args.rules,

@@ -21,6 +21,7 @@ use crate::dispatch::Dispatcher;
 use crate::ingest::guard::RateLimits;
 use crate::rules::LoadOptions;
 use crate::store::SharedStore;
+use crate::supervise::supervise;
 
 use crate::watch::LiveRules;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub wake: Arc<tokio::sync::Notify>,
     /// New events and delivery state changes, for `GET /api/stream`.
     pub stream: crate::admin::Stream,
+    /// The supervised background tasks, for `/readyz`.
+    pub tasks: crate::supervise::Tasks,
 }
 
 /// What `serve` needs, already parsed and validated by the CLI.
@@ -93,6 +96,10 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
             opts.rules.display()
         );
     }
+    crate::redact::register(&opts.admin_token);
+    if let Some(url) = &opts.smtp_url {
+        crate::redact::register_url(url);
+    }
     let store = crate::store::open(&opts.database)
         .with_context(|| format!("cannot open database {}", opts.database))?;
     let load_opts = LoadOptions {
@@ -103,7 +110,9 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
         crate::rules::process_env(),
         load_opts,
     ));
-    let watcher = crate::watch::spawn(live.clone(), cancel.clone())
+    // The first watcher starts here, so that a directory that cannot be
+    // watched is a start-up error; a restarted one is made afresh.
+    let first_watcher = crate::watch::watcher(live.clone(), cancel.clone())
         .with_context(|| format!("cannot watch {}", opts.rules.display()))?;
 
     let mailer =
@@ -119,6 +128,7 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
         )
         .map_err(anyhow::Error::msg)?,
     );
+    let tasks = crate::supervise::Tasks::default();
     let app = Arc::new(AppState {
         rules: live,
         store: store.clone(),
@@ -128,11 +138,36 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
         trusted_proxies: opts.trusted_proxies.clone(),
         wake: dispatcher.wake.clone(),
         stream,
+        tasks: tasks.clone(),
     });
     // The dispatcher outlives the listener: it stops after requests in flight are answered.
     let stop_dispatch = CancellationToken::new();
-    let dispatching = tokio::spawn(dispatcher.run(stop_dispatch.clone(), opts.shutdown_grace));
-    let pruning = tokio::spawn(prune_loop(store, opts.retention, cancel.clone()));
+    let grace = opts.shutdown_grace;
+    let dispatching = tokio::spawn(supervise(
+        "dispatcher",
+        tasks.clone(),
+        stop_dispatch.clone(),
+        {
+            let stop = stop_dispatch.clone();
+            move || Box::pin(dispatcher.clone().run(stop.clone(), grace))
+        },
+    ));
+    let pruning = tokio::spawn(supervise("pruner", tasks.clone(), cancel.clone(), {
+        let (cancel, retention) = (cancel.clone(), opts.retention);
+        move || Box::pin(prune_loop(store.clone(), retention, cancel.clone()))
+    }));
+    let watching = tokio::spawn(supervise("watcher", tasks.clone(), cancel.clone(), {
+        let (live, cancel) = (app.rules.clone(), cancel.clone());
+        let mut first = Some(first_watcher);
+        move || match first.take() {
+            Some(w) => w,
+            None => match crate::watch::watcher(live.clone(), cancel.clone()) {
+                Ok(w) => w,
+                // Tried again after the supervisor's back-off.
+                Err(e) => Box::pin(async move { panic!("cannot watch the rules again: {e}") }),
+            },
+        }
+    }));
     tracing::info!(listen = %addr, rules = %opts.rules.display(), database = %opts.database, "hookwire listening");
     // Tests and scripts read the bound address from this line.
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -150,7 +185,7 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
     stop_dispatch.cancel();
     let _ = dispatching.await;
     let _ = pruning.await;
-    let _ = watcher.await;
+    let _ = watching.await;
     tracing::info!("hookwire stopped");
     Ok(())
 }

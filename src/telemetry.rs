@@ -1,18 +1,77 @@
-//! Logging setup: text or one JSON object per line, level from `RUST_LOG`.
+//! Logging setup and the occurrences that write log lines and move metrics.
+//!
+//! Every log line goes through [`crate::redact`] before it leaves the
+//! process, and is written by a background thread: a slow or blocked stderr
+//! (a full pipe, a stalled terminal) never blocks the runtime. When that
+//! thread falls behind by [`LOG_BUFFER_LINES`], new lines are dropped rather
+//! than waited for, and counted in `hookwire_log_lines_dropped`. Colours only when stderr is a terminal.
+
+use std::io::{IsTerminal as _, Write};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
-pub fn init(json: bool) {
+/// Lines the log writer may hold before new ones are dropped.
+pub const LOG_BUFFER_LINES: usize = 16 * 1024;
+
+/// Keeps the log writer thread alive; dropping it flushes what is buffered.
+pub struct LogGuard(#[allow(dead_code)] Option<tracing_appender::non_blocking::WorkerGuard>);
+
+pub fn init(json: bool) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("hookwire-log")
+        .finish(std::io::stderr());
+    let writer_errors = writer.error_counter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(Redacting(writer));
     // A second init (tests calling into the library twice) is harmless.
-    let _ = if json {
+    let installed = if json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+    if installed.is_ok() {
+        let _ = LOG_DROPPED.set(writer_errors);
+        // A panic's own report goes through the log too: masked like any line.
+        std::panic::set_hook(Box::new(|info| {
+            tracing::error!(panic = %info, "panicked");
+        }));
+    }
+    LogGuard(installed.is_ok().then_some(guard))
+}
+
+/// Lines the log writer dropped because stderr could not keep up.
+static LOG_DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// A writer that masks secrets in each formatted line before passing it on.
+#[derive(Clone)]
+struct Redacting<W>(W);
+
+impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for Redacting<W> {
+    type Writer = Redacting<W::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Redacting(self.0.make_writer())
+    }
+}
+
+impl<W: Write> Write for Redacting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter hands over one whole line per call, so a secret is
+        // never split across two writes.
+        self.0.write_all(&crate::redact::bytes(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -40,6 +99,8 @@ pub struct Metrics {
     deliveries: Family<Labels, Counter>,
     attempt_seconds: Family<Labels, Histogram>,
     pub queue_depth: Gauge,
+    log_lines_dropped: Gauge,
+    task_restarts: Family<Labels, Counter>,
     reloads: Counter,
     reload_failures: Counter,
 }
@@ -60,6 +121,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         deliveries: Family::default(),
         attempt_seconds: Family::new_with_constructor(attempt_histogram),
         queue_depth: Gauge::default(),
+        log_lines_dropped: Gauge::default(),
+        task_restarts: Family::default(),
         reloads: Counter::default(),
         reload_failures: Counter::default(),
         registry: Registry::default(),
@@ -106,12 +169,26 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Rule reloads refused because of errors",
         m.reload_failures.clone(),
     );
+    registry.register(
+        "log_lines_dropped",
+        "Log lines dropped because stderr could not keep up",
+        m.log_lines_dropped.clone(),
+    );
+    registry.register(
+        "task_restarts",
+        "Background tasks restarted after a panic, by task",
+        m.task_restarts.clone(),
+    );
     Metrics { registry, ..m }
 });
 
 impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        if let Some(dropped) = LOG_DROPPED.get() {
+            self.log_lines_dropped
+                .set(i64::try_from(dropped.dropped_lines()).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -228,6 +305,28 @@ impl AttemptFinished<'_> {
             state = self.state,
             error = self.error.unwrap_or(""),
             "attempt finished"
+        );
+    }
+}
+
+/// A background task panicked and will be started again.
+pub struct TaskPanicked<'a> {
+    pub task: &'static str,
+    pub message: &'a str,
+    pub restart_in: std::time::Duration,
+}
+
+impl TaskPanicked<'_> {
+    pub fn emit(&self) {
+        METRICS
+            .task_restarts
+            .get_or_create(&vec![label("task", self.task)])
+            .inc();
+        tracing::error!(
+            task = self.task,
+            panic = self.message,
+            restart_in_ms = self.restart_in.as_millis() as u64,
+            "background task panicked; it is restarted, and /readyz fails until then"
         );
     }
 }

@@ -138,20 +138,26 @@ impl LiveRules {
     }
 }
 
-/// Watches the rule paths and reloads on every change until cancelled.
-/// Failures of the watcher itself are logged; it keeps going.
-pub fn spawn(
+/// Change notifications that may wait for the watcher. One pending
+/// notification already guarantees a reload that reads every file, so when
+/// the queue is full a new one is dropped without losing anything.
+const WATCH_QUEUE: usize = 16;
+
+/// Starts watching the rule paths; the future reloads on every change until
+/// cancelled. Failures of the file watcher itself are logged and it keeps
+/// going; a panic while loading is passed on to the task's supervisor.
+pub fn watcher(
     live: Arc<LiveRules>,
     cancel: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DebounceEventResult>();
+) -> Result<futures_util::future::BoxFuture<'static, ()>, notify::Error> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<DebounceEventResult>(WATCH_QUEUE);
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
-        let _ = tx.send(res);
+        let _ = tx.try_send(res);
     })?;
     for p in &live.paths {
         debouncer.watch(p, RecursiveMode::Recursive)?;
     }
-    Ok(tokio::spawn(async move {
+    Ok(Box::pin(async move {
         // The debouncer stops watching when dropped: keep it for the task's life.
         let _debouncer = debouncer;
         loop {
@@ -170,7 +176,11 @@ pub fn spawn(
                             // Drain what arrived meanwhile: one reload covers them all.
                             while rx.try_recv().is_ok() {}
                             let live = live.clone();
-                            let _ = tokio::task::spawn_blocking(move || live.reload()).await;
+                            if let Err(e) = tokio::task::spawn_blocking(move || live.reload()).await
+                                && e.is_panic()
+                            {
+                                std::panic::resume_unwind(e.into_panic());
+                            }
                         }
                     }
                 },

@@ -85,11 +85,13 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let rules_loaded = app.rules.status().loaded;
     let store = app.store.ping().await;
-    let ready = rules_loaded && store.is_ok();
+    let tasks_ok = app.tasks.healthy();
+    let ready = rules_loaded && store.is_ok() && tasks_ok;
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "rules_loaded": rules_loaded,
         "store": match &store { Ok(()) => "ok".to_owned(), Err(e) => e.to_string() },
+        "tasks": app.tasks.snapshot(),
     });
     let status = if ready {
         StatusCode::OK
@@ -148,10 +150,10 @@ async fn require_admin(
     next.run(req).await
 }
 
-async fn rules(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {
+async fn rules(State(app): State<Arc<AppState>>) -> Response {
     let set = app.rules.current();
     let status = app.rules.status();
-    Json(json!({
+    answer(json!({
         "version": set.version,
         "loaded_at": crate::ingest::rfc3339(set.loaded_at),
         "files": set.files,
@@ -245,20 +247,10 @@ fn is_secret_header(name: &str) -> bool {
     .any(|s| n.contains(s))
 }
 
-/// Replaces secrets (values that came from `${VAR}`) in every string of a JSON value.
-fn redact_value(v: &mut Value, secrets: &[String]) {
-    match v {
-        Value::String(s)
-            if secrets
-                .iter()
-                .any(|x| x.len() >= 3 && s.contains(x.as_str())) =>
-        {
-            *s = crate::cli::redact(s, secrets);
-        }
-        Value::Array(items) => items.iter_mut().for_each(|i| redact_value(i, secrets)),
-        Value::Object(map) => map.values_mut().for_each(|i| redact_value(i, secrets)),
-        _ => {}
-    }
+/// Every answer of the API leaves through here: secrets masked (SPEC §8).
+fn answer(mut body: Value) -> Response {
+    crate::redact::json(&mut body);
+    Json(body).into_response()
 }
 
 fn delivery_json(d: &StoredDelivery) -> Value {
@@ -284,9 +276,8 @@ async fn events(State(app): State<Arc<AppState>>, Query(q): Query<ListQuery>) ->
     {
         Ok(list) => {
             let next = list.last().map(|e| e.id.to_string());
-            let mut body = json!({ "events": list.iter().map(event_summary).collect::<Vec<_>>(), "next_before": next });
-            redact_value(&mut body, &app.rules.current().secrets);
-            Json(body).into_response()
+            let body = json!({ "events": list.iter().map(event_summary).collect::<Vec<_>>(), "next_before": next });
+            answer(body)
         }
         Err(e) => store_error(e),
     }
@@ -328,13 +319,12 @@ async fn event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
         let req = crate::ingest::evaluate::Request::from_stored(&e);
         crate::ingest::evaluate::explain_missing(&set, &req, &mut trace);
     }
-    let mut body = json!({
+    let body = json!({
         "id": e.id, "source": e.source, "received_at": crate::ingest::rfc3339_ms(e.received_at_ms), "method": e.method,
         "path": e.path, "query": e.query, "headers": headers, "body": String::from_utf8_lossy(&e.body),
         "payload": e.payload, "facts": e.facts, "trace": trace, "matched": e.matched, "deliveries": deliveries,
     });
-    redact_value(&mut body, &set.secrets);
-    Json(body).into_response()
+    answer(body)
 }
 
 fn attempts_json(attempts: &[StoredAttempt]) -> Value {
@@ -371,8 +361,9 @@ async fn replay(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Res
     }
     app.wake.notify_one();
     tracing::info!(event_id = %id, matched = ?eval.matched, deliveries = ids.len(), "event replayed");
-    Json(json!({ "event_id": id, "matched": eval.matched, "deliveries": ids, "trace": eval.trace }))
-        .into_response()
+    answer(
+        json!({ "event_id": id, "matched": eval.matched, "deliveries": ids, "trace": eval.trace }),
+    )
 }
 
 async fn deliveries(State(app): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
@@ -387,7 +378,9 @@ async fn deliveries(State(app): State<Arc<AppState>>, Query(q): Query<ListQuery>
     match app.store.delivery_page(q.status.clone(), q.page()).await {
         Ok(list) => {
             let next = list.last().map(|d| d.id.to_string());
-            Json(json!({ "deliveries": list.iter().map(delivery_json).collect::<Vec<_>>(), "next_before": next })).into_response()
+            answer(
+                json!({ "deliveries": list.iter().map(delivery_json).collect::<Vec<_>>(), "next_before": next }),
+            )
         }
         Err(e) => store_error(e),
     }
@@ -405,8 +398,7 @@ async fn delivery(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> R
             };
             let mut body = delivery_json(&d);
             body["attempt_log"] = attempts_json(&attempts);
-            redact_value(&mut body, &app.rules.current().secrets);
-            Json(body).into_response()
+            answer(body)
         }
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no delivery {id}")),
         Err(e) => store_error(e),
@@ -462,15 +454,14 @@ impl Stream {
 async fn stream(State(app): State<Arc<AppState>>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let rx = app.stream.0.subscribe();
-    let secrets = app.rules.current().secrets.clone();
-    let events = futures_util::stream::unfold((rx, secrets), |(mut rx, secrets)| async move {
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
                 Ok(mut v) => {
-                    redact_value(&mut v, &secrets);
+                    crate::redact::json(&mut v);
                     let kind = v["type"].as_str().unwrap_or("message").to_owned();
                     let event = Event::default().event(kind).data(v.to_string());
-                    return Some((Ok::<_, std::convert::Infallible>(event), (rx, secrets)));
+                    return Some((Ok::<_, std::convert::Infallible>(event), rx));
                 }
                 // A slow client missed some messages; it goes on with the newest.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,

@@ -14,7 +14,10 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
     match rules::load(paths, &rules::process_env(), &opts) {
         Ok(set) => {
             for w in &set.warnings {
-                eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.col, w.message);
+                super::err(format_args!(
+                    "{}:{}:{}: warning: {}",
+                    w.file, w.line, w.col, w.message
+                ));
             }
             let failures = super::rule_tests::run_all(&set);
             for f in &failures {
@@ -22,11 +25,11 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
             }
             let tests = set.tests.len();
             if !failures.is_empty() {
-                eprintln!(
+                super::err(format_args!(
                     "{} of {tests} rule test{} failed",
                     failures.len(),
                     plural(tests)
-                );
+                ));
                 return ExitCode::FAILURE;
             }
             super::out(&format!(
@@ -46,13 +49,16 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
                 super::out(&e.to_string());
             }
             for w in &failure.warnings {
-                eprintln!("{}:{}:{}: warning: {}", w.file, w.line, w.col, w.message);
+                super::err(format_args!(
+                    "{}:{}:{}: warning: {}",
+                    w.file, w.line, w.col, w.message
+                ));
             }
-            eprintln!(
+            super::err(format_args!(
                 "{} error{}",
                 failure.errors.len(),
                 plural(failure.errors.len())
-            );
+            ));
             ExitCode::FAILURE
         }
     }

@@ -20,22 +20,19 @@ pub fn guess_content_type(path: &std::path::Path) -> Option<String> {
     )
 }
 
-/// Writes a line to stdout; a closed pipe (`hookwire test … | head`) is not an error.
+/// Writes a line to stdout with every secret masked; a closed pipe
+/// (`hookwire test … | head`) is not an error.
 pub fn out(line: &str) {
     use std::io::Write as _;
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
+    let _ = writeln!(std::io::stdout().lock(), "{}", crate::redact::text(line));
 }
 
-/// Replaces every secret (a value that came from `${VAR}`) with `[redacted]`.
-pub fn redact(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_owned();
-    let mut sorted: Vec<&String> = secrets.iter().filter(|s| s.len() >= 3).collect();
-    // Longest first, so a secret that contains another is replaced whole.
-    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for s in sorted {
-        if out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), "[redacted]");
-        }
-    }
-    out
+/// Writes a line to stderr with every secret masked.
+pub fn err(line: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{}",
+        crate::redact::text(&line.to_string())
+    );
 }

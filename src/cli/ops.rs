@@ -35,13 +35,14 @@ pub enum Op {
 }
 
 pub fn run(api: &Api, op: Op) -> ExitCode {
+    crate::redact::register(&api.token);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("hookwire: {e}");
+            super::err(format_args!("hookwire: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -55,7 +56,7 @@ pub fn run(api: &Api, op: Op) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("hookwire: {e}");
+            super::err(format_args!("hookwire: {e}"));
             ExitCode::FAILURE
         }
     }

@@ -24,13 +24,14 @@ pub fn run(o: &SendOptions) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("hookwire send: {e}");
+            super::err(format_args!("hookwire send: {e}"));
             ExitCode::from(2)
         }
     }
 }
 
 fn send(o: &SendOptions) -> Result<bool, String> {
+    crate::redact::register(&o.secret);
     let body = std::fs::read(&o.payload)
         .map_err(|e| format!("cannot read {}: {e}", o.payload.display()))?;
     let mut headers: Vec<(String, String)> = Vec::new();

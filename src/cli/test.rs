@@ -129,17 +129,17 @@ struct Executed {
 
 pub fn run(opts: &TestOptions) -> ExitCode {
     match build(opts) {
-        Ok((report, set)) => {
+        Ok((report, _)) => {
             let text = if opts.json {
                 serde_json::to_string_pretty(&report).unwrap_or_default()
             } else {
                 render_text(&report)
             };
-            super::out(&super::redact(&text, &set.secrets));
+            super::out(&text);
             ExitCode::SUCCESS
         }
         Err(message) => {
-            eprintln!("hookwire test: {message}");
+            super::err(format_args!("hookwire test: {message}"));
             ExitCode::from(2)
         }
     }

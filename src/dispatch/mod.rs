@@ -11,7 +11,10 @@
 
 pub mod policy;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures_util::FutureExt as _;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, Semaphore};
@@ -74,6 +77,14 @@ impl Dispatcher {
     /// `grace`. Whatever is cut short stays `running` and is queued again at
     /// the next start.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken, grace: Duration) {
+        // Nothing of this process runs before the dispatcher does: whatever is
+        // `running` was cut short (a previous process, or a dispatcher that
+        // panicked and took its attempts with it) and is due again.
+        match self.store.requeue_running().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(deliveries = n, "deliveries left running are queued again"),
+            Err(e) => tracing::warn!(error = %e, "cannot queue running deliveries again"),
+        }
         let slots = Arc::new(Semaphore::new(self.workers));
         let finished = Arc::new(Notify::new());
         let mut running = JoinSet::new();
@@ -92,6 +103,9 @@ impl Dispatcher {
                     Ok(c) => claimed = c,
                     Err(e) => tracing::warn!(error = %e, "cannot claim deliveries; will try again"),
                 }
+            }
+            if !claimed.is_empty() && crate::supervise::fault_once("dispatcher-panic") {
+                panic!("injected fault: dispatcher-panic");
             }
             let full = worth_it && free > 0 && claimed.len() == free;
             for c in claimed {
@@ -168,32 +182,20 @@ impl Dispatcher {
                 RetryPolicy::default(),
             ),
             Some((rule, action)) => {
-                let ctx = request(&mut c).into_context(&rule.name, c.attempt);
-                let data = RenderData {
-                    payload: &ctx.data()["payload"],
-                    raw_body: ctx.data()["event"]["body"].as_str().unwrap_or_default(),
-                };
-                let result = match actions::render(action, &ctx, &data) {
-                    // A template that fails may be fixed in the rule file before the next attempt.
-                    Err(e) => AttemptResult::fail(
+                // A panic in rendering or in a runner is a failed attempt,
+                // recorded with its message and retried by the action's policy.
+                let run = AssertUnwindSafe(self.run_action(rule, action, &mut c))
+                    .catch_unwind()
+                    .await;
+                let result = run.unwrap_or_else(|panic| {
+                    AttemptResult::fail(
                         Outcome::Retryable { retry_after: None },
-                        format!("render: {e}"),
-                    ),
-                    Ok(rendered) => match &action.kind {
-                        ActionKind::Http(h) => {
-                            self.http.run(h, &rendered, c.id.as_str(), &c.event).await
-                        }
-                        ActionKind::Email(_) => self.mailer.run(&rendered).await,
-                        ActionKind::Command(cmd) => {
-                            let ids = CommandEnv {
-                                event_id: c.event_id.as_str(),
-                                rule: &rule.name,
-                                source: &c.event.source,
-                            };
-                            actions::command::run(cmd, &rendered, &ids).await
-                        }
-                    },
-                };
+                        format!(
+                            "the attempt panicked: {}",
+                            crate::supervise::panic_message(panic.as_ref())
+                        ),
+                    )
+                });
                 (result, action.retry)
             }
         };
@@ -212,9 +214,16 @@ impl Dispatcher {
             exit_code: result.exit_code,
             duration: started.elapsed(),
             state: decision.state.as_str(),
+            // Masked by the log writer, like every line.
             error: result.error.as_deref(),
         }
         .emit();
+        // Stored attempts never hold a secret, whatever the runner reported.
+        let error = crate::redact::opt(result.error);
+        let response = match crate::redact::bytes(&result.response) {
+            std::borrow::Cow::Borrowed(_) => result.response,
+            std::borrow::Cow::Owned(masked) => masked,
+        };
         let finished = Finished {
             delivery: c.id.clone(),
             attempt: NewAttempt {
@@ -225,8 +234,8 @@ impl Dispatcher {
                 outcome: result.outcome.label(),
                 status_code: result.status_code,
                 exit_code: result.exit_code,
-                error: result.error,
-                response: result.response,
+                error,
+                response,
             },
             state: decision.state,
             next_attempt_at_ms: decision.next_attempt_at_ms,
@@ -243,6 +252,44 @@ impl Dispatcher {
                 // The delivery stays `running` under its lease and is attempted again later: at least once.
                 tracing::error!(delivery_id = %c.id, error = %e, "attempt not recorded");
             }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Renders the action from the current rule and runs it once.
+    async fn run_action(
+        &self,
+        rule: &crate::rules::Rule,
+        action: &crate::rules::Action,
+        c: &mut Claimed,
+    ) -> AttemptResult {
+        if c.attempt == 1 && crate::supervise::fault("attempt-panic") {
+            panic!("injected fault: attempt-panic");
+        }
+        let ctx = request(c).into_context(&rule.name, c.attempt);
+        let data = RenderData {
+            payload: &ctx.data()["payload"],
+            raw_body: ctx.data()["event"]["body"].as_str().unwrap_or_default(),
+        };
+        match actions::render(action, &ctx, &data) {
+            // A template that fails may be fixed in the rule file before the next attempt.
+            Err(e) => AttemptResult::fail(
+                Outcome::Retryable { retry_after: None },
+                format!("render: {e}"),
+            ),
+            Ok(rendered) => match &action.kind {
+                ActionKind::Http(h) => self.http.run(h, &rendered, c.id.as_str(), &c.event).await,
+                ActionKind::Email(_) => self.mailer.run(&rendered).await,
+                ActionKind::Command(cmd) => {
+                    let ids = CommandEnv {
+                        event_id: c.event_id.as_str(),
+                        rule: &rule.name,
+                        source: &c.event.source,
+                    };
+                    actions::command::run(cmd, &rendered, &ids).await
+                }
+            },
         }
     }
 }

@@ -218,6 +218,8 @@ pub fn load(
     }
     let (set, mut more, warnings) = builder.finish(files.iter().map(|f| shown(f)).collect());
     errors.append(&mut more);
+    // Secrets are known to every output from the first load on, valid or not.
+    crate::redact::register(&set.secrets);
     if errors.is_empty() {
         Ok(set)
     } else {

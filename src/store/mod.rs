@@ -220,6 +220,11 @@ pub trait Store: Send + Sync + 'static {
     /// Records an attempt and moves its delivery to the decided state.
     fn finish(&self, finished: Finished) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Puts every `running` delivery back in the queue, due now: called when
+    /// the dispatcher starts, when no attempt of this process is running (a
+    /// dispatcher that panicked took its attempts with it).
+    fn requeue_running(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
     /// When the next delivery becomes due (`None` when nothing waits).
     fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
 

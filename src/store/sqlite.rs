@@ -878,6 +878,10 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn requeue_running(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write(|c, _| requeue_orphans(c).map(|n| n as u64)))
+    }
+
     fn retry(&self, id: &DeliveryId) -> BoxFuture<'_, Result<RetryOutcome, StoreError>> {
         let id = id.to_string();
         Box::pin(self.write(move |c, now| retry_delivery(c, &id, now)))

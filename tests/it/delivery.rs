@@ -163,7 +163,7 @@ async fn retries_follow_the_policy_and_keep_the_idempotency_key() {
         ["flaky", "busy", "bad", "down", "redirect"]
             .iter()
             .map(|p| format!(
-                "      - name: {p}\n        http: {{ url: \"{}\" }}\n        {FAST_RETRY}\n",
+                "      - name: {p}\n        http: {{ url: \"{}\", forward: true }}\n        {FAST_RETRY}\n",
                 rx.url(&format!("/{p}"))
             ))
             .collect::<String>()
@@ -688,4 +688,106 @@ async fn retention_prunes_finished_events() {
     }
     assert_eq!(d.db_count("SELECT count(*) FROM deliveries"), 0);
     assert_eq!(d.db_count("SELECT count(*) FROM attempts"), 0);
+}
+
+fn relay_rules(rx: &Receiver) -> String {
+    format!(
+        "sources:\n  app: {{}}\nrules:\n  - name: relay\n    source: app\n    actions:\n      - name: out\n        http: {{ url: \"{}\", forward: true }}\n        {FAST_RETRY}\n",
+        rx.url("/out")
+    )
+}
+
+/// A dispatcher that dies is seen and healed: the panic is logged, `/readyz`
+/// fails while it is down, it is started again, and the delivery it had
+/// claimed when it died still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicked_dispatcher_is_reported_and_restarted() {
+    let rx = Receiver::start().await;
+    let d = Daemon::start_with(
+        &[("app.yaml", &relay_rules(&rx))],
+        &[("HOOKWIRE_FAULTS", "dispatcher-panic")],
+        &[],
+    );
+    let ready = client().get(d.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ev = send(&d, "/hooks/app", r#"{"n": 1}"#).await;
+    // Down: /readyz says so and names the task, for about a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let down = loop {
+        let r = client().get(d.url("/readyz")).send().await.unwrap();
+        if r.status() == 503 {
+            break r.json::<Value>().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "/readyz never failed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(down["tasks"]["dispatcher"]["state"], "restarting", "{down}");
+    assert_eq!(down["tasks"]["dispatcher"]["restarts"], 1, "{down}");
+    assert_eq!(down["tasks"]["pruner"]["state"], "running", "{down}");
+    // Restarted: the delivery claimed by the dead dispatcher arrives once.
+    let got = rx.wait_for("/out", 1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json(), json!({"n": 1}));
+    wait_status(&d, ev["event_id"].as_str().unwrap(), "out", "succeeded").await;
+    let r = client().get(d.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let log = d
+        .wait_log("the panic report", |l| {
+            l.contains("background task panicked")
+        })
+        .await;
+    assert!(
+        log.contains("task=\"dispatcher\"") || log.contains("task=dispatcher"),
+        "{log}"
+    );
+    assert!(log.contains("injected fault: dispatcher-panic"), "{log}");
+    let metrics = client()
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hookwire_task_restarts_total{task=\"dispatcher\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(rx.requests("/out").len(), 1);
+}
+
+/// A panic inside an attempt is a failed attempt with the panic's message,
+/// retried by the action's policy — not a delivery stuck `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicked_attempt_is_recorded_and_retried() {
+    let rx = Receiver::start().await;
+    let d = Daemon::start_with(
+        &[("app.yaml", &relay_rules(&rx))],
+        &[("HOOKWIRE_FAULTS", "attempt-panic")],
+        &[],
+    );
+    let ev = send(&d, "/hooks/app", r#"{"n": 2}"#).await;
+    let id = ev["event_id"].as_str().unwrap();
+    assert_eq!(wait_status(&d, id, "out", "succeeded").await, 2);
+    assert_eq!(rx.requests("/out").len(), 1);
+    let e: Value = client()
+        .get(d.url(&format!("/api/events/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let log = &e["deliveries"][0]["attempt_log"];
+    assert_eq!(log[0]["outcome"], "retryable", "{e:#}");
+    assert_eq!(
+        log[0]["error"], "the attempt panicked: injected fault: attempt-panic",
+        "{e:#}"
+    );
+    assert_eq!(log[1]["outcome"], "succeeded", "{e:#}");
+    let r = client().get(d.url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "an attempt's panic does not take a task down"
+    );
 }
