@@ -1140,3 +1140,90 @@ rules:
         }
     }
 }
+
+/// A stderr nobody reads (a full pipe, a stalled terminal) never stalls the
+/// daemon: lines are written by a thread of their own and dropped, counted,
+/// when it falls behind. Lines carry no colour codes when stderr is not a
+/// terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::disallowed_methods)] // the test starts the daemon with a stderr of its own
+async fn a_stderr_nobody_reads_never_stalls_requests() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("rules/app.yaml"),
+        "sources:\n  app: {}\nrules:\n  - name: all\n    source: app\n",
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--rules"])
+        .arg(dir.path().join("rules"))
+        .arg("--database")
+        .arg(format!("sqlite://{}", dir.path().join("h.db").display()))
+        // Every line there is: the pipe (64 KiB) fills within a few hundred requests.
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stderr stays open and is never read.
+    let _stderr = child.stderr.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("hookwire listening on ") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "hookwire did not start"
+        );
+    }
+    let base = line
+        .trim()
+        .trim_start_matches("hookwire listening on ")
+        .to_owned();
+    let c = client();
+    for i in 0..1500 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            c.post(format!("{base}/hooks/app"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"i": {i}}}"#))
+                .send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("request {i} stalled behind a full stderr"))
+        .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // What the writer could not pass on is counted (a few hundred KiB of
+    // lines wait in its queue here; nothing needs dropping yet).
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("hookwire_log_lines_dropped ")),
+        "{metrics}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_carry_no_colour_codes_off_a_terminal() {
+    let d = Daemon::start(&[("app.yaml", "sources:\n  app: {}\nrules: []\n")]);
+    let log = d
+        .wait_log("the rule set", |l| l.contains("rule set loaded"))
+        .await;
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI escapes in a piped log:\n{log:?}"
+    );
+}

@@ -164,8 +164,14 @@ pub enum VerifyError {
     MissingQuery(String),
     #[error("malformed header `{0}`")]
     Malformed(HeaderName),
-    #[error("signed timestamp is {skew_secs}s from now; tolerance is {tolerance_secs}s")]
-    Stale { skew_secs: u64, tolerance_secs: u64 },
+    /// `when` is `in the past` (a replay, or a queue that held it) or `in the
+    /// future` (the sender's clock is ahead).
+    #[error("signed timestamp is {skew_secs}s {when}; tolerance is {tolerance_secs}s")]
+    Stale {
+        skew_secs: u64,
+        when: &'static str,
+        tolerance_secs: u64,
+    },
     #[error("signature or token does not match")]
     Mismatch,
 }
@@ -450,11 +456,17 @@ fn check_timestamp(
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or(None)?;
-    let skew = (i128::from(unix_secs(now)) - i128::from(t)).unsigned_abs();
+    let age = i128::from(unix_secs(now)) - i128::from(t);
+    let skew = age.unsigned_abs();
     let tolerance_secs = tolerance.as_secs();
     if skew > u128::from(tolerance_secs) {
         return Err(Some(VerifyError::Stale {
             skew_secs: u64::try_from(skew).unwrap_or(u64::MAX),
+            when: if age < 0 {
+                "in the future"
+            } else {
+                "in the past"
+            },
             tolerance_secs,
         }));
     }
@@ -960,9 +972,10 @@ mod tests {
                 ),
             ),
         ];
-        let stale = |skew_secs| {
+        let stale = |skew_secs, when| {
             Err(VerifyError::Stale {
                 skew_secs,
+                when,
                 tolerance_secs: 300,
             })
         };
@@ -970,15 +983,20 @@ mod tests {
             for (now, expected) in [
                 (T - 300, Ok(())),
                 (T + 300, Ok(())),
-                (T - 301, stale(301)),
-                (T + 301, stale(301)),
-                (0, stale(T)),
+                (T - 301, stale(301, "in the future")),
+                (T + 301, stale(301, "in the past")),
+                (0, stale(T, "in the future")),
             ] {
                 let mut r = req.clone();
                 r.now = at(now);
                 assert_eq!(r.check(v), expected, "{} at {now}", v.scheme_name());
             }
         }
+
+        assert_eq!(
+            stale(301, "in the future").unwrap_err().to_string(),
+            "signed timestamp is 301s in the future; tolerance is 300s"
+        );
 
         // The Slack vector itself, 301 s either side.
         let ts = SLACK_TS.to_string();
