@@ -100,10 +100,7 @@ mod tests {
         let ticket = t.issue_at(now);
         assert!(!t.redeem_at(&ticket, now + TICKET_TTL));
         let ticket = t.issue_at(now);
-        assert!(t.redeem_at(
-            &ticket,
-            now + TICKET_TTL - Duration::from_millis(1)
-        ));
+        assert!(t.redeem_at(&ticket, now + TICKET_TTL - Duration::from_millis(1)));
     }
 
     #[test]

@@ -484,7 +484,12 @@ async fn the_dashboard_is_served_from_the_binary_with_no_inline_code() {
         );
     }
     assert_eq!(
-        client().get(d.url("/api/events")).send().await.unwrap().status(),
+        client()
+            .get(d.url("/api/events"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         401,
         "the data still needs the token"
     );
@@ -578,7 +583,11 @@ async fn the_stream_opens_with_a_single_use_ticket_and_never_with_the_token_in_t
     drop(stream);
 
     // Once.
-    assert_eq!(stream_status(&d, &format!("?ticket={t}")).await, 401, "reused");
+    assert_eq!(
+        stream_status(&d, &format!("?ticket={t}")).await,
+        401,
+        "reused"
+    );
     // Unknown, empty, or a ticket's worth of the token.
     assert_eq!(
         stream_status(&d, "?ticket=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").await,

@@ -102,8 +102,11 @@ impl Browser {
 
     async fn click(&self, css: &str) -> Result<(), CmdError> {
         self.wait_for(css).await?;
-        self.js("document.querySelector(arguments[0]).click()", vec![json!(css)])
-            .await?;
+        self.js(
+            "document.querySelector(arguments[0]).click()",
+            vec![json!(css)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -154,7 +157,9 @@ async fn dashboard_shows_live_events_traces_and_retries() {
         // The trace, as a table, and the delivery that died on the 400.
         b.wait_for("#detail h3.rule").await?;
         assert!(
-            b.text("#detail h3.rule").await?.starts_with("lead — matched"),
+            b.text("#detail h3.rule")
+                .await?
+                .starts_with("lead — matched"),
             "{}",
             b.text("#detail h3.rule").await?
         );
@@ -299,7 +304,10 @@ rules:
         b.wait_for("#detail table.attempts pre").await?;
         let headers = b.text("#detail pre.headers").await?;
         for v in &vectors {
-            assert!(headers.contains(v.as_str()), "not shown as text: {v}\n{headers}");
+            assert!(
+                headers.contains(v.as_str()),
+                "not shown as text: {v}\n{headers}"
+            );
         }
         let output = b.text("#detail table.attempts pre").await?;
         assert!(output.contains(&vectors[0]), "{output}");
@@ -326,7 +334,9 @@ rules:
             )
             .await?;
         assert!(
-            probe.as_str().is_some_and(|p| p.starts_with("blocked: script-src")),
+            probe
+                .as_str()
+                .is_some_and(|p| p.starts_with("blocked: script-src")),
             "an inline handler was not blocked: {probe}"
         );
 
@@ -354,4 +364,56 @@ rules:
     let _ = b.client.close().await;
     result.unwrap();
     assert_eq!(rx.requests("/pwned").len(), 0, "the page called out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_signs_in_and_reopens_its_stream_with_a_fresh_ticket() {
+    let token = "reconnect-admin-t0ken";
+    let mut d = Daemon::start_with(
+        &[("r.yaml", "sources:\n  forms: {}\n")],
+        &[],
+        &["--admin-token", token],
+    );
+    let b = Browser::open().await;
+    let run = async {
+        // Without the token the API refuses the page, which asks for it.
+        b.client.goto(&d.url("/")).await?;
+        b.wait_for("#login:not([hidden])").await?;
+        assert!(
+            b.client
+                .find_all(Locator::Css("#live.yes"))
+                .await?
+                .is_empty()
+        );
+        b.client
+            .find(Locator::Css("#login input"))
+            .await?
+            .send_keys(token)
+            .await?;
+        b.click("#login button").await?;
+        b.wait_for("#live.yes").await?;
+        b.wait_for("#login[hidden]").await?;
+        // EventSource reconnects to the same URL by itself, and a used ticket
+        // (here, one the restarted daemon never issued) is refused: the page
+        // has to buy a new one.
+        d.restart();
+        b.wait_for("#live.muted").await?;
+        b.wait_for("#live.yes").await?;
+        let sent: Value = client()
+            .post(d.url("/hooks/forms"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = sent["event_id"].as_str().unwrap();
+        b.wait_for(&format!("#events tr[data-id='{id}']")).await?;
+        Ok::<_, CmdError>(())
+    };
+    let result = run.await;
+    let _ = b.client.close().await;
+    result.unwrap();
 }
