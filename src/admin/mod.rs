@@ -2,7 +2,13 @@
 //!
 //! `/healthz` and `/readyz` are open. Everything under `/api/` needs the
 //! bearer token when one is configured, and otherwise answers loopback
-//! clients only.
+//! clients only. The one exception is `GET /api/stream?ticket=`, opened by a
+//! single-use ticket from `POST /api/stream/ticket` (a browser's EventSource
+//! cannot send the token as a header, and a token in a URL ends up in logs).
+//! The dashboard's files hold no data: with a token set they are served to
+//! anyone (the page then asks for the token), without one to loopback only.
+
+mod ticket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,13 +24,31 @@ use subtle::ConstantTimeEq;
 use axum::extract::{Path, Query};
 use serde_json::Value;
 
+use self::ticket::{StreamTickets, TICKET_TTL};
 use crate::dispatch::policy::DeliveryState;
 use crate::ids::{DeliveryId, EventId};
 use crate::rules::RuleSet;
 use crate::server::AppState;
 use crate::store::{Page, RetryOutcome, StoreError, StoredAttempt, StoredDelivery, StoredEvent};
 
+/// What the admin middleware needs: the app and the stream tickets it handed out.
+#[derive(Clone)]
+struct Gate {
+    app: Arc<AppState>,
+    tickets: Arc<StreamTickets>,
+}
+
 pub fn router(app: Arc<AppState>) -> Router<Arc<AppState>> {
+    let tickets = Arc::new(StreamTickets::default());
+    let gate = Gate { app, tickets };
+    let dashboard = Router::new()
+        .route("/", get(dashboard))
+        .route("/dashboard.js", get(dashboard_js))
+        .route("/dashboard.css", get(dashboard_css))
+        .route_layer(axum::middleware::from_fn_with_state(
+            gate.clone(),
+            dashboard_gate,
+        ));
     let api = Router::new()
         .route("/api/rules", get(rules))
         .route("/api/events", get(events))
@@ -34,12 +58,19 @@ pub fn router(app: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/deliveries/{id}", get(delivery))
         .route("/api/deliveries/{id}/retry", axum::routing::post(retry))
         .route("/api/stream", get(stream))
-        .route("/", get(dashboard))
-        .route_layer(axum::middleware::from_fn_with_state(app, require_admin));
+        .route(
+            "/api/stream/ticket",
+            axum::routing::post({
+                let tickets = gate.tickets.clone();
+                move || stream_ticket(tickets)
+            }),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(gate, require_admin));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(dashboard)
         .merge(api)
 }
 
@@ -60,20 +91,48 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// The dashboard: one page, embedded in the binary, that talks only to this API.
+/// The dashboard: a page, its script and its style sheet, embedded in the
+/// binary; the page talks only to this API.
 const DASHBOARD: &str = include_str!("dashboard.html");
+const DASHBOARD_JS: &str = include_str!("dashboard.js");
+const DASHBOARD_CSS: &str = include_str!("dashboard.css");
 
-async fn dashboard() -> Response {
+/// Nothing inline runs and nothing is loaded from elsewhere: payload values
+/// reach the page only as text, and should one ever become markup, its
+/// handlers and scripts still do not run.
+const DASHBOARD_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            // Nothing may be loaded from elsewhere.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'",
-            ),
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
-        DASHBOARD,
+        body,
+    )
+        .into_response()
+}
+
+async fn dashboard() -> Response {
+    asset("text/html; charset=utf-8", DASHBOARD)
+}
+
+async fn dashboard_js() -> Response {
+    asset("text/javascript; charset=utf-8", DASHBOARD_JS)
+}
+
+async fn dashboard_css() -> Response {
+    asset("text/css; charset=utf-8", DASHBOARD_CSS)
+}
+
+/// `POST /api/stream/ticket`: a single-use ticket for `GET /api/stream?ticket=`.
+async fn stream_ticket(tickets: Arc<StreamTickets>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "ticket": tickets.issue(), "expires_in": TICKET_TTL.as_secs() })),
     )
         .into_response()
 }
@@ -101,30 +160,58 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Bearer token when configured; otherwise loopback only.
-async fn require_admin(
-    State(app): State<Arc<AppState>>,
+/// Without an admin token, only loopback clients are answered.
+fn loopback_only(peer: SocketAddr) -> Option<Response> {
+    let ip = peer.ip();
+    let loopback = ip.is_loopback()
+        || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
+    (!loopback).then(|| {
+        (StatusCode::FORBIDDEN, Json(json!({ "error": "the admin API answers loopback clients only unless an admin token is set" })))
+            .into_response()
+    })
+}
+
+/// The dashboard's files: open when a token is set (a browser cannot send
+/// it when navigating, and the files hold no data), else loopback only.
+async fn dashboard_gate(
+    State(gate): State<Gate>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
 ) -> Response {
-    match &app.admin_token {
+    if gate.app.admin_token.is_none()
+        && let Some(refused) = loopback_only(peer)
+    {
+        return refused;
+    }
+    next.run(req).await
+}
+
+/// Bearer token when configured (or, for `GET /api/stream` only, a stream
+/// ticket); otherwise loopback only.
+async fn require_admin(
+    State(gate): State<Gate>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match &gate.app.admin_token {
         Some(token) => {
-            // The dashboard's EventSource cannot set headers; it passes `?token=`.
-            let from_query = req.uri().query().and_then(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == "token")
-                    .map(|(_, v)| v.into_owned())
-            });
             let given = req
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::to_owned)
-                .or(from_query)
-                .unwrap_or_default();
-            if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+                .and_then(|v| v.strip_prefix("Bearer "));
+            let bearer = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
+            let ticket = || {
+                req.uri().path() == "/api/stream"
+                    && req.uri().query().is_some_and(|q| {
+                        url::form_urlencoded::parse(q.as_bytes())
+                            .find(|(k, _)| k == "ticket")
+                            .is_some_and(|(_, t)| gate.tickets.redeem(&t))
+                    })
+            };
+            if !(bearer || ticket()) {
                 let mut resp = (
                     StatusCode::UNAUTHORIZED,
                     Json(json!({ "error": "admin token required" })),
@@ -138,12 +225,8 @@ async fn require_admin(
             }
         }
         None => {
-            let ip = peer.ip();
-            let loopback = ip.is_loopback()
-                || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
-            if !loopback {
-                return (StatusCode::FORBIDDEN, Json(json!({ "error": "the admin API answers loopback clients only unless an admin token is set" })))
-                    .into_response();
+            if let Some(refused) = loopback_only(peer) {
+                return refused;
             }
         }
     }

@@ -396,19 +396,42 @@ async fn the_stream_announces_events_and_delivery_changes() {
     );
 }
 
+/// The policy every dashboard file is served under: nothing inline runs.
+fn assert_strict_csp(r: &reqwest::Response, what: &str) {
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(
+            csp.split(';').any(|d| d.trim() == directive),
+            "{what}: no `{directive}` in {csp}"
+        );
+    }
+    assert!(
+        !csp.contains("unsafe-") && !csp.contains('*') && !csp.contains("data:"),
+        "{what}: {csp}"
+    );
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{what}");
+}
+
 #[tokio::test]
-async fn the_dashboard_is_served_from_the_binary_behind_the_admin_rule() {
+async fn the_dashboard_is_served_from_the_binary_with_no_inline_code() {
     let d = Daemon::start_with(
         &[("r.yaml", "sources:\n  s: {}\n")],
         &[],
         &["--admin-token", "dash-t0ken"],
     );
-    assert_eq!(client().get(d.url("/")).send().await.unwrap().status(), 401);
-    let r = client()
-        .get(d.url("/?token=dash-t0ken"))
-        .send()
-        .await
-        .unwrap();
+    // The page and its files hold no data, and a browser cannot send a bearer
+    // token when it navigates: they are served without one. The data is not.
+    let r = client().get(d.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(
         r.headers()["content-type"]
@@ -416,32 +439,177 @@ async fn the_dashboard_is_served_from_the_binary_behind_the_admin_rule() {
             .unwrap()
             .starts_with("text/html")
     );
-    let csp = r.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    assert_strict_csp(&r, "/");
     let page = r.text().await.unwrap();
+    assert!(page.contains("<title>hookwire</title>"));
     assert!(
-        page.contains("<title>hookwire</title>")
-            && page.contains("new EventSource(\"/api/stream\"")
+        page.contains(r#"<script src="/dashboard.js" defer></script>"#)
+            && page.contains(r#"<link rel="stylesheet" href="/dashboard.css">"#),
+        "{page}"
     );
-    for external in ["src=\"http", "href=\"http", "@import", "cdn"] {
+    let lower = page.to_ascii_lowercase();
+    assert!(
+        !lower.contains("<script>") && !lower.contains("<style") && !lower.contains("style="),
+        "inline script or style in the page"
+    );
+    let mut files = String::new();
+    for (path, content_type) in [
+        ("/dashboard.js", "text/javascript"),
+        ("/dashboard.css", "text/css"),
+    ] {
+        let r = client().get(d.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
         assert!(
-            !page.to_ascii_lowercase().contains(external),
-            "the page loads something from elsewhere: {external}"
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
+            "{path}"
+        );
+        assert_strict_csp(&r, path);
+        files.push_str(&r.text().await.unwrap());
+    }
+    assert!(
+        files.contains(r#"api("/api/stream/ticket", "POST")"#)
+            && files.contains(r#"new EventSource("/api/stream?ticket=""#),
+        "the dashboard opens its stream with a ticket"
+    );
+    assert!(!files.contains("innerHTML") && !files.contains("?token="));
+    for external in ["src=\"http", "href=\"http", "@import", "cdn", "url("] {
+        assert!(
+            !(page.clone() + &files)
+                .to_ascii_lowercase()
+                .contains(external),
+            "the dashboard loads something from elsewhere: {external}"
         );
     }
+    assert_eq!(
+        client()
+            .get(d.url("/api/events"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "the data still needs the token"
+    );
+}
+
+/// Status of `GET /api/stream` with this query; the stream is dropped at once.
+async fn stream_status(d: &Daemon, query: &str) -> u16 {
     let r = client()
-        .get(d.url("/api/events?token=dash-t0ken"))
+        .get(d.url(&format!("/api/stream{query}")))
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.status(),
-        200,
-        "the token may come as a query parameter (EventSource cannot set headers)"
+    r.status().as_u16()
+}
+
+async fn ticket(d: &Daemon, token: &str) -> String {
+    let r = client()
+        .post(d.url("/api/stream/ticket"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["expires_in"], 30, "{v}");
+    v["ticket"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_opens_with_a_single_use_ticket_and_never_with_the_token_in_the_url() {
+    let token = "str3am-admin-t0ken";
+    let d = Daemon::start_with(
+        &[("r.yaml", "sources:\n  s: {}\n")],
+        &[],
+        &["--admin-token", token],
     );
+    // The token in a URL ends up in access logs: refused everywhere.
+    assert_eq!(stream_status(&d, &format!("?token={token}")).await, 401);
+    let r = client()
+        .get(d.url(&format!("/api/events?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "nor on the rest of the API");
+    assert_eq!(stream_status(&d, "").await, 401);
+
+    // Tickets come only for the bearer token.
+    let r = client()
+        .post(d.url("/api/stream/ticket"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .post(d.url(&format!("/api/stream/ticket?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A ticket opens the stream, and the stream is live.
+    let t = ticket(&d, token).await;
+    let mut stream = client()
+        .get(d.url(&format!("/api/stream?ticket={t}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let sent: Value = client()
+        .post(d.url("/hooks/s"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = sent["event_id"].as_str().unwrap().to_owned();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text.contains(&id) {
+        assert!(Instant::now() < deadline, "stream so far:\n{text}");
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(Duration::from_millis(500), stream.chunk()).await
+        {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    drop(stream);
+
+    // Once.
+    assert_eq!(
+        stream_status(&d, &format!("?ticket={t}")).await,
+        401,
+        "reused"
+    );
+    // Unknown, empty, or a ticket's worth of the token.
+    assert_eq!(
+        stream_status(&d, "?ticket=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").await,
+        401
+    );
+    assert_eq!(stream_status(&d, "?ticket=").await, 401);
+    assert_eq!(stream_status(&d, &format!("?ticket={token}")).await, 401);
+    // A ticket opens the stream and nothing else.
+    let t = ticket(&d, token).await;
+    let r = client()
+        .get(d.url(&format!("/api/events?ticket={t}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        stream_status(&d, &format!("?ticket={t}")).await,
+        200,
+        "and trying it elsewhere did not use it up"
+    );
+    // Expiry (30 s) is pinned by the unit tests of `admin::ticket`, on an explicit clock.
+    assert!(!d.log_text().contains(&t), "a ticket in the log");
 }
 
 /// A network namespace of the test's own, joined to this machine by a veth
@@ -587,6 +755,11 @@ async fn without_a_token_a_non_loopback_client_gets_403() {
         ns.status(&format!("http://{}:{port}/", ns.host_ip)),
         "403",
         "the dashboard too"
+    );
+    assert_eq!(
+        ns.status(&format!("http://{}:{port}/dashboard.js", ns.host_ip)),
+        "403",
+        "and its files"
     );
     assert_eq!(
         ns.status(&format!("http://{}:{port}/healthz", ns.host_ip)),

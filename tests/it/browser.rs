@@ -1,14 +1,18 @@
 //! The dashboard in a real headless browser (Debian's chromium, driven
 //! through chromedriver): an event arrives live, its trace opens, Retry on a
-//! dead delivery makes it succeed. Leaves a screenshot in the test's target
-//! directory (`dashboard.png`).
+//! dead delivery makes it succeed (leaving a screenshot in the test's target
+//! directory, `dashboard.png`); and payloads, headers and action output full
+//! of markup and `javascript:` URLs show as text, run nothing, and would be
+//! stopped by the page's policy if they ever became markup.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::error::CmdError;
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
+use tempfile::TempDir;
 
 use crate::support::{Daemon, Receiver, client};
 
@@ -44,84 +48,97 @@ fn start_driver() -> Driver {
     Driver(child, port)
 }
 
+/// A headless chromium session on a chromedriver of its own.
+struct Browser {
+    client: Client,
+    _driver: Driver,
+    _profile: TempDir,
+}
+
+impl Browser {
+    async fn open() -> Browser {
+        assert!(
+            std::path::Path::new(CHROMIUM).exists(),
+            "the dashboard test needs Debian's chromium: apt-get install chromium chromium-driver (.ci/run does)"
+        );
+        // Two TLS providers are in the test build (ring and aws-lc); say which one the WebDriver client uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let driver = start_driver();
+        let profile = tempfile::tempdir().unwrap();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--window-size=1400,1000", format!("--user-data-dir={}", profile.path().display())]
+            }),
+        );
+        let client = ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", driver.1))
+            .await
+            .unwrap();
+        Browser {
+            client,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    // The page re-renders as the stream reports changes, so elements are found
+    // and used by selector, in the page, rather than held across awaits.
+
+    async fn wait_for(&self, css: &str) -> Result<(), CmdError> {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(Locator::Css(css))
+            .await?;
+        Ok(())
+    }
+
+    async fn click(&self, css: &str) -> Result<(), CmdError> {
+        self.wait_for(css).await?;
+        self.js(
+            "document.querySelector(arguments[0]).click()",
+            vec![json!(css)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn text(&self, css: &str) -> Result<String, CmdError> {
+        let v = self
+            .js(
+                "return document.querySelector(arguments[0]).textContent",
+                vec![json!(css)],
+            )
+            .await?;
+        Ok(v.as_str().unwrap_or_default().to_owned())
+    }
+
+    async fn js(&self, script: &str, args: Vec<Value>) -> Result<Value, CmdError> {
+        self.client.execute(script, args).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_live_events_traces_and_retries() {
-    assert!(
-        std::path::Path::new(CHROMIUM).exists(),
-        "the dashboard test needs Debian's chromium: apt-get install chromium chromium-driver (.ci/run does)"
-    );
     let rx = Receiver::start().await;
     rx.script("/crm", &[(400, None)]);
     let rules = format!(
         "sources:\n  forms: {{}}\nrules:\n  - name: lead\n    source: forms\n    when: {{ path: $.email, exists: true }}\n    actions:\n      - name: crm\n        http: {{ url: \"{}\" }}\n        retry: {{ attempts: 1 }}\n",
         rx.url("/crm")
     );
+    // No admin token: the dashboard answers loopback clients without one.
     let d = Daemon::start(&[("r.yaml", &rules)]);
-    // Two TLS providers are in the test build (ring and aws-lc); say which one the WebDriver client uses.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let driver = start_driver();
-    let profile = tempfile::tempdir().unwrap();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1400,1000", format!("--user-data-dir={}", profile.path().display())]
-        }),
-    );
-    let browser = ClientBuilder::rustls()
-        .unwrap()
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.1))
-        .await
-        .unwrap();
-    // The page re-renders as the stream reports changes, so elements are found
-    // and used by selector, in the page, rather than held across awaits.
-    let wait_for = |css: String| {
-        let browser = &browser;
-        async move {
-            browser
-                .wait()
-                .at_most(Duration::from_secs(15))
-                .for_element(Locator::Css(&css))
-                .await?;
-            Ok::<_, fantoccini::error::CmdError>(())
-        }
-    };
-    let click = |css: &'static str| {
-        let browser = &browser;
-        async move {
-            browser
-                .wait()
-                .at_most(Duration::from_secs(15))
-                .for_element(Locator::Css(css))
-                .await?;
-            browser
-                .execute(
-                    "document.querySelector(arguments[0]).click()",
-                    vec![json!(css)],
-                )
-                .await?;
-            Ok::<_, fantoccini::error::CmdError>(())
-        }
-    };
-    let text = |css: &'static str| {
-        let browser = &browser;
-        async move {
-            let v = browser
-                .execute(
-                    "return document.querySelector(arguments[0]).textContent",
-                    vec![json!(css)],
-                )
-                .await?;
-            Ok::<_, fantoccini::error::CmdError>(v.as_str().unwrap_or_default().to_owned())
-        }
-    };
+    let b = Browser::open().await;
     let run = async {
-        browser.goto(&d.url("/")).await?;
-        wait_for("#live.yes".to_owned()).await?;
+        b.client.goto(&d.url("/")).await?;
+        b.wait_for("#live.yes").await?;
 
         // An event sent now appears in the feed without a reload.
         let sent: Value = client()
@@ -135,37 +152,268 @@ async fn dashboard_shows_live_events_traces_and_retries() {
             .await
             .unwrap();
         let id = sent["event_id"].as_str().unwrap().to_owned();
-        wait_for(format!("#events tr[data-id='{id}']")).await?;
-        browser
-            .execute(
-                "document.querySelector(arguments[0]).click()",
-                vec![json!(format!("#events tr[data-id='{id}']"))],
-            )
-            .await?;
+        b.click(&format!("#events tr[data-id='{id}']")).await?;
 
         // The trace, as a table, and the delivery that died on the 400.
-        wait_for("#detail h3.rule".to_owned()).await?;
+        b.wait_for("#detail h3.rule").await?;
         assert!(
-            text("#detail h3.rule").await?.starts_with("lead — matched"),
+            b.text("#detail h3.rule")
+                .await?
+                .starts_with("lead — matched"),
             "{}",
-            text("#detail h3.rule").await?
+            b.text("#detail h3.rule").await?
         );
-        assert_eq!(text("#detail table.trace td.res").await?, "true");
-        click("#detail button.retry").await?;
-        wait_for("#detail h3.delivery .pill.succeeded".to_owned()).await?;
+        assert_eq!(b.text("#detail table.trace td.res").await?, "true");
+        b.click("#detail button.retry").await?;
+        b.wait_for("#detail h3.delivery .pill.succeeded").await?;
         assert_eq!(
             rx.requests("/crm").len(),
             2,
             "the retry reached the receiver"
         );
 
-        let png = browser.screenshot().await?;
+        let png = b.client.screenshot().await?;
         let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
         std::fs::write(&path, png).unwrap();
         println!("dashboard screenshot: {}", path.display());
-        Ok::<_, fantoccini::error::CmdError>(())
+        Ok::<_, CmdError>(())
     };
     let result = run.await;
-    let _ = browser.close().await;
+    let _ = b.client.close().await;
+    result.unwrap();
+}
+
+/// Strings that, if the page ever took them for markup or followed them as
+/// URLs, would run `hit(n)`: mark the window, retitle the page, and call the
+/// test's receiver (`/pwned`; the policy blocks that call, the marks it does not).
+fn hostile(rx: &Receiver) -> Vec<String> {
+    let hit = |n: u32| {
+        format!(
+            "top.__pwned=(top.__pwned||[]).concat({n});top.document.title='PWNED';fetch('{}')",
+            rx.url(&format!("/pwned?n={n}"))
+        )
+    };
+    vec![
+        format!("<script>{}</script>", hit(1)),
+        format!("<img src=x onerror=\"{}\">", hit(2)),
+        format!("\"><svg onload=\"{}\">", hit(3)),
+        format!("javascript:{}", hit(4)),
+        format!("<a href=\"javascript:{}\">open me</a>", hit(5)),
+        format!("<iframe src=\"javascript:{}\"></iframe>", hit(6)),
+        format!("<iframe srcdoc=\"<script>{}</script>\"></iframe>", hit(7)),
+        format!("<details open ontoggle=\"{}\">x</details>", hit(8)),
+        format!(
+            "<meta http-equiv=\"refresh\" content=\"0;url=javascript:{}\">",
+            hit(9)
+        ),
+        format!("<object data=\"javascript:{}\"></object>", hit(10)),
+        format!("</pre></td></tr></table><script>{}</script>", hit(11)),
+        format!("<img src=\"{}\">", rx.url("/pwned?n=12")),
+        format!("<style>@import '{}';</style>", rx.url("/pwned?n=13")),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_payloads_and_headers_show_as_text_and_run_nothing() {
+    let rx = Receiver::start().await;
+    let vectors = hostile(&rx);
+    let yaml = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    // `lead` matches and its command dies echoing the payload, so the values
+    // come back in the attempt's output too; `picky` fails, showing one in
+    // the trace (the condition's own value is hostile as well).
+    let rules = format!(
+        r#"sources:
+  forms: {{}}
+rules:
+  - name: lead
+    source: forms
+    when: {{ path: $.email, exists: true }}
+    actions:
+      - name: script
+        command: {{ argv: ["/bin/sh", "-c", "cat; exit 3"], stdin: payload }}
+        retry: {{ attempts: 1 }}
+  - name: picky
+    source: forms
+    when: {{ path: $.name, equals: {} }}
+"#,
+        yaml(&vectors[1])
+    );
+    let token = "xss-admin-t0ken";
+    let d = Daemon::start_with(&[("r.yaml", &rules)], &[], &["--admin-token", token]);
+    let b = Browser::open().await;
+    let run = async {
+        // The token goes in the fragment, which the browser never sends; the
+        // page forgets it from the address and opens its stream with a ticket.
+        b.client.goto(&d.url(&format!("/#token={token}"))).await?;
+        b.wait_for("#live.yes").await?;
+        let url = b.client.current_url().await?;
+        assert!(!url.as_str().contains(token), "{url}");
+        let title = b.client.title().await?;
+
+        // From here on every policy violation is written down. A page that
+        // draws values as text has none: no markup of theirs ever reaches it.
+        b.js(
+            "window.__violations = [];
+             document.addEventListener('securitypolicyviolation', (e) =>
+               __violations.push({ directive: e.violatedDirective, uri: e.blockedURI, target: e.target.id || e.target.nodeName }));",
+            vec![],
+        )
+        .await?;
+
+        let mut payload = json!({
+            "email": "ada@example.com",
+            "name": vectors[2],
+            "note": vectors[0],
+            "all": vectors,
+        });
+        payload[vectors[1].as_str()] = json!(vectors[3]);
+        let mut req = client()
+            .post(d.url("/hooks/forms"))
+            .query(&[("q", &vectors[4])])
+            .header("content-type", "application/json")
+            .header("user-agent", &vectors[0])
+            .header("referer", &vectors[3]);
+        for (i, v) in vectors.iter().enumerate() {
+            req = req.header(format!("x-hostile-{i}"), v);
+        }
+        let sent: Value = req
+            .body(payload.to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = sent["event_id"].as_str().unwrap().to_owned();
+        let row = format!("#events tr[data-id='{id}']");
+
+        // The list, drawn from the stream, then again from the API.
+        b.wait_for(&row).await?;
+        b.js(
+            "document.getElementById('events').replaceChildren();
+             const m = document.getElementById('matched');
+             m.value = 'true';
+             m.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await?;
+        b.click(&row).await?;
+
+        // The detail: trace, the dead command's output, headers, body.
+        b.wait_for("#detail h3.delivery .pill.dead").await?;
+        b.wait_for("#detail table.attempts pre").await?;
+        let headers = b.text("#detail pre.headers").await?;
+        for v in &vectors {
+            assert!(
+                headers.contains(v.as_str()),
+                "not shown as text: {v}\n{headers}"
+            );
+        }
+        let output = b.text("#detail table.attempts pre").await?;
+        assert!(output.contains(&vectors[0]), "{output}");
+        let detail = b.text("#detail").await?;
+        assert!(
+            detail.contains("picky — not matched") && detail.contains("svg onload"),
+            "{detail}"
+        );
+
+        // The second layer, in this browser: markup put into the page with
+        // an inline handler is refused by the policy, and reported.
+        let probe = b
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 window.__probe = () => done('ran');
+                 document.addEventListener('securitypolicyviolation', (e) => {
+                   if (e.target.id === 'csp-probe') done('blocked: ' + e.violatedDirective);
+                 });
+                 const div = document.createElement('div');
+                 div.innerHTML = '<img id=\"csp-probe\" src=\"/csp-probe.png\" onerror=\"__probe()\">';
+                 document.body.append(div);",
+                vec![],
+            )
+            .await?;
+        assert!(
+            probe
+                .as_str()
+                .is_some_and(|p| p.starts_with("blocked: script-src")),
+            "an inline handler was not blocked: {probe}"
+        );
+
+        // Nothing ran, nothing tried to, and none of the values became elements.
+        let seen = b
+            .js(
+                "return {
+                   pwned: window.__pwned || null,
+                   title: document.title,
+                   violations: __violations.filter((v) => v.target !== 'csp-probe'),
+                   elements: [...document.querySelectorAll('#feed *, #detail *')]
+                     .map((e) => e.nodeName.toLowerCase())
+                     .filter((n) => !['table', 'thead', 'tbody', 'tr', 'th', 'td', 'span', 'p', 'h2', 'h3', 'pre', 'button', 'div', 'select', 'option'].includes(n)),
+                 };",
+                vec![],
+            )
+            .await?;
+        assert_eq!(
+            seen,
+            json!({ "pwned": null, "title": title, "violations": [], "elements": [] })
+        );
+        Ok::<_, CmdError>(())
+    };
+    let result = run.await;
+    let _ = b.client.close().await;
+    result.unwrap();
+    assert_eq!(rx.requests("/pwned").len(), 0, "the page called out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_signs_in_and_reopens_its_stream_with_a_fresh_ticket() {
+    let token = "reconnect-admin-t0ken";
+    let mut d = Daemon::start_with(
+        &[("r.yaml", "sources:\n  forms: {}\n")],
+        &[],
+        &["--admin-token", token],
+    );
+    let b = Browser::open().await;
+    let run = async {
+        // Without the token the API refuses the page, which asks for it.
+        b.client.goto(&d.url("/")).await?;
+        b.wait_for("#login:not([hidden])").await?;
+        assert!(
+            b.client
+                .find_all(Locator::Css("#live.yes"))
+                .await?
+                .is_empty()
+        );
+        b.client
+            .find(Locator::Css("#login input"))
+            .await?
+            .send_keys(token)
+            .await?;
+        b.click("#login button").await?;
+        b.wait_for("#live.yes").await?;
+        b.wait_for("#login[hidden]").await?;
+        // EventSource reconnects to the same URL by itself, and a used ticket
+        // (here, one the restarted daemon never issued) is refused: the page
+        // has to buy a new one.
+        d.restart();
+        b.wait_for("#live.muted").await?;
+        b.wait_for("#live.yes").await?;
+        let sent: Value = client()
+            .post(d.url("/hooks/forms"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = sent["event_id"].as_str().unwrap();
+        b.wait_for(&format!("#events tr[data-id='{id}']")).await?;
+        Ok::<_, CmdError>(())
+    };
+    let result = run.await;
+    let _ = b.client.close().await;
     result.unwrap();
 }

@@ -1,0 +1,184 @@
+"use strict";
+// Everything comes from this daemon's admin API; nothing is fetched from elsewhere.
+// Values from events reach the page only as text nodes (see `el`), never as markup.
+//
+// The admin token, when the daemon has one, never goes into a URL the server
+// sees: it comes in the fragment (/#token=…, which browsers do not send) or
+// from the sign-in form, and is kept for this tab only. API calls send it as a
+// bearer token; the live stream opens with a single-use ticket bought with it.
+const fromFragment = new URLSearchParams(location.hash.slice(1)).get("token");
+if (fromFragment) {
+  sessionStorage.setItem("hookwire-token", fromFragment);
+  history.replaceState(null, "", location.pathname + location.search);
+}
+const token = sessionStorage.getItem("hookwire-token") || "";
+const headers = token ? { Authorization: "Bearer " + token } : {};
+const $ = (id) => document.getElementById(id);
+const el = (tag, attrs = {}, ...kids) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(k == null ? "" : String(k)));
+  return e;
+};
+async function api(path, method = "GET") {
+  const r = await fetch(path, { method, headers });
+  const body = await r.json().catch(() => ({}));
+  if (r.status === 401) signIn();
+  if (!r.ok) throw Object.assign(new Error(body.error || r.status), { status: r.status });
+  return body;
+}
+function signIn() {
+  $("login").hidden = false;
+  $("token").focus();
+}
+$("login").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem("hookwire-token", $("token").value);
+  location.reload();
+});
+let next = null, selected = null;
+
+function pill(status) { return el("span", { class: "pill " + status }, status); }
+function deliverySummary(ds) {
+  const counts = {};
+  for (const d of ds) counts[d.status] = (counts[d.status] || 0) + 1;
+  const span = el("span");
+  for (const [s, n] of Object.entries(counts)) span.append(pill(n > 1 ? `${s} ×${n}` : s), " ");
+  return span;
+}
+function eventRow(e, isNew) {
+  const tr = el("tr", { "data-id": e.id, class: isNew ? "new" : "", onclick: () => showEvent(e.id) },
+    el("td", { class: "mono" }, (e.received_at || "").replace("T", " ").slice(0, 19)),
+    el("td", {}, e.source),
+    el("td", {}, (e.matched || []).length ? (e.matched || []).join(", ") : el("span", { class: "muted" }, "none")),
+    el("td", {}, deliverySummary(e.deliveries || [])));
+  if (e.id === selected) tr.classList.add("selected");
+  return tr;
+}
+function query() {
+  const q = new URLSearchParams({ limit: "50" });
+  if ($("source").value) q.set("source", $("source").value);
+  if ($("matched").value) q.set("matched", $("matched").value);
+  return q;
+}
+async function loadEvents(more) {
+  const q = query();
+  if (more && next) q.set("before", next);
+  const page = await api("/api/events?" + q);
+  if (!more) $("events").replaceChildren();
+  for (const e of page.events) $("events").append(eventRow(e, false));
+  next = page.next_before;
+  $("more").hidden = page.events.length < 50;
+}
+function stepRows(steps, depth, tbody) {
+  for (const s of steps || []) {
+    // Indented through the CSSOM: the policy refuses inline style attributes.
+    const condition = el("td", { class: "mono" }, s.condition);
+    condition.style.paddingLeft = `${0.6 + depth * 1.2}rem`;
+    tbody.append(el("tr", { class: "cond-" + s.result },
+      condition,
+      el("td", { class: "mono" }, (s.found || []).join(", ")),
+      el("td", { class: "res " + (s.result ? "yes" : "no") }, s.result ? "true" : "false"),
+      el("td", {}, s.reason),
+      el("td", { class: "muted mono" }, `${s.line}:${s.col}`)));
+    stepRows(s.children, depth + 1, tbody);
+  }
+}
+async function showEvent(id) {
+  selected = id;
+  history.replaceState(null, "", "#" + id);
+  for (const tr of document.querySelectorAll("#events tr")) tr.classList.toggle("selected", tr.dataset.id === id);
+  const e = await api("/api/events/" + encodeURIComponent(id));
+  const d = $("detail");
+  d.replaceChildren(
+    el("h2", {}, `${e.id} `, el("button", { id: "replay", onclick: () => replay(e.id) }, "Replay")),
+    el("p", { class: "muted" }, `${e.method} ${e.path} from source ${e.source} at ${e.received_at}`));
+  for (const f of e.facts || []) d.append(el("p", { class: "error" }, "note: " + f));
+  d.append(el("h2", {}, "Why each rule did or did not fire"));
+  for (const r of e.trace || []) {
+    const verdict = r.disabled ? el("span", { class: "muted" }, "disabled") : r.matched ? el("span", { class: "yes" }, "matched") : el("span", { class: "no" }, "not matched");
+    d.append(el("h3", { class: "rule" }, r.rule + " — ", verdict));
+    const tbody = el("tbody");
+    if (!(r.conditions || []).length && !r.disabled) tbody.append(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "no conditions: every event of the source")));
+    stepRows(r.conditions, 0, tbody);
+    d.append(el("table", { class: "trace" }, el("thead", {}, el("tr", {}, el("th", {}, "condition"), el("th", {}, "found"), el("th", {}, "result"), el("th", {}, "why"), el("th", {}, "at"))), tbody));
+  }
+  d.append(el("h2", {}, "Deliveries"));
+  if (!(e.deliveries || []).length) d.append(el("p", { class: "muted" }, "none"));
+  for (const dl of e.deliveries || []) {
+    const head = el("h3", { class: "delivery", "data-id": dl.id }, `${dl.rule}/${dl.action} (${dl.type}) `, pill(dl.status), ` attempts ${dl.attempts} `);
+    if (dl.status === "dead" || dl.status === "skipped") head.append(el("button", { class: "retry", onclick: () => retry(dl.id) }, "Retry"));
+    d.append(head);
+    const tbody = el("tbody");
+    for (const a of dl.attempt_log || []) {
+      tbody.append(el("tr", {},
+        el("td", {}, "#" + a.number), el("td", { class: "mono" }, a.started_at), el("td", {}, a.duration_ms + " ms"),
+        el("td", { class: a.outcome === "succeeded" ? "yes" : "no" }, a.outcome),
+        el("td", {}, a.status_code != null ? "HTTP " + a.status_code : a.exit_code != null ? "exit " + a.exit_code : ""),
+        el("td", { class: "error" }, a.error || "")));
+      if (a.response) tbody.append(el("tr", {}, el("td", { colspan: "6" }, el("pre", {}, a.response))));
+    }
+    d.append(el("table", { class: "attempts" }, tbody));
+  }
+  d.append(el("h2", {}, "Request"), el("pre", { class: "headers" }, (e.headers || []).map(([k, v]) => `${k}: ${v}`).join("\n")), el("pre", {}, e.body));
+}
+async function retry(id) { await api(`/api/deliveries/${encodeURIComponent(id)}/retry`, "POST"); setTimeout(() => showEvent(selected), 300); }
+async function replay(id) { await api(`/api/events/${encodeURIComponent(id)}/replay`, "POST"); setTimeout(() => showEvent(id), 300); }
+async function loadRules() {
+  const r = await api("/api/rules");
+  const err = r.reload && r.reload.last_error;
+  $("ruleset").replaceChildren(`rule set v${r.version}: ${r.sources.length} sources, ${r.rules.length} rules`);
+  if (err && err.length) $("ruleset").append(" — ", el("span", { class: "error", id: "reload-error" }, `last reload failed: ${err[0].file}:${err[0].line}:${err[0].col}: ${err[0].message}`));
+  const current = $("source").value;
+  $("source").replaceChildren(el("option", { value: "" }, "all sources"), ...r.sources.map((s) => el("option", { value: s.name }, s.name)));
+  $("source").value = current;
+}
+async function loadQueue() {
+  const q = await api("/api/deliveries?status=pending&limit=500").catch(() => null);
+  const r = await api("/api/deliveries?status=retrying&limit=500").catch(() => null);
+  if (q && r) $("queue").textContent = `queue: ${q.deliveries.length + r.deliveries.length}${q.deliveries.length + r.deliveries.length >= 500 ? "+" : ""}`;
+}
+async function live() {
+  let ticket;
+  try {
+    ticket = (await api("/api/stream/ticket", "POST")).ticket;
+  } catch (e) {
+    $("live").textContent = "○ offline"; $("live").className = "muted";
+    if (e.status !== 401) setTimeout(live, 3000);
+    return;
+  }
+  const src = new EventSource("/api/stream?ticket=" + encodeURIComponent(ticket));
+  src.onopen = () => { $("live").textContent = "● live"; $("live").className = "yes"; };
+  // A ticket opens one stream once, so EventSource's own reconnect (same URL)
+  // would be refused: this stream is done, and the next one gets a new ticket.
+  src.onerror = () => {
+    src.close();
+    $("live").textContent = "○ reconnecting"; $("live").className = "muted";
+    setTimeout(live, 2000);
+  };
+  src.addEventListener("event", async (m) => {
+    const e = JSON.parse(m.data);
+    if ($("source").value && $("source").value !== e.source) return;
+    const matched = (e.matched || []).length > 0;
+    if ($("matched").value && String(matched) !== $("matched").value) return;
+    $("events").prepend(eventRow({ ...e, deliveries: [] }, true));
+  });
+  src.addEventListener("delivery", (m) => {
+    const dl = JSON.parse(m.data);
+    const row = document.querySelector(`#events tr[data-id="${CSS.escape(dl.event_id)}"]`);
+    if (row) api("/api/events/" + encodeURIComponent(dl.event_id)).then((e) => row.replaceWith(eventRow(e, false))).catch(() => {});
+    if (selected === dl.event_id) showEvent(selected).catch(() => {});
+    loadQueue();
+  });
+}
+$("source").onchange = $("matched").onchange = () => loadEvents(false);
+$("more").onclick = () => loadEvents(true);
+loadRules().catch((e) => { $("ruleset").textContent = "cannot load: " + e.message; });
+loadEvents(false).catch((e) => { $("detail").replaceChildren(el("p", { class: "error" }, "cannot load events: " + e.message)); });
+// A link to one event: /#evt_…
+if (location.hash.startsWith("#evt_")) showEvent(location.hash.slice(1)).catch(() => {});
+loadQueue();
+setInterval(() => loadRules().catch(() => {}), 5000);
+live();
