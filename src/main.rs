@@ -168,6 +168,9 @@ struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "HOOKWIRE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Connections served at once (each buffers at most one body); more wait up to 5 s, then get 503.
+    #[arg(long, env = "HOOKWIRE_MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: u32,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, env = "HOOKWIRE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -296,6 +299,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         insecure_admin: args.insecure_admin,
         shutdown_grace: args.shutdown_grace.get(),
         tls: args.tls_cert.zip(args.tls_key),
+        max_connections: args.max_connections as usize,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

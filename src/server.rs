@@ -31,6 +31,11 @@ use crate::watch::LiveRules;
 const MAX_HEADER_BYTES: usize = 64 * 1024 + 4 * 1024;
 /// A client that has not sent its whole header section by then is dropped (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection over `--max-connections` waits for a free slot
+/// before it is answered 503. Slots free within [`HEADER_READ_TIMEOUT`] (or
+/// the body timeout) even when slow clients hold them all, and senders such
+/// as GitHub give up after 10 s, so waiting a little serves most of them.
+const CONNECTION_WAIT: Duration = Duration::from_secs(5);
 
 /// Everything a request handler may need.
 pub struct AppState {
@@ -65,6 +70,9 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Connections served at once; each buffers at most one body, so this
+    /// also bounds the memory bodies take (`max_connections × max_body`).
+    pub max_connections: usize,
 }
 
 pub fn router(app: Arc<AppState>) -> Router {
@@ -177,8 +185,11 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
         listener,
         tls,
         router(app),
+        Limits {
+            connections: opts.max_connections.max(1),
+            grace: opts.shutdown_grace,
+        },
         cancel.clone(),
-        opts.shutdown_grace,
     )
     .await;
     cancel.cancel();
@@ -240,13 +251,27 @@ pub fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+struct Limits {
+    connections: usize,
+    grace: Duration,
+}
+
+/// The 503 a connection over the limit gets, written before anything is read.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/json\r\ncontent-length: 56\r\nconnection: close\r\n\r\n{\"error\": \"too many connections at once; retry shortly\"}";
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
+    limits: Limits,
     cancel: CancellationToken,
-    grace: Duration,
 ) {
+    let grace = limits.grace;
+    // Connections served at once, and connections waiting for one of them:
+    // both bounded, so file descriptors and buffered bodies are too.
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let max_waiting = limits.connections;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -269,6 +294,8 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
+        let permit = slots.clone().try_acquire_owned().ok();
+        let (slots, waiting) = (slots.clone(), waiting.clone());
         let router = router.clone();
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -279,6 +306,26 @@ async fn accept_loop(
         let builder = builder.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = match permit {
+                Some(p) => p,
+                None => match wait_for_slot(&slots, &waiting, max_waiting).await {
+                    Some(p) => p,
+                    None => {
+                        crate::telemetry::connection_refused(peer);
+                        // A TLS client would read plain text as garbage: it only sees the close.
+                        if tls.is_none() {
+                            use tokio::io::AsyncWriteExt as _;
+                            let mut stream = stream;
+                            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                                let _ = stream.write_all(BUSY).await;
+                                let _ = stream.shutdown().await;
+                            })
+                            .await;
+                        }
+                        return;
+                    }
+                },
+            };
             let served = match tls {
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -315,6 +362,23 @@ async fn accept_loop(
     {
         tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace period");
     }
+}
+
+/// A slot for a connection over the limit: waits up to [`CONNECTION_WAIT`]
+/// unless too many already wait.
+async fn wait_for_slot(
+    slots: &Arc<tokio::sync::Semaphore>,
+    waiting: &std::sync::atomic::AtomicUsize,
+    max_waiting: usize,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    use std::sync::atomic::Ordering;
+    if waiting.fetch_add(1, Ordering::SeqCst) >= max_waiting {
+        waiting.fetch_sub(1, Ordering::SeqCst);
+        return None;
+    }
+    let got = tokio::time::timeout(CONNECTION_WAIT, slots.clone().acquire_owned()).await;
+    waiting.fetch_sub(1, Ordering::SeqCst);
+    got.ok().and_then(Result::ok)
 }
 
 async fn shutdown_signal(cancel: CancellationToken) {

@@ -101,6 +101,7 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     log_lines_dropped: Gauge,
     task_restarts: Family<Labels, Counter>,
+    connections_refused: Counter,
     reloads: Counter,
     reload_failures: Counter,
 }
@@ -123,6 +124,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         queue_depth: Gauge::default(),
         log_lines_dropped: Gauge::default(),
         task_restarts: Family::default(),
+        connections_refused: Counter::default(),
         reloads: Counter::default(),
         reload_failures: Counter::default(),
         registry: Registry::default(),
@@ -178,6 +180,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "task_restarts",
         "Background tasks restarted after a panic, by task",
         m.task_restarts.clone(),
+    );
+    registry.register(
+        "connections_refused",
+        "Connections answered 503 because --max-connections were busy",
+        m.connections_refused.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -306,6 +313,18 @@ impl AttemptFinished<'_> {
             error = self.error.unwrap_or(""),
             "attempt finished"
         );
+    }
+}
+
+/// A connection over `--max-connections` was answered 503. Logged at most
+/// once a second, counted always.
+pub fn connection_refused(peer: std::net::SocketAddr) {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    METRICS.connections_refused.inc();
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+        *last = Some(std::time::Instant::now());
+        tracing::warn!(%peer, "connection limit reached: answered 503 (see --max-connections)");
     }
 }
 

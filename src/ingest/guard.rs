@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use governor::clock::{Clock, DefaultClock};
@@ -53,14 +53,22 @@ pub fn ip_allowed(ip: IpAddr, allow: &[IpNet]) -> bool {
 #[derive(Default)]
 pub struct RateLimits {
     limiters: Mutex<HashMap<(String, RateLimit), Arc<PerClient>>>,
+    /// When idle clients were last forgotten.
+    swept: Mutex<Option<Instant>>,
 }
 
 /// One quota per client address.
 type PerClient = DefaultKeyedRateLimiter<IpAddr>;
 
 /// Client addresses tracked per limiter before those that are back to a full
-/// quota are forgotten: memory stays bounded however many addresses call.
+/// quota are forgotten at once, rather than at the next sweep.
 const MAX_TRACKED_CLIENTS: usize = 10_000;
+
+/// How often clients back to a full quota are forgotten, and limiters left
+/// with no client (or by a reload that changed the limit) dropped. A client
+/// back to a full quota is in the same state as one never seen, so
+/// forgetting it changes no answer.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl RateLimits {
     /// `Ok` when a request of `client` to `source` may pass, else how long to
@@ -74,12 +82,53 @@ impl RateLimits {
                 .or_insert_with(|| Arc::new(RateLimiter::hashmap(quota(limit))))
                 .clone()
         };
-        if limiter.len() > MAX_TRACKED_CLIENTS {
-            limiter.retain_recent();
+        let due = {
+            let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
+            let last = *swept.get_or_insert_with(Instant::now);
+            let due = last.elapsed() >= SWEEP_EVERY
+                || (limiter.len() > MAX_TRACKED_CLIENTS && last.elapsed() >= Duration::from_secs(1));
+            if due {
+                *swept = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            self.sweep();
         }
         limiter
-            .check_key(&client)
+            .check_key(&client_key(client))
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Forgets clients back to a full quota and drops limiters that track none.
+    pub fn sweep(&self) {
+        let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, limiter| {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+            !limiter.is_empty()
+        });
+    }
+
+    /// Client addresses tracked, over every limiter.
+    pub fn tracked(&self) -> usize {
+        let map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().map(|l| l.len()).sum()
+    }
+}
+
+/// The quota key of a client: an IPv4 address, or an IPv6 /64 — one host
+/// usually holds a whole /64, and cycling through its addresses must neither
+/// escape the limit nor grow the table.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(octets))
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
     }
 }
 
@@ -142,5 +191,41 @@ mod tests {
                 .check("s", "203.0.113.10".parse().unwrap(), limit)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn idle_clients_are_forgotten_and_ipv6_counts_per_64() {
+        let limits = RateLimits::default();
+        // 1000 per second: each client's one request is paid back within 1 ms.
+        let limit = RateLimit {
+            count: 1000,
+            per: Duration::from_secs(1),
+        };
+        for i in 0..200u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0xC633_6400 + i));
+            assert!(limits.check("s", ip, limit).is_ok());
+        }
+        assert_eq!(limits.tracked(), 200);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while limits.tracked() > 0 {
+            assert!(Instant::now() < deadline, "idle clients kept: {}", limits.tracked());
+            std::thread::yield_now();
+            limits.sweep();
+        }
+        assert!(limits.limiters.lock().unwrap().is_empty());
+
+        // Every address of one /64 shares one quota.
+        let tight = RateLimit {
+            count: 2,
+            per: Duration::from_secs(60),
+        };
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limits.check("s", a, tight).is_ok());
+        assert!(limits.check("s", b, tight).is_ok());
+        assert!(limits.check("s", a, tight).is_err());
+        assert!(limits.check("s", other, tight).is_ok());
+        assert_eq!(limits.tracked(), 2);
     }
 }
