@@ -66,6 +66,7 @@ async fn send(d: &Daemon, path: &str, headers: &[(String, String)], body: &str) 
 
 fn signed(scheme: SignScheme, secret: &str, body: &str, at: SystemTime) -> Vec<(String, String)> {
     sign(scheme, secret, body.as_bytes(), at, "msg_test")
+        .unwrap()
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect()
