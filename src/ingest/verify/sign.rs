@@ -79,17 +79,19 @@ const X_HUB_SIGNATURE: &str = "x-hub-signature";
 #[derive(Clone)]
 pub struct Signer(SignKey);
 
+/// Keys are boxed: a prepared HMAC holds two hash states, and an action
+/// holding a signer should not grow by that much.
 #[derive(Clone)]
 enum SignKey {
     /// GitHub signs with SHA-256 and, for old receivers, SHA-1.
     Github {
-        sha256: Key,
-        sha1: Key,
+        sha256: Box<Key>,
+        sha1: Box<Key>,
     },
-    Stripe(Key),
-    Slack(Key),
-    Standard(Key),
-    Shopify(Key),
+    Stripe(Box<Key>),
+    Slack(Box<Key>),
+    Standard(Box<Key>),
+    Shopify(Box<Key>),
     /// GitLab sends its token as it is.
     Gitlab(String),
 }
@@ -104,6 +106,7 @@ impl Signer {
         }
         let hmac = |algorithm, key: &[u8]| {
             Key::new(algorithm, key)
+                .map(Box::new)
                 .ok_or_else(|| format!("{scheme} secret cannot be used as an HMAC key"))
         };
         let sha256 = |key: &[u8]| hmac(HmacAlgorithm::Sha256, key);
