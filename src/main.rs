@@ -44,10 +44,15 @@ enum Command {
         /// Sign as this provider: github, stripe, slack, standard, shopify or gitlab.
         #[arg(long)]
         sign: Option<String>,
-        /// The secret to sign with.
+        /// The secret to sign with (for standard: base64, `whsec_` and padding optional).
         #[arg(long, hide_env_values = true)]
         secret: Option<String>,
-        /// An extra header, 'Name: value'; repeatable.
+        /// The event (GitHub `X-GitHub-Event`, default ping; GitLab `X-Gitlab-Event`,
+        /// default "Push Hook") or Shopify topic (`X-Shopify-Topic`, default orders/create).
+        #[arg(long, visible_alias = "topic", value_name = "NAME")]
+        event: Option<String>,
+        /// An extra header, 'Name: value'; repeatable; replaces a header of the same name
+        /// that hookwire would send.
         #[arg(long = "header", value_name = "'K: V'")]
         headers: Vec<String>,
     },
@@ -251,12 +256,14 @@ fn main() -> ExitCode {
             payload,
             sign,
             secret,
+            event,
             headers,
         }) => cli::send::run(&cli::send::SendOptions {
             url,
             payload,
             sign,
             secret,
+            event,
             headers,
         }),
         Some(Command::Events {

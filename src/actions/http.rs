@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use super::{AttemptResult, MAX_CAPTURE, Rendered, has_crlf};
 use crate::dispatch::policy::Outcome;
-use crate::ingest::verify::{SignScheme, sign};
 use crate::rules::HttpAction;
 use crate::store::EventData;
 
@@ -34,6 +33,18 @@ const HOP_BY_HOP: [&str; 10] = [
     "host",
     "content-length",
 ];
+
+/// Whether a forwarded header belongs to the sender's Standard Webhooks or
+/// Svix signature. A signing action drops them all: receivers (Svix's
+/// `Webhook.verify` among them) read `svix-*` before `webhook-*`, so the
+/// sender's set beside ours would make them check the wrong one.
+fn is_sender_signature(name: &str) -> bool {
+    let starts = |prefix: &str| {
+        name.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    starts("webhook-") || starts("svix-")
+}
 
 pub struct HttpRunner {
     client: reqwest::Client,
@@ -182,6 +193,9 @@ impl HttpRunner {
                 if HOP_BY_HOP.contains(&k.as_str()) || k == "user-agent" {
                     continue;
                 }
+                if action.sign_standard.is_some() && is_sender_signature(k) {
+                    continue;
+                }
                 if let (Ok(n), Ok(v)) = (
                     HeaderName::from_bytes(k.as_bytes()),
                     HeaderValue::from_str(v),
@@ -220,14 +234,8 @@ impl HttpRunner {
             reqwest::header::USER_AGENT,
             HeaderValue::from_static(USER_AGENT),
         );
-        if let Some(secret) = &action.sign_standard {
-            for (k, v) in sign(
-                SignScheme::Standard,
-                secret,
-                &bytes,
-                SystemTime::now(),
-                delivery_id,
-            ) {
+        if let Some(signer) = &action.sign_standard {
+            for (k, v) in signer.sign(&bytes, SystemTime::now(), delivery_id) {
                 if let Ok(v) = HeaderValue::from_str(&v) {
                     map.insert(HeaderName::from_static(k), v);
                 }
@@ -365,6 +373,23 @@ mod tests {
             "::ffff:93.184.216.34",
         ] {
             assert!(is_public(ip.parse().unwrap()), "{ip} is public");
+        }
+    }
+
+    #[test]
+    fn sender_signature_headers_are_recognised_in_any_case() {
+        for name in [
+            "webhook-id",
+            "Webhook-Signature",
+            "WEBHOOK-TIMESTAMP",
+            "svix-id",
+            "Svix-Signature",
+            "webhook-anything",
+        ] {
+            assert!(is_sender_signature(name), "{name}");
+        }
+        for name in ["webhook", "x-webhook-id", "svix", "content-type", "é"] {
+            assert!(!is_sender_signature(name), "{name}");
         }
     }
 

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use super::de::{Spanned, from_node};
 use super::node::{Format, Kind, Node, Pos};
 use super::{Diagnostic, LoadOptions, RuleSet, env, node, raw};
-use crate::ingest::verify::Verifier;
+use crate::ingest::verify::{SignScheme, Signer, Verifier};
 use crate::matching::{self, Condition};
 use crate::template::{JsonTemplate, Template};
 
@@ -114,8 +114,8 @@ pub struct HttpAction {
     pub forward: bool,
     pub timeout: Duration,
     pub allow_payload_host: bool,
-    /// Standard Webhooks secret (`whsec_…`) to sign outgoing requests with.
-    pub sign_standard: Option<String>,
+    /// Signs outgoing requests the Standard Webhooks way (`sign: { standard: … }`).
+    pub sign_standard: Option<Signer>,
 }
 
 #[derive(Debug)]
@@ -852,6 +852,12 @@ fn compile_http(h: raw::Http, errs: &mut FileErrors<'_>) -> Option<HttpAction> {
             "an http action takes at most one of `body`, `form` or `forward: true`",
         );
     }
+    let sign_standard = h.sign.and_then(|s| {
+        let secret = s.standard.secret;
+        Signer::new(SignScheme::Standard, secret.as_str())
+            .map_err(|e| errs.push(secret.pos, e))
+            .ok()
+    });
     if errs.list.len() > before {
         return None;
     }
@@ -863,7 +869,7 @@ fn compile_http(h: raw::Http, errs: &mut FileErrors<'_>) -> Option<HttpAction> {
         forward,
         timeout: h.timeout.map_or(DEFAULT_HTTP_TIMEOUT, |t| t.get()),
         allow_payload_host,
-        sign_standard: h.sign.map(|s| s.standard.secret.value),
+        sign_standard,
     })
 }
 

@@ -72,7 +72,8 @@ load_errors! {
     bad_size: "sources:\n  s: { max_body: lots }\n" => "r.yaml:2:18: invalid size `lots`";
     bad_duration: "sources:\n  s:\n    verify: { stripe: { secret: x, tolerance: 300 } }\n" => "r.yaml:3:47: ";
     missing_env: "sources:\n  s:\n    verify: { github: { secret: \"${NOPE}\" } }\n" => "r.yaml:3:33: environment variable `NOPE` is not set";
-    bad_standard_secret: "sources:\n  s:\n    verify: { standard: { secret: abc } }\n" => "r.yaml:3:13: ";
+    bad_standard_secret: "sources:\n  s:\n    verify: { standard: { secret: 'whsec_ab!' } }\n" => "r.yaml:3:13: standard secret must be base64";
+    bad_sign_secret: "rules:\n  - name: a\n    source: github\n    actions:\n      - http: { url: 'http://x', sign: { standard: { secret: 'whsec_ab!' } } }\n" => "r.yaml:5:62: standard secret must be base64";
     bad_regex: "rules:\n  - name: a\n    source: github\n    when: { path: $.a, matches: 'a(' }\n" => "r.yaml:4:33: invalid regex `a(`";
     bad_jsonpath: "rules:\n  - name: a\n    source: github\n    when: '$..['\n" => "r.yaml:4:11: invalid JSONPath `$..[`";
     two_operators: "rules:\n  - name: a\n    source: github\n    when: { path: $.a, equals: 1, in: [1] }\n" => "r.yaml:4:35: a condition takes one operator, found `equals` and `in`";

@@ -151,6 +151,71 @@ rules:
     }
 }
 
+/// Svix's `Webhook.verify` reads `svix-*` before `webhook-*`: a relay that
+/// signs must not pass the sender's set on beside its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_with_sign_standard_sends_only_hookwires_signature_headers() {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let rx = Receiver::start().await;
+    let rules = format!(
+        r#"
+sources:
+  hook: {{}}
+rules:
+  - name: relay
+    source: hook
+    actions:
+      - name: signed
+        http: {{ url: "{url}", forward: true, sign: {{ standard: {{ secret: "{SECRET}" }} }} }}
+"#,
+        url = rx.url("/signed")
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    let body = r#"{"type":"invoice.paid"}"#;
+    // The sender's own Svix/Standard signature, valid for the sender's key.
+    let now = std::time::SystemTime::now();
+    let senders = hookwire::ingest::verify::sign(
+        hookwire::ingest::verify::SignScheme::Standard,
+        "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        body.as_bytes(),
+        now,
+        "msg_from_sender",
+    )
+    .unwrap();
+    let mut req = client()
+        .post(d.url("/hooks/hook"))
+        .header("content-type", "application/json")
+        .header("x-custom", "kept")
+        .header("Webhook-Extra", "sender's")
+        .body(body);
+    for (k, v) in &senders {
+        req = req.header(*k, v.as_str());
+        req = req.header(k.replacen("webhook-", "Svix-", 1), v.as_str());
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 202);
+
+    let got = &rx.wait_for("/signed", 1, Duration::from_secs(10)).await[0];
+    assert_eq!(got.body, body.as_bytes());
+    assert_eq!(got.header("x-custom"), Some("kept"));
+    let mut signature_headers: Vec<&str> = got
+        .headers
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("webhook-") || k.starts_with("svix-"))
+        .collect();
+    signature_headers.sort_unstable();
+    assert_eq!(
+        signature_headers,
+        ["webhook-id", "webhook-signature", "webhook-timestamp"],
+        "{:?}",
+        got.headers
+    );
+    assert_eq!(got.header("webhook-id"), got.header("idempotency-key"));
+    assert!(got.header("webhook-id").unwrap().starts_with("dlv_"));
+    assert_eq!(got.verify(json!({"standard": {"secret": SECRET}})), Ok(()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_follow_the_policy_and_keep_the_idempotency_key() {
     let rx = Receiver::start().await;

@@ -287,6 +287,35 @@ impl Received {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap()
     }
+
+    /// How many times the header `name` (lowercase) arrived.
+    pub fn count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(k, _)| k == name).count()
+    }
+
+    /// This request checked by hookwire's own verifier, now; `verify` is a
+    /// rule file's `verify:` block as JSON, e.g. `{"github": {"secret": "s"}}`.
+    pub fn verify(
+        &self,
+        verify: serde_json::Value,
+    ) -> Result<(), hookwire::ingest::verify::VerifyError> {
+        use hookwire::ingest::verify::{Request, Verifier, VerifyConfig};
+        let config: VerifyConfig = serde_json::from_value(verify).unwrap();
+        let verifier = Verifier::compile(&config).unwrap();
+        let mut headers = axum::http::HeaderMap::new();
+        for (k, v) in &self.headers {
+            headers.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                axum::http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        verifier.verify(&Request {
+            headers: &headers,
+            query: None,
+            body: &self.body,
+            now: std::time::SystemTime::now(),
+        })
+    }
 }
 
 /// A real HTTP server on 127.0.0.1:0 that records every request and answers

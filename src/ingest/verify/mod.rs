@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 use crate::config::{self, OneOrMany};
 use crypto::{Key, Sig, equals_any, signed_by_any};
 
-pub use sign::{SignScheme, sign};
+pub use sign::{SignScheme, Signer, sign};
 
 /// Signed timestamps further than this from now, either way, are replays
 /// (or a clock badly off) unless the source sets its own `tolerance`.
@@ -83,7 +83,7 @@ pub enum VerifyConfig {
     },
     /// Standard Webhooks (and Svix): `webhook-id`, `webhook-timestamp`,
     /// `webhook-signature: v1,<base64> …` over `{id}.{timestamp}.{body}`.
-    /// The secret is `whsec_` followed by the base64 key.
+    /// The secret is the base64 key, usually after `whsec_`; padding is optional.
     Standard {
         secret: OneOrMany<String>,
         tolerance: Option<config::Duration>,
@@ -517,13 +517,32 @@ fn prepare(algorithm: HmacAlgorithm, secret: &[u8]) -> Result<Key, String> {
     Key::new(algorithm, secret).ok_or_else(|| "the secret cannot be used as an HMAC key".to_owned())
 }
 
-/// The key inside a Standard Webhooks secret: base64 after `whsec_`.
+/// Base64 as the Standard Webhooks libraries read a secret: the standard
+/// alphabet, `=` padding optional (python's adds it when missing), and
+/// non-zero bits after the last character ignored (as Go's and python's
+/// decoders do). Anything else, spaces included, is an error.
+const LENIENT_B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// The HMAC key inside a Standard Webhooks secret, for `verify:` and `sign`
+/// alike: base64, after an optional `whsec_` prefix, padded or not — what
+/// the reference libraries (standard-webhooks python, javascript, go, rust;
+/// the svix libraries) accept. A secret that decodes to nothing is refused
+/// rather than used as some other key.
 fn standard_key(secret: &str) -> Result<Vec<u8>, String> {
-    secret
-        .strip_prefix("whsec_")
-        .and_then(|b64| B64.decode(b64).ok())
+    let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
+    LENIENT_B64
+        .decode(b64)
+        .ok()
         .filter(|key| !key.is_empty())
-        .ok_or_else(|| "standard secret must be `whsec_` followed by base64".to_owned())
+        .ok_or_else(|| {
+            "standard secret must be base64 (padding optional), optionally after `whsec_`"
+                .to_owned()
+        })
 }
 
 fn header_name(name: &str) -> Result<HeaderName, String> {
@@ -563,6 +582,53 @@ mod vectors {
             "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=",
         ),
     ];
+
+    /// A 32-byte key, whose base64 ends in `=`, for the secret forms the
+    /// reference libraries accept (with and without `whsec_`, padded or not).
+    /// No library publishes such a vector; the signature is python's
+    /// `base64.b64encode(hmac.new(bytes(range(32)), b"msg_p5jXN8AQM9LWM0D4loKWxJek.1614265330.{\"test\": 2432232314}", hashlib.sha256).digest())`.
+    pub const STANDARD_PADDED: (&str, &str, u64, &str, &str) = (
+        "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        1614265330,
+        r#"{"test": 2432232314}"#,
+        "v1,O4Gjv1HqPqsMrjmczoggs/sWA8gZD0VyHG+fLh4+ktI=",
+    );
+
+    /// Stripe's own fixture: stripe/stripe-dotnet,
+    /// src/StripeTests/Services/Events/EventUtilityTest.cs (header, secret,
+    /// timestamp) and src/StripeTests/Resources/event_test_signature.json
+    /// (the body, with its final newline). Computed by Stripe with
+    /// `openssl sha256 -hmac`, not by us; the header also carries a `v0`.
+    pub const STRIPE_SECRET: &str = "webhook_secret";
+    pub const STRIPE_TS: u64 = 1533204620;
+    pub const STRIPE_V1: &str = "2220f87ef101a04665f11cdf770523143f875572008577fa0f20882ddb9cc3c7";
+    pub const STRIPE_HEADER: &str = "t=1533204620,v1=2220f87ef101a04665f11cdf770523143f875572008577fa0f20882ddb9cc3c7,v0=63f3a72374a733066c4be69ed7f8e5ac85c22c9f0a6a612ab9a025a9e4ee7eef";
+    pub const STRIPE_BODY: &str = r#"{
+  "id": "evt_123",
+  "object": "event",
+  "account": "acct_123",
+  "api_version": "2017-05-25",
+  "created": 1533204620,
+  "data": {
+    "object": {
+      "id": "cus_123",
+      "object": "customer",
+      "created": 123456789,
+      "email": "test@stripe.com",
+      "livemode": false,
+      "metadata": {}
+    }
+  },
+  "livemode": false,
+  "pending_webhooks": 1,
+  "request": {
+    "id": "req_123",
+    "idempotency_key": "idempotency-key-123"
+  },
+  "type": "customer.created"
+}
+"#;
 
     pub const SHOPIFY_SECRET: &str = "test_secret_key";
     pub const SHOPIFY_BODY: &str = r#"{"foo": "bar"}"#;
@@ -855,6 +921,72 @@ mod tests {
     }
 
     #[test]
+    fn standard_secrets_are_read_as_the_reference_libraries_read_them() {
+        // The reference libraries strip an optional `whsec_` and decode
+        // base64; python's pads an unpadded secret first.
+        let (secret, id, ts, body, sig) = STANDARD_PADDED;
+        let bare = &secret["whsec_".len()..];
+        let cases = [
+            ("whsec_ and padding", secret.to_owned()),
+            ("bare", bare.to_owned()),
+            ("whsec_, unpadded", secret.trim_end_matches('=').to_owned()),
+            ("bare, unpadded", bare.trim_end_matches('=').to_owned()),
+            (
+                "22-byte key, ==",
+                format!("whsec_{}", B64.encode([7u8; 22])),
+            ),
+            (
+                "22-byte key, none",
+                B64.encode([7u8; 22]).trim_end_matches('=').to_owned(),
+            ),
+        ];
+        let req = Req::new(
+            &[
+                ("webhook-id", id),
+                ("webhook-timestamp", &ts.to_string()),
+                ("webhook-signature", sig),
+            ],
+            body,
+            at(ts),
+        );
+        for (what, form) in &cases[..4] {
+            assert_eq!(req.check(&standard(&[form])), Ok(()), "{what}: {form}");
+        }
+        // A different key in each form still verifies what it signed.
+        for (what, form) in &cases[4..] {
+            let other = Req::signed(
+                sign(SignScheme::Standard, form, b"x", at(ts), id).unwrap(),
+                "x",
+                at(ts),
+            );
+            assert_eq!(other.check(&standard(&[form])), Ok(()), "{what}");
+            assert_eq!(
+                other.check(&standard(&[cases[4].1.as_str()])),
+                Ok(()),
+                "{what}"
+            );
+            assert_eq!(
+                req.check(&standard(&[form])),
+                Err(VerifyError::Mismatch),
+                "{what}"
+            );
+        }
+        // The published vectors without their prefix.
+        for (secret, id, ts, body, sig) in STANDARD {
+            let req = Req::new(
+                &[
+                    ("webhook-id", id),
+                    ("webhook-timestamp", &ts.to_string()),
+                    ("webhook-signature", sig),
+                ],
+                body,
+                at(ts),
+            );
+            assert_eq!(req.check(&standard(&[&secret[6..]])), Ok(()), "{secret}");
+        }
+    }
+
+    #[test]
     fn standard_accepts_the_valid_signature_anywhere_in_the_list() {
         let (secret, id, ts, body, sig) = STANDARD[0];
         let v = standard(&[secret]);
@@ -906,11 +1038,44 @@ mod tests {
     }
 
     #[test]
+    fn stripe_vector_verifies_and_tampering_fails() {
+        // The vector is from 2018: verified at its own time, and refused a
+        // tolerance later.
+        let req = Req::new(
+            &[("Stripe-Signature", STRIPE_HEADER)],
+            STRIPE_BODY,
+            at(STRIPE_TS),
+        );
+        assert_verifies_and_tamper_fails(
+            "stripe",
+            &stripe(&[STRIPE_SECRET]),
+            &req,
+            &[
+                ("stripe-signature", At::EndOfFirstNumber),
+                ("stripe-signature", At::Middle),
+            ],
+        );
+        let mut late = req.clone();
+        late.now = at(STRIPE_TS + 301);
+        assert_eq!(
+            late.check(&stripe(&[STRIPE_SECRET])),
+            Err(VerifyError::Stale {
+                skew_secs: 301,
+                tolerance_secs: 300
+            })
+        );
+        assert_eq!(
+            req.check(&stripe(&["whsec_other"])),
+            Err(VerifyError::Mismatch)
+        );
+    }
+
+    #[test]
     fn stripe_round_trip_verifies_and_tampering_fails() {
         let now = at(1_700_000_000);
         let body = r#"{"id":"evt_1","type":"charge.succeeded"}"#;
         let req = Req::signed(
-            sign(SignScheme::Stripe, "sk_secret", body.as_bytes(), now, ""),
+            sign(SignScheme::Stripe, "sk_secret", body.as_bytes(), now, "").unwrap(),
             body,
             now,
         );
@@ -929,7 +1094,7 @@ mod tests {
     fn stripe_accepts_any_v1_and_ignores_other_entries() {
         let now = at(1_700_000_000);
         let body = "{}";
-        let signed = sign(SignScheme::Stripe, "sk", body.as_bytes(), now, "");
+        let signed = sign(SignScheme::Stripe, "sk", body.as_bytes(), now, "").unwrap();
         let (t, v1) = signed[0].1.split_once(",v1=").unwrap();
         let wrong = "00".repeat(32);
         let v = stripe(&["sk"]);
@@ -957,16 +1122,24 @@ mod tests {
         let cases = [
             (
                 stripe(&["sk"]),
-                Req::signed(sign(SignScheme::Stripe, "sk", b"x", at(T), ""), "x", at(T)),
+                Req::signed(
+                    sign(SignScheme::Stripe, "sk", b"x", at(T), "").unwrap(),
+                    "x",
+                    at(T),
+                ),
             ),
             (
                 slack(&["sk"]),
-                Req::signed(sign(SignScheme::Slack, "sk", b"x", at(T), ""), "x", at(T)),
+                Req::signed(
+                    sign(SignScheme::Slack, "sk", b"x", at(T), "").unwrap(),
+                    "x",
+                    at(T),
+                ),
             ),
             (
                 standard(&[std_secret]),
                 Req::signed(
-                    sign(SignScheme::Standard, std_secret, b"x", at(T), std_id),
+                    sign(SignScheme::Standard, std_secret, b"x", at(T), std_id).unwrap(),
                     "x",
                     at(T),
                 ),
@@ -1020,7 +1193,7 @@ mod tests {
             tolerance: Some("10s".parse().unwrap()),
         });
         let mut req = Req::signed(
-            sign(SignScheme::Slack, "s", b"x", at(1000), ""),
+            sign(SignScheme::Slack, "s", b"x", at(1000), "").unwrap(),
             "x",
             at(1010),
         );
@@ -1034,7 +1207,8 @@ mod tests {
         let now = at(1_700_000_000);
         let (std_old, ..) = STANDARD[1];
         let (std_new, id, ..) = STANDARD[0];
-        let by = |scheme, secret| Req::signed(sign(scheme, secret, b"b", now, id), "b", now);
+        let by =
+            |scheme, secret| Req::signed(sign(scheme, secret, b"b", now, id).unwrap(), "b", now);
         let github_sig = &by(SignScheme::Github, "new").headers[0].1;
         let hex = std::str::from_utf8(&github_sig[7..]).unwrap().to_owned();
         let cases = [
@@ -1381,13 +1555,20 @@ mod tests {
             secret: secrets(list),
             tolerance: None,
         };
-        let whsec = "standard secret must be `whsec_` followed by base64";
+        let whsec = "standard secret must be base64 (padding optional), optionally after `whsec_`";
         let one_of = "token verification needs exactly one of `header` or `query`";
         let cases = [
-            (standard(&["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]), whsec),
             (standard(&["whsec_not base64!"]), whsec),
             (standard(&["whsec_"]), whsec),
+            (standard(&[""]), "standard `secret` must not be empty"),
             (standard(&[STANDARD[0].0, "whsec_%%"]), whsec),
+            // One character past a multiple of four is never base64.
+            (standard(&["whsec_MfKQ9"]), whsec),
+            (standard(&["a"]), whsec),
+            (standard(&["whsec_MfKQ9r8G KYqrTwjU"]), whsec),
+            // Base64url is not what the libraries decode.
+            (standard(&["whsec_Mf-Q9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]), whsec),
+            (standard(&["wh sec_MfKQ"]), whsec),
             (token(Some("x-t"), Some("t")), one_of),
             (token(None, None), one_of),
             (token(None, Some("")), "token `query` must not be empty"),

@@ -48,18 +48,6 @@ impl SignScheme {
             SignScheme::Gitlab => "gitlab",
         }
     }
-
-    /// Whether `secret` is one the matching `verify:` would accept; call it
-    /// where the secret is configured, since `sign` itself cannot fail.
-    pub fn check_secret(self, secret: &str) -> Result<(), String> {
-        if secret.is_empty() {
-            return Err(format!("{} secret must not be empty", self.name()));
-        }
-        if self == SignScheme::Standard {
-            standard_key(secret)?;
-        }
-        Ok(())
-    }
 }
 
 impl FromStr for SignScheme {
@@ -81,69 +69,132 @@ impl fmt::Display for SignScheme {
     }
 }
 
-/// The headers a provider would send with `body`, names in lowercase (so
-/// `HeaderName::from_static` takes them). `now` dates the signature where
-/// the scheme has a timestamp; `id` is the Standard Webhooks `webhook-id`.
-///
-/// A standard secret should be `whsec_` + base64 ([`SignScheme::check_secret`]);
-/// bare base64 is accepted as the reference libraries do, and anything else
-/// is used as raw key bytes rather than failing.
+/// GitHub sends the SHA-1 form beside `X-Hub-Signature-256` whenever a
+/// secret is set, for receivers written before SHA-256; only `sign` needs it.
+const X_HUB_SIGNATURE: &str = "x-hub-signature";
+
+/// A provider's signing, its key prepared once from the secret. Made where
+/// the secret is configured (rule file load, `hookwire send`), so a secret
+/// that cannot be used is an error there and signing itself cannot fail.
+#[derive(Clone)]
+pub struct Signer(SignKey);
+
+/// Keys are boxed: a prepared HMAC holds two hash states, and an action
+/// holding a signer should not grow by that much.
+#[derive(Clone)]
+enum SignKey {
+    /// GitHub signs with SHA-256 and, for old receivers, SHA-1.
+    Github {
+        sha256: Box<Key>,
+        sha1: Box<Key>,
+    },
+    Stripe(Box<Key>),
+    Slack(Box<Key>),
+    Standard(Box<Key>),
+    Shopify(Box<Key>),
+    /// GitLab sends its token as it is.
+    Gitlab(String),
+}
+
+impl Signer {
+    /// The secret is used as the matching `verify:` uses it: raw bytes, or
+    /// for `standard` the base64 key (`whsec_` optional, padding optional).
+    /// An empty secret, or a standard secret that is not base64, is an error.
+    pub fn new(scheme: SignScheme, secret: &str) -> Result<Self, String> {
+        if secret.is_empty() {
+            return Err(format!("{scheme} secret must not be empty"));
+        }
+        let hmac = |algorithm, key: &[u8]| {
+            Key::new(algorithm, key)
+                .map(Box::new)
+                .ok_or_else(|| format!("{scheme} secret cannot be used as an HMAC key"))
+        };
+        let sha256 = |key: &[u8]| hmac(HmacAlgorithm::Sha256, key);
+        let raw = secret.as_bytes();
+        Ok(Self(match scheme {
+            SignScheme::Github => SignKey::Github {
+                sha256: sha256(raw)?,
+                sha1: hmac(HmacAlgorithm::Sha1, raw)?,
+            },
+            SignScheme::Stripe => SignKey::Stripe(sha256(raw)?),
+            SignScheme::Slack => SignKey::Slack(sha256(raw)?),
+            SignScheme::Standard => SignKey::Standard(sha256(&standard_key(secret)?)?),
+            SignScheme::Shopify => SignKey::Shopify(sha256(raw)?),
+            SignScheme::Gitlab => SignKey::Gitlab(secret.to_owned()),
+        }))
+    }
+
+    pub fn scheme(&self) -> SignScheme {
+        match self.0 {
+            SignKey::Github { .. } => SignScheme::Github,
+            SignKey::Stripe(_) => SignScheme::Stripe,
+            SignKey::Slack(_) => SignScheme::Slack,
+            SignKey::Standard(_) => SignScheme::Standard,
+            SignKey::Shopify(_) => SignScheme::Shopify,
+            SignKey::Gitlab(_) => SignScheme::Gitlab,
+        }
+    }
+
+    /// The signature headers the provider would send with `body`, names in
+    /// lowercase (so `HeaderName::from_static` takes them). `now` dates the
+    /// signature where the scheme has a timestamp; `id` is the Standard
+    /// Webhooks `webhook-id`.
+    pub fn sign(&self, body: &[u8], now: SystemTime, id: &str) -> Vec<(&'static str, String)> {
+        let ts = unix_secs(now).max(0).to_string();
+        let hex_tag = |key: &Key, parts: &[&[u8]]| hex::encode(key.tag(parts).as_slice());
+        let b64_tag = |key: &Key, parts: &[&[u8]]| B64.encode(key.tag(parts).as_slice());
+        match &self.0 {
+            SignKey::Github { sha256, sha1 } => vec![
+                (
+                    X_HUB_SIGNATURE_256.as_str(),
+                    format!("sha256={}", hex_tag(sha256, &[body])),
+                ),
+                (X_HUB_SIGNATURE, format!("sha1={}", hex_tag(sha1, &[body]))),
+            ],
+            SignKey::Stripe(key) => vec![(
+                STRIPE_SIGNATURE.as_str(),
+                format!("t={ts},v1={}", hex_tag(key, &[ts.as_bytes(), b".", body])),
+            )],
+            SignKey::Slack(key) => {
+                let sig = hex_tag(key, &[b"v0:", ts.as_bytes(), b":", body]);
+                vec![
+                    (X_SLACK_REQUEST_TIMESTAMP.as_str(), ts),
+                    (X_SLACK_SIGNATURE.as_str(), format!("v0={sig}")),
+                ]
+            }
+            SignKey::Standard(key) => {
+                let names = &STANDARD_HEADERS[0];
+                let sig = b64_tag(key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+                vec![
+                    (names.id.as_str(), id.to_owned()),
+                    (names.timestamp.as_str(), ts),
+                    (names.signature.as_str(), format!("v1,{sig}")),
+                ]
+            }
+            SignKey::Shopify(key) => vec![(X_SHOPIFY_HMAC_SHA256.as_str(), b64_tag(key, &[body]))],
+            SignKey::Gitlab(token) => vec![(X_GITLAB_TOKEN.as_str(), token.clone())],
+        }
+    }
+}
+
+/// Secrets stay out of logs (SPEC §8): only the scheme is shown.
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("scheme", &self.scheme().name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`Signer::new`] and [`Signer::sign`] in one step, for one-off signing.
 pub fn sign(
     scheme: SignScheme,
     secret: &str,
     body: &[u8],
     now: SystemTime,
     id: &str,
-) -> Vec<(&'static str, String)> {
-    let ts = unix_secs(now).max(0).to_string();
-    let tag =
-        |key: &[u8], parts: &[&[u8]]| Key::new(HmacAlgorithm::Sha256, key).map(|k| k.tag(parts));
-    let key = secret.as_bytes();
-    // `tag` is `None` only if HMAC refused a key, which it never does for any
-    // length; no headers is then the honest answer.
-    let headers = match scheme {
-        SignScheme::Github => tag(key, &[body]).map(|t| {
-            vec![(
-                X_HUB_SIGNATURE_256.as_str(),
-                format!("sha256={}", hex::encode(t.as_slice())),
-            )]
-        }),
-        SignScheme::Stripe => tag(key, &[ts.as_bytes(), b".", body]).map(|t| {
-            vec![(
-                STRIPE_SIGNATURE.as_str(),
-                format!("t={ts},v1={}", hex::encode(t.as_slice())),
-            )]
-        }),
-        SignScheme::Slack => tag(key, &[b"v0:", ts.as_bytes(), b":", body]).map(|t| {
-            vec![
-                (X_SLACK_REQUEST_TIMESTAMP.as_str(), ts.clone()),
-                (
-                    X_SLACK_SIGNATURE.as_str(),
-                    format!("v0={}", hex::encode(t.as_slice())),
-                ),
-            ]
-        }),
-        SignScheme::Standard => {
-            let key = standard_key(secret)
-                .or_else(|_| B64.decode(secret))
-                .unwrap_or_else(|_| key.to_vec());
-            let names = &STANDARD_HEADERS[0];
-            tag(&key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]).map(|t| {
-                vec![
-                    (names.id.as_str(), id.to_owned()),
-                    (names.timestamp.as_str(), ts.clone()),
-                    (
-                        names.signature.as_str(),
-                        format!("v1,{}", B64.encode(t.as_slice())),
-                    ),
-                ]
-            })
-        }
-        SignScheme::Shopify => tag(key, &[body])
-            .map(|t| vec![(X_SHOPIFY_HMAC_SHA256.as_str(), B64.encode(t.as_slice()))]),
-        SignScheme::Gitlab => Some(vec![(X_GITLAB_TOKEN.as_str(), secret.to_owned())]),
-    };
-    headers.unwrap_or_default()
+) -> Result<Vec<(&'static str, String)>, String> {
+    Ok(Signer::new(scheme, secret)?.sign(body, now, id))
 }
 
 #[cfg(test)]
@@ -159,62 +210,96 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
+    fn signed(
+        scheme: SignScheme,
+        secret: &str,
+        body: &str,
+        now: u64,
+        id: &str,
+    ) -> Vec<(&'static str, String)> {
+        sign(scheme, secret, body.as_bytes(), at(now), id).unwrap()
+    }
+
     #[test]
     fn signing_reproduces_the_published_vectors() {
         assert_eq!(
-            sign(
-                SignScheme::Github,
-                GITHUB_SECRET,
-                GITHUB_BODY.as_bytes(),
-                at(0),
-                ""
-            ),
-            [("x-hub-signature-256", GITHUB_SIG.to_owned())]
+            signed(SignScheme::Github, GITHUB_SECRET, GITHUB_BODY, 0, ""),
+            [
+                ("x-hub-signature-256", GITHUB_SIG.to_owned()),
+                // GitHub publishes no SHA-1 example; this is
+                // `printf 'Hello, World!' | openssl dgst -sha1 -hmac "It's a Secret to Everybody"`.
+                (
+                    "x-hub-signature",
+                    "sha1=01dc10d0c83e72ed246219cdd91669667fe2ca59".to_owned()
+                ),
+            ]
         );
         assert_eq!(
-            sign(
-                SignScheme::Shopify,
-                SHOPIFY_SECRET,
-                SHOPIFY_BODY.as_bytes(),
-                at(0),
-                ""
-            ),
+            signed(SignScheme::Shopify, SHOPIFY_SECRET, SHOPIFY_BODY, 0, ""),
             [("x-shopify-hmac-sha256", SHOPIFY_SIG.to_owned())]
         );
         assert_eq!(
-            sign(
-                SignScheme::Slack,
-                SLACK_SECRET,
-                SLACK_BODY.as_bytes(),
-                at(SLACK_TS),
-                ""
-            ),
+            signed(SignScheme::Slack, SLACK_SECRET, SLACK_BODY, SLACK_TS, ""),
             [
                 ("x-slack-request-timestamp", SLACK_TS.to_string()),
                 ("x-slack-signature", SLACK_SIG.to_owned()),
             ]
         );
+        assert_eq!(
+            signed(
+                SignScheme::Stripe,
+                STRIPE_SECRET,
+                STRIPE_BODY,
+                STRIPE_TS,
+                ""
+            ),
+            [("stripe-signature", format!("t={STRIPE_TS},v1={STRIPE_V1}"))]
+        );
         for (secret, id, ts, body, sig) in STANDARD {
             assert_eq!(
-                sign(SignScheme::Standard, secret, body.as_bytes(), at(ts), id),
+                signed(SignScheme::Standard, secret, body, ts, id),
                 [
                     ("webhook-id", id.to_owned()),
                     ("webhook-timestamp", ts.to_string()),
                     ("webhook-signature", sig.to_owned()),
                 ]
             );
-            // Bare base64, as the reference libraries also accept.
-            let bare = secret.trim_start_matches("whsec_");
+        }
+    }
+
+    #[test]
+    fn standard_signing_takes_the_secret_forms_verify_takes() {
+        // The same key written the ways the reference libraries accept it.
+        let (secret, id, ts, body, sig) = STANDARD_PADDED;
+        let bare = secret.trim_start_matches("whsec_");
+        let unpadded = secret.trim_end_matches('=');
+        for form in [
+            secret,
+            bare,
+            unpadded,
+            unpadded.trim_start_matches("whsec_"),
+        ] {
             assert_eq!(
-                sign(SignScheme::Standard, bare, body.as_bytes(), at(ts), id)[2].1,
-                sig
+                signed(SignScheme::Standard, form, body, ts, id)[2].1,
+                sig,
+                "{form}"
             );
+        }
+        // What verify refuses, sign refuses too: never a fallback key.
+        for bad in ["", "whsec_", "whsec_not base64!", "whsec_***", "plain", "a"] {
+            let err = Signer::new(SignScheme::Standard, bad).unwrap_err();
+            assert!(err.contains("standard secret"), "{bad}: {err}");
+            let verify = super::super::Verifier::compile(&super::super::VerifyConfig::Standard {
+                secret: crate::config::OneOrMany(vec![bad.to_owned()]),
+                tolerance: None,
+            });
+            assert!(verify.is_err(), "{bad}");
         }
     }
 
     #[test]
     fn stripe_and_gitlab_headers_have_the_provider_shape() {
-        let headers = sign(SignScheme::Stripe, "sk", b"{}", at(1_700_000_000), "");
+        let headers = signed(SignScheme::Stripe, "sk", "{}", 1_700_000_000, "");
         let [(name, value)] = headers.as_slice() else {
             panic!("{headers:?}")
         };
@@ -224,7 +309,7 @@ mod tests {
         assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
 
         assert_eq!(
-            sign(SignScheme::Gitlab, "tok", b"{}", at(0), ""),
+            signed(SignScheme::Gitlab, "tok", "{}", 0, ""),
             [("x-gitlab-token", "tok".to_owned())]
         );
     }
@@ -232,7 +317,7 @@ mod tests {
     #[test]
     fn header_names_are_lowercase_for_from_static() {
         for scheme in SignScheme::ALL {
-            for (name, _) in sign(scheme, STANDARD[0].0, b"{}", at(1), "msg_1") {
+            for (name, _) in signed(scheme, STANDARD[0].0, "{}", 1, "msg_1") {
                 // Panics on an uppercase or invalid name.
                 let _ = HeaderName::from_static(name);
             }
@@ -243,17 +328,19 @@ mod tests {
     fn scheme_names_parse_and_print() {
         for scheme in SignScheme::ALL {
             assert_eq!(scheme.to_string().parse::<SignScheme>(), Ok(scheme));
+            assert_eq!(Signer::new(scheme, STANDARD[0].0).unwrap().scheme(), scheme);
         }
         let err = "GitHub".parse::<SignScheme>().unwrap_err();
         assert!(err.contains("unknown scheme `GitHub`"), "{err}");
     }
 
     #[test]
-    fn check_secret_matches_what_verify_accepts() {
-        assert_eq!(SignScheme::Github.check_secret("s"), Ok(()));
-        assert_eq!(SignScheme::Standard.check_secret(STANDARD[0].0), Ok(()));
-        assert!(SignScheme::Github.check_secret("").is_err());
-        assert!(SignScheme::Standard.check_secret("plain").is_err());
-        assert!(SignScheme::Standard.check_secret("whsec_***").is_err());
+    fn empty_secrets_are_refused_and_debug_hides_the_secret() {
+        for scheme in SignScheme::ALL {
+            let err = Signer::new(scheme, "").unwrap_err();
+            assert_eq!(err, format!("{scheme} secret must not be empty"));
+        }
+        let signer = Signer::new(SignScheme::Gitlab, "hunter2").unwrap();
+        assert!(!format!("{signer:?}").contains("hunter2"));
     }
 }

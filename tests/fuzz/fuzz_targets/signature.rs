@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookwire::config::{self, OneOrMany};
 use hookwire::ingest::verify::{
-    Encoding, HmacAlgorithm, Request, SignScheme, Verifier, VerifyConfig, sign,
+    Encoding, HmacAlgorithm, Request, SignScheme, Signer, Verifier, VerifyConfig,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
@@ -202,20 +202,32 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    // What `sign` writes, `verify` accepts: for every secret `check_secret`
-    // allows, and any body. (Header values have no surrounding spaces, so a
+    // One function reads a standard secret for both: they agree on which
+    // secrets are usable, so neither can fall back to a key the other lacks.
+    let standard = VerifyConfig::Standard {
+        secret: many(&[secret]),
+        tolerance: None,
+    };
+    assert_eq!(
+        Verifier::compile(&standard).is_ok(),
+        Signer::new(SignScheme::Standard, secret).is_ok(),
+        "standard secret {secret:?}"
+    );
+
+    // What `sign` writes, `verify` accepts: for every secret `Signer::new`
+    // takes, and any body. (Header values have no surrounding spaces, so a
     // secret sent as a token must have none either; before 1970 `sign` writes 0.)
     if now < UNIX_EPOCH {
         return;
     }
     for scheme in SignScheme::ALL {
-        if scheme.check_secret(secret).is_err() {
+        let Ok(signer) = Signer::new(scheme, secret) else {
             continue;
-        }
+        };
         if scheme == SignScheme::Gitlab && secret.trim_ascii() != secret {
             continue;
         }
-        let signed = sign(scheme, secret, p.body, now, "msg_fuzz");
+        let signed = signer.sign(p.body, now, "msg_fuzz");
         let mut headers = HeaderMap::new();
         let mut valid = true;
         for (name, value) in &signed {
@@ -253,7 +265,7 @@ fuzz_target!(|data: &[u8]| {
             },
         };
         let verifier = Verifier::compile(&config).unwrap_or_else(|e| {
-            panic!("{scheme}: check_secret accepted a secret compile refuses: {e}")
+            panic!("{scheme}: Signer::new accepted a secret compile refuses: {e}")
         });
         let req = Request {
             headers: &headers,
