@@ -1227,3 +1227,107 @@ async fn log_lines_carry_no_colour_codes_off_a_terminal() {
         "ANSI escapes in a piped log:\n{log:?}"
     );
 }
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Far more slow senders than `--max-connections`, each with most of a large
+/// body sent: the daemon buffers at most the limit's worth, answers the rest
+/// 503 with `Retry-After` (never a reset, a hang or an out-of-memory kill), and
+/// serves other senders as soon as slots free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_get_503_and_memory_stays_bounded() {
+    const LIMIT: usize = 8;
+    const SLOW: usize = 200;
+    const SENT: usize = 900 * 1024;
+    let d = Daemon::start_with(
+        &[("app.yaml", "sources:\n  app: {}\nrules: []\n")],
+        &[],
+        &["--max-connections", &LIMIT.to_string()],
+    );
+    let before = rss_kib(d.pid());
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let addr = d.addr;
+        slow.push(tokio::spawn(async move {
+            let Ok(mut s) = TcpStream::connect(addr).await else {
+                return None;
+            };
+            let head = format!(
+                "POST /hooks/app HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n[",
+                SENT + 1024
+            );
+            let body = vec![b' '; SENT];
+            // Blocks when the daemon reads nothing; the stream stays open either way.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                s.write_all(head.as_bytes()).await?;
+                s.write_all(&body).await
+            })
+            .await;
+            Some(s)
+        }));
+    }
+    let mut held = Vec::new();
+    for t in slow {
+        held.extend(t.await.unwrap());
+    }
+    // Everything over the limit and its waiting room was answered 503.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = client().get(d.url("/metrics")).send().await;
+        let refused = match m {
+            Ok(r) => metric(&r.text().await.unwrap(), "hookwire_connections_refused_total"),
+            Err(_) => 0.0,
+        };
+        if refused >= (SLOW - 2 * LIMIT) as f64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {refused} refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = rss_kib(d.pid()).saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "RSS grew by {grown} KiB with {SLOW} slow senders of {SENT} bytes each"
+    );
+    // A sender now gets a prompt 503 with Retry-After, or is served.
+    let r = tokio::time::timeout(
+        Duration::from_secs(8),
+        client()
+            .post(d.url("/hooks/app"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send(),
+    )
+    .await
+    .expect("an answer within the wait for a slot");
+    if let Ok(r) = r {
+        assert!(matches!(r.status().as_u16(), 202 | 503), "{}", r.status());
+        if r.status() == 503 {
+            assert_eq!(r.headers()["retry-after"], "1");
+        }
+    }
+    // The slow senders give up: every other sender is served at once.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client()
+            .post(d.url("/hooks/app"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await;
+        if let Ok(r) = r
+            && r.status() == 202
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not served after the slow senders left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = d.log_text();
+    assert!(log.contains("connection limit reached"), "{log}");
+}
