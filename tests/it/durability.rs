@@ -460,12 +460,14 @@ fn unhex(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len() / 4);
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && i + 3 < b.len() {
-            if let (Some(h), Some(l)) = (nibble(b[i + 2]), nibble(b[i + 3])) {
-                out.push(h << 4 | l);
-                i += 4;
-                continue;
-            }
+        if b[i] == b'\\'
+            && b.get(i + 1) == Some(&b'x')
+            && i + 3 < b.len()
+            && let (Some(h), Some(l)) = (nibble(b[i + 2]), nibble(b[i + 3]))
+        {
+            out.push(h << 4 | l);
+            i += 4;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -491,11 +493,14 @@ fn event_ids(data: &[u8]) -> Vec<String> {
     ids
 }
 
+/// A connection's bytes as the daemon sent them, and for each write where it
+/// began in them and on which trace line.
+type Stream = (Vec<u8>, Vec<(usize, usize)>);
+
 /// Each acknowledged event id and the trace line of the write that sent the
 /// first byte of its `202`, from the bytes the daemon sent on each connection.
 fn acknowledgements(calls: &[Call]) -> HashMap<String, usize> {
-    // Per socket: the bytes sent, and where each write began in them.
-    let mut streams: HashMap<&str, (Vec<u8>, Vec<(usize, usize)>)> = HashMap::new();
+    let mut streams: HashMap<&str, Stream> = HashMap::new();
     for c in calls
         .iter()
         .filter(|c| c.fd.starts_with("socket:") && c.is_write() && c.ret > 0)
@@ -562,7 +567,7 @@ async fn wait_exited(pid: u32, within: Duration) {
         // The field after the command name: R, S, D … or Z once it has exited.
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
-            .and_then(|s| Some(s.rsplit_once(") ")?.1.chars().next()?));
+            .and_then(|s| s.rsplit_once(") ")?.1.chars().next());
         if matches!(state, None | Some('Z' | 'X')) {
             return;
         }
