@@ -1263,27 +1263,62 @@ mod tests {
         assert_eq!(commits.load(Ordering::Relaxed), 1);
     }
 
-    #[tokio::test]
-    async fn dedup_keys_expire_after_the_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let old = EventId::new();
-        raw(&dir)
+    /// SPEC §4: the same dedup key within 24h is a duplicate. Written out as
+    /// a number, not as `DEDUP_WINDOW_MS`, so changing the constant fails here.
+    const SPEC_DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+    /// Writes a dedup row as if its key had been seen `age_ms` ago.
+    fn seen_ago(dir: &tempfile::TempDir, key: &str, age_ms: i64) -> EventId {
+        let id = EventId::new();
+        raw(dir)
             .execute(
-                "INSERT INTO dedup (source, key, event_id, created_at_ms) VALUES ('github', 'old', ?1, ?2)",
-                params![old.as_str(), now_ms() - DEDUP_WINDOW_MS - 1000],
+                "INSERT INTO dedup (source, key, event_id, created_at_ms) VALUES ('github', ?1, ?2, ?3)",
+                params![key, id.as_str(), now_ms() - age_ms],
             )
             .unwrap();
-        let fresh = event("github", Some("old"));
+        id
+    }
+
+    #[tokio::test]
+    async fn dedup_keys_expire_after_24_hours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        // A minute inside the window (the store reads its clock a little
+        // after this test does) and a second outside it.
+        let inside = seen_ago(&dir, "inside", SPEC_DEDUP_WINDOW_MS - 60_000);
+        seen_ago(&dir, "outside", SPEC_DEDUP_WINDOW_MS + 1000);
+        assert_eq!(
+            store.ingest(event("github", Some("inside"))).await.unwrap(),
+            IngestOutcome::Duplicate { first: inside },
+            "a key seen 23h59m ago is a duplicate"
+        );
+        let fresh = event("github", Some("outside"));
         assert_eq!(
             store.ingest(fresh.clone()).await.unwrap(),
-            IngestOutcome::Stored
+            IngestOutcome::Stored,
+            "a key seen 24h and 1s ago is not"
         );
         // The expired row was replaced: later copies point at the new event.
         assert_eq!(
-            store.ingest(event("github", Some("old"))).await.unwrap(),
+            store
+                .ingest(event("github", Some("outside")))
+                .await
+                .unwrap(),
             IngestOutcome::Duplicate { first: fresh.id }
         );
+
+        // Pruning keeps the keys of the last 24h and drops older ones.
+        seen_ago(&dir, "keep", SPEC_DEDUP_WINDOW_MS - 60_000);
+        seen_ago(&dir, "drop", SPEC_DEDUP_WINDOW_MS + 1000);
+        store.prune(0).await.unwrap();
+        let left = |key: &str| -> i64 {
+            raw(&dir)
+                .query_row("SELECT count(*) FROM dedup WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+        };
+        assert_eq!((left("keep"), left("drop")), (1, 0));
     }
 
     #[tokio::test]
