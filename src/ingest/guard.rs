@@ -86,7 +86,8 @@ impl RateLimits {
             let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
             let last = *swept.get_or_insert_with(Instant::now);
             let due = last.elapsed() >= SWEEP_EVERY
-                || (limiter.len() > MAX_TRACKED_CLIENTS && last.elapsed() >= Duration::from_secs(1));
+                || (limiter.len() > MAX_TRACKED_CLIENTS
+                    && last.elapsed() >= Duration::from_secs(1));
             if due {
                 *swept = Some(Instant::now());
             }
@@ -208,7 +209,11 @@ mod tests {
         assert_eq!(limits.tracked(), 200);
         let deadline = Instant::now() + Duration::from_secs(5);
         while limits.tracked() > 0 {
-            assert!(Instant::now() < deadline, "idle clients kept: {}", limits.tracked());
+            assert!(
+                Instant::now() < deadline,
+                "idle clients kept: {}",
+                limits.tracked()
+            );
             std::thread::yield_now();
             limits.sweep();
         }

@@ -1279,7 +1279,10 @@ async fn connections_over_the_limit_get_503_and_memory_stays_bounded() {
     loop {
         let m = client().get(d.url("/metrics")).send().await;
         let refused = match m {
-            Ok(r) => metric(&r.text().await.unwrap(), "hookwire_connections_refused_total"),
+            Ok(r) => metric(
+                &r.text().await.unwrap(),
+                "hookwire_connections_refused_total",
+            ),
             Err(_) => 0.0,
         };
         if refused >= (SLOW - 2 * LIMIT) as f64 {
@@ -1325,7 +1328,10 @@ async fn connections_over_the_limit_get_503_and_memory_stays_bounded() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "not served after the slow senders left");
+        assert!(
+            Instant::now() < deadline,
+            "not served after the slow senders left"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let log = d.log_text();
