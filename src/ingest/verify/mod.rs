@@ -1061,6 +1061,7 @@ mod tests {
             late.check(&stripe(&[STRIPE_SECRET])),
             Err(VerifyError::Stale {
                 skew_secs: 301,
+                when: "in the past",
                 tolerance_secs: 300
             })
         );
@@ -1182,7 +1183,16 @@ mod tests {
                 SLACK_BODY,
                 at(now),
             );
-            assert_eq!(req.check(&slack(&[SLACK_SECRET])), stale(301), "{now}");
+            let when = if now < SLACK_TS {
+                "in the future"
+            } else {
+                "in the past"
+            };
+            assert_eq!(
+                req.check(&slack(&[SLACK_SECRET])),
+                stale(301, when),
+                "{now}"
+            );
         }
     }
 
