@@ -37,8 +37,10 @@ pub struct Decoded {
 /// variant is the message of the 400 answer, so it says where and what.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// The content type promises a document, the body holds nothing (or only whitespace).
-    #[error("empty body, expected {expected}")]
+    /// The content type promises a document and the body holds only
+    /// whitespace. (A body with no bytes at all is no document: its payload is
+    /// null, see [`decode`].)
+    #[error("no {expected} in the body: it holds only whitespace")]
     Empty { expected: &'static str },
     #[error("invalid JSON at line {line} column {column}: {message}")]
     Json {
@@ -136,6 +138,20 @@ pub async fn decode(
     };
     let media = media_type(content_type);
     let kind = kind_of(&media);
+    // Pings and triggers often send a content type and no body at all: that
+    // is an event without a payload, not a malformed document. (An empty
+    // form is a form without fields, `{}`.)
+    if body.is_empty() && kind != Kind::Form {
+        facts.push(format!(
+            "payload is null: the body is empty (Content-Type was {})",
+            shorten(&media)
+        ));
+        return Ok(Decoded {
+            payload: Value::Null,
+            facts,
+            payload_is_body: false,
+        });
+    }
     let payload = match kind {
         Kind::Json => json(&body)?,
         Kind::Form => form(&body, json_fields, &mut facts)?,
@@ -838,6 +854,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_empty_body_is_a_null_payload_whatever_its_type() {
+        for ct in [
+            "application/json",
+            "application/vnd.api+json",
+            "text/xml; charset=utf-8",
+            "multipart/form-data; boundary=b",
+            "text/plain",
+        ] {
+            let got = ok(ct, b"").await;
+            assert_eq!(got.payload, Value::Null, "{ct}");
+            assert!(!got.payload_is_body, "{ct}");
+            let media = ct.split(';').next().unwrap();
+            assert_eq!(
+                got.facts,
+                [format!(
+                    "payload is null: the body is empty (Content-Type was {media})"
+                )],
+                "{ct}"
+            );
+        }
+        // An empty form is a form without fields.
+        assert_eq!(
+            ok("application/x-www-form-urlencoded", b"").await.payload,
+            json!({})
+        );
+    }
+
+    #[tokio::test]
     async fn a_json_byte_order_mark_is_ignored() {
         let got = ok("application/json", b"\xEF\xBB\xBF{\"a\": 1}").await;
         assert_eq!(got.payload, json!({"a": 1}));
@@ -846,8 +890,7 @@ mod tests {
     #[tokio::test]
     async fn json_errors_carry_their_position() {
         let cases: &[(&[u8], &str)] = &[
-            (b"", "empty body, expected JSON"),
-            (b" \r\n\t", "empty body, expected JSON"),
+            (b" \r\n\t", "no JSON in the body: it holds only whitespace"),
             (
                 b"{\"a\": }",
                 "invalid JSON at line 1 column 7: expected value",
@@ -869,7 +912,10 @@ mod tests {
                 "invalid JSON at line 1 column 8: invalid unicode code point",
             ),
             (b"\xff", "invalid JSON at line 1 column 1: expected value"),
-            (b"\xEF\xBB\xBF", "empty body, expected JSON"),
+            (
+                b"\xEF\xBB\xBF",
+                "no JSON in the body: it holds only whitespace",
+            ),
             (
                 b"\xEF\xBB\xBF{]",
                 "invalid JSON at line 1 column 2: key must be a string",
@@ -1080,7 +1126,7 @@ mod tests {
     #[tokio::test]
     async fn xml_errors_carry_their_position() {
         let cases: &[(&[u8], &str)] = &[
-            (b"", "empty body, expected XML"),
+            (b" \n", "no XML in the body: it holds only whitespace"),
             (
                 b"<a>\n  <b></c>\n</a>",
                 "invalid XML at line 2 column 6: ill-formed document: expected `</b>`, but `</c>` was found",
@@ -1230,8 +1276,8 @@ mod tests {
             ),
             (
                 "multipart/form-data; boundary=b",
-                String::new(),
-                "empty body, expected multipart/form-data",
+                "\r\n".to_owned(),
+                "no multipart/form-data in the body: it holds only whitespace",
             ),
             (
                 "multipart/form-data; boundary=b",

@@ -667,3 +667,50 @@ async fn every_operator_through_the_daemon() {
         .unwrap();
     assert_eq!(disabled["disabled"], true);
 }
+
+/// adnanh/webhook's own `empty-payload-signature` case: a signed POST with
+/// `Content-Type: application/json` and no body at all (pings and triggers do
+/// this). It is an event whose payload is null, matched like any other.
+#[tokio::test]
+async fn a_signed_empty_body_is_an_event_with_a_null_payload() {
+    let rules = r#"
+sources:
+  trigger:
+    verify:
+      hmac: { header: X-Hub-Signature, algorithm: sha1, encoding: hex, secret: "${PEER_SECRET}" }
+rules:
+  - name: on-trigger
+    source: trigger
+    when: { path: $.anything, exists: false }
+"#;
+    let d = Daemon::start_with(&[("t.yaml", rules)], &[("PEER_SECRET", "mysecret")], &[]);
+    // The signature of the empty body, from that test suite.
+    let sig = (
+        "X-Hub-Signature",
+        "33f9d709782f62b8b4a0178586c65ab098a39fe2",
+    );
+    let r = post(&d, "/hooks/trigger", "application/json", "", &[sig]).await;
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["matched"], json!(["on-trigger"]));
+    let e: Value = client()
+        .get(d.url(&format!(
+            "/api/events/{}",
+            body["event_id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(e["payload"], Value::Null, "{e:#}");
+    assert_eq!(
+        e["facts"],
+        json!(["payload is null: the body is empty (Content-Type was application/json)"])
+    );
+    // The signature still counts: the same empty body unsigned is refused.
+    let r = post(&d, "/hooks/trigger", "application/json", "", &[]).await;
+    assert_eq!(r.status(), 401);
+    assert_healthy(&d).await;
+}
