@@ -188,6 +188,12 @@ pub struct Builder<'a> {
     /// Where each rule's `source` names were written, checked in `finish`.
     rule_source_pos: Vec<Vec<(String, Pos)>>,
     tests: Vec<RuleTest>,
+    /// Sources written but not compiled (their errors are reported): rules
+    /// and tests naming them are not also told the source is undefined.
+    broken_sources: std::collections::HashSet<String>,
+    /// Each variable that is not set, reported once at its first use: its
+    /// name, the index of that error, and how many strings use it.
+    missing_vars: Vec<(String, usize, usize)>,
 }
 
 /// Collects `(pos, message)` problems of one file and turns them into diagnostics.
@@ -234,6 +240,8 @@ impl<'a> Builder<'a> {
             rules: Vec::new(),
             rule_source_pos: Vec::new(),
             tests: Vec::new(),
+            broken_sources: Default::default(),
+            missing_vars: Vec::new(),
         }
     }
 
@@ -248,9 +256,19 @@ impl<'a> Builder<'a> {
         let mut resolved = env::Resolved::default();
         env::resolve(&mut root, self.env, &mut resolved);
         self.secrets.append(&mut resolved.secrets);
+        for (name, pos) in resolved.missing {
+            match self.missing_vars.iter_mut().find(|(n, _, _)| *n == name) {
+                Some((_, _, uses)) => *uses += 1,
+                None => {
+                    self.errors
+                        .push(Diagnostic::new(shown, pos, env::missing_message(&name, 1)));
+                    self.missing_vars.push((name, self.errors.len() - 1, 1));
+                }
+            }
+        }
         let mut errs = FileErrors {
             file: shown,
-            list: resolved.errors,
+            list: Vec::new(),
         };
 
         match &root.kind {
@@ -297,9 +315,16 @@ impl<'a> Builder<'a> {
             ),
         }
         let file = errs.file;
+        // What follows only from an unresolved variable is not reported: the
+        // variable's own error says what to fix.
+        let poisoned = &resolved.poisoned;
+        errs.list
+            .retain(|(pos, _)| !env::follows_from_unresolved(&root, *pos, poisoned));
         self.errors.extend(
-            errs.list
+            resolved
+                .errors
                 .into_iter()
+                .chain(errs.list)
                 .map(|(pos, m)| Diagnostic::new(file, pos, m)),
         );
     }
@@ -334,9 +359,14 @@ impl<'a> Builder<'a> {
                 value
             };
             let Some(raw) = errs.read::<raw::Source>(value) else {
+                self.broken_sources.insert(key.name.clone());
                 continue;
             };
-            if let Some(s) = compile_source(&key.name, key.pos, raw, errs) {
+            let compiled = compile_source(&key.name, key.pos, raw, errs);
+            if compiled.is_none() {
+                self.broken_sources.insert(key.name.clone());
+            }
+            if let Some(s) = compiled {
                 if s.verifier.is_none() {
                     self.warnings.push(Diagnostic::new(
                         errs.file,
@@ -569,6 +599,9 @@ impl<'a> Builder<'a> {
 
     /// Checks what spans files and builds the set.
     pub fn finish(mut self, files: Vec<String>) -> (RuleSet, Vec<Diagnostic>, Vec<Diagnostic>) {
+        for (name, at, uses) in &self.missing_vars {
+            self.errors[*at].message = env::missing_message(name, *uses);
+        }
         let mut seen: HashMap<&str, &Source> = HashMap::new();
         let mut paths: HashMap<&str, &Source> = HashMap::new();
         for s in &self.sources {
@@ -612,7 +645,7 @@ impl<'a> Builder<'a> {
                 rule_names.insert(&r.name, r);
             }
             for (name, pos) in names {
-                if !seen.contains_key(name.as_str()) {
+                if !seen.contains_key(name.as_str()) && !self.broken_sources.contains(name) {
                     self.errors.push(Diagnostic::new(
                         &r.file,
                         *pos,
@@ -625,7 +658,7 @@ impl<'a> Builder<'a> {
             }
         }
         for t in &self.tests {
-            if !seen.contains_key(t.source.as_str()) {
+            if !seen.contains_key(t.source.as_str()) && !self.broken_sources.contains(&t.source) {
                 self.errors.push(Diagnostic::new(
                     &t.file,
                     t.pos,

@@ -12,8 +12,13 @@ use super::node::{Kind, Node, Pos};
 /// What resolving a file produced besides the rewritten tree.
 #[derive(Debug, Default)]
 pub struct Resolved {
-    /// `(position, message)` for every variable that is missing or malformed.
+    /// `(position, message)` for every malformed `${…}`.
     pub errors: Vec<(Pos, String)>,
+    /// `(name, position)` of every use of a variable that is not set.
+    pub missing: Vec<(String, Pos)>,
+    /// Strings left unresolved (a variable missing or malformed): whatever
+    /// else is wrong with them follows from that and is not reported.
+    pub poisoned: Vec<Pos>,
     /// Values substituted from variables.
     pub secrets: Vec<String>,
 }
@@ -23,7 +28,15 @@ pub fn resolve(node: &mut Node, env: &HashMap<String, String>, out: &mut Resolve
     match &mut node.kind {
         Kind::Str(s) if s.contains('$') => match substitute(s, env, &mut out.secrets) {
             Ok(new) => *s = new,
-            Err(message) => out.errors.push((node.pos, message)),
+            Err(Unresolved::Missing(names)) => {
+                out.poisoned.push(node.pos);
+                out.missing
+                    .extend(names.into_iter().map(|name| (name, node.pos)));
+            }
+            Err(Unresolved::Malformed(message)) => {
+                out.poisoned.push(node.pos);
+                out.errors.push((node.pos, message));
+            }
         },
         Kind::Seq(items) => items.iter_mut().for_each(|n| resolve(n, env, out)),
         Kind::Map(entries) => entries.iter_mut().for_each(|(_, n)| resolve(n, env, out)),
@@ -31,12 +44,64 @@ pub fn resolve(node: &mut Node, env: &HashMap<String, String>, out: &mut Resolve
     }
 }
 
+/// Why a string could not be resolved.
+#[derive(Debug, PartialEq, Eq)]
+enum Unresolved {
+    /// These variables (in order, each once) are not set and have no default.
+    Missing(Vec<String>),
+    Malformed(String),
+}
+
+/// The message for a variable that is not set, used by `uses` strings.
+pub fn missing_message(name: &str, uses: usize) -> String {
+    let places = if uses > 1 {
+        format!(" (used in {uses} places)")
+    } else {
+        String::new()
+    };
+    format!(
+        "environment variable `{name}` is not set{places}: set it, or write `${{{name}:-default}}` for a default"
+    )
+}
+
+/// Whether a problem reported at `at` follows from an unresolved variable:
+/// it is reported at a poisoned string, or at a key or collection whose
+/// values (up to two levels down: `verify: { standard: { secret: "${S}" } }`,
+/// `secret: ["${A}", "${B}"]`) hold one.
+pub fn follows_from_unresolved(root: &Node, at: Pos, poisoned: &[Pos]) -> bool {
+    fn holds(node: &Node, poisoned: &[Pos], depth: u8) -> bool {
+        poisoned.contains(&node.pos)
+            || (depth > 0
+                && match &node.kind {
+                    Kind::Seq(items) => items.iter().any(|n| holds(n, poisoned, depth - 1)),
+                    Kind::Map(entries) => {
+                        entries.iter().any(|(_, n)| holds(n, poisoned, depth - 1))
+                    }
+                    _ => false,
+                })
+    }
+    fn find<'n>(node: &'n Node, at: Pos) -> Option<&'n Node> {
+        if node.pos == at {
+            return Some(node);
+        }
+        match &node.kind {
+            Kind::Seq(items) => items.iter().find_map(|n| find(n, at)),
+            Kind::Map(entries) => entries
+                .iter()
+                .find_map(|(k, n)| if k.pos == at { Some(n) } else { find(n, at) }),
+            _ => None,
+        }
+    }
+    !poisoned.is_empty() && find(root, at).is_some_and(|n| holds(n, poisoned, 2))
+}
+
 fn substitute(
     s: &str,
     env: &HashMap<String, String>,
     secrets: &mut Vec<String>,
-) -> Result<String, String> {
+) -> Result<String, Unresolved> {
     let mut out = String::with_capacity(s.len());
+    let mut missing: Vec<String> = Vec::new();
     let mut rest = s;
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
@@ -47,7 +112,7 @@ fn substitute(
         } else if let Some(tail) = after.strip_prefix("${") {
             let end = tail
                 .find('}')
-                .ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
+                .ok_or_else(|| Unresolved::Malformed(format!("unclosed `${{` in `{s}`")))?;
             let expr = &tail[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
@@ -57,7 +122,9 @@ fn substitute(
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 && !name.as_bytes()[0].is_ascii_digit();
             if !valid {
-                return Err(format!("invalid variable name `{name}` in `${{{expr}}}`"));
+                return Err(Unresolved::Malformed(format!(
+                    "invalid variable name `{name}` in `${{{expr}}}`"
+                )));
             }
             match (env.get(name), default) {
                 (Some(v), _) => {
@@ -68,9 +135,9 @@ fn substitute(
                 }
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
-                    return Err(format!(
-                        "environment variable `{name}` is not set (write `${{{name}:-default}}` for a default)"
-                    ));
+                    if !missing.iter().any(|m| m == name) {
+                        missing.push(name.to_owned());
+                    }
                 }
             }
             rest = &tail[end + 1..];
@@ -80,7 +147,11 @@ fn substitute(
         }
     }
     out.push_str(rest);
-    Ok(out)
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(Unresolved::Missing(missing))
+    }
 }
 
 #[cfg(test)]
@@ -90,27 +161,30 @@ mod tests {
     #[test]
     fn variables_defaults_escapes_and_errors() {
         let env: HashMap<String, String> = [("TOKEN".to_owned(), "s3cret".to_owned())].into();
-        let cases: &[(&str, Result<&str, &str>)] = &[
+        let missing = |names: &[&str]| {
+            Err(Unresolved::Missing(
+                names.iter().map(|n| (*n).to_owned()).collect(),
+            ))
+        };
+        let malformed = |m: &str| Err(Unresolved::Malformed(m.to_owned()));
+        let cases: &[(&str, Result<&str, Unresolved>)] = &[
             ("Bearer ${TOKEN}", Ok("Bearer s3cret")),
             ("${MISSING:-fallback}", Ok("fallback")),
             ("${MISSING:-}", Ok("")),
             ("cost $5 and $${LITERAL}", Ok("cost $5 and ${LITERAL}")),
-            (
-                "${MISSING}",
-                Err(
-                    "environment variable `MISSING` is not set (write `${MISSING:-default}` for a default)",
-                ),
-            ),
+            ("${MISSING}", missing(&["MISSING"])),
+            // Every missing variable of a string, each once.
+            ("${A}/${TOKEN}/${B}/${A}", missing(&["A", "B"])),
             (
                 "${BAD NAME}",
-                Err("invalid variable name `BAD NAME` in `${BAD NAME}`"),
+                malformed("invalid variable name `BAD NAME` in `${BAD NAME}`"),
             ),
-            ("${TOKEN", Err("unclosed `${` in `${TOKEN`")),
+            ("${TOKEN", malformed("unclosed `${` in `${TOKEN`")),
         ];
         for (input, want) in cases {
             let mut secrets = Vec::new();
             let got = substitute(input, &env, &mut secrets);
-            assert_eq!(got.as_deref().map_err(String::as_str), *want, "{input}");
+            assert_eq!(got.as_deref(), want.as_ref().map(|s| *s), "{input}");
         }
         let mut secrets = Vec::new();
         substitute("${TOKEN}", &env, &mut secrets).unwrap();

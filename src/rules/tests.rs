@@ -157,3 +157,62 @@ fn toml_and_json_rule_files_share_the_schema() {
     assert_eq!(set.rules.len(), 2);
     assert_eq!(set.source("github").unwrap().path, "/gh");
 }
+
+/// One unset variable is one error, at its first use, and nothing that
+/// follows only from it: not the secret it leaves malformed, not the URL it
+/// leaves without a scheme, not the rules naming the source it broke.
+#[test]
+fn an_unset_variable_is_reported_once_without_what_follows_from_it() {
+    let text = r#"
+sources:
+  std:
+    verify:
+      standard: { secret: "${STD_SECRET}" }
+  gh:
+    verify:
+      github: { secret: ["${GH_OLD}", "${GH_NEW}"] }
+rules:
+  - name: a
+    source: std
+    actions:
+      - http:
+          url: "${CHAT_URL}"
+          headers: { Authorization: "Bearer ${STD_SECRET}" }
+  - name: b
+    source: gh
+    actions:
+      - http:
+          url: "${CHAT_URL}/x?k=${CHAT_KEY}"
+tests:
+  - name: t
+    source: std
+    body: "{}"
+    expect: { matched: [a] }
+"#;
+    let Err(f) = load_text(&[("r.yaml", text)]) else {
+        panic!("loaded");
+    };
+    let got: Vec<String> = f.errors.iter().map(ToString::to_string).collect();
+    let set = |name: &str, places: &str| {
+        format!(
+            "environment variable `{name}` is not set{places}: set it, or write `${{{name}:-default}}` for a default"
+        )
+    };
+    assert_eq!(
+        got,
+        [
+            format!("r.yaml:5:27: {}", set("STD_SECRET", " (used in 2 places)")),
+            format!("r.yaml:8:26: {}", set("GH_OLD", "")),
+            format!("r.yaml:8:39: {}", set("GH_NEW", "")),
+            format!("r.yaml:14:16: {}", set("CHAT_URL", " (used in 2 places)")),
+            format!("r.yaml:20:16: {}", set("CHAT_KEY", "")),
+        ]
+    );
+    // A source broken for another reason is still reported, and once.
+    let text = "sources:\n  s:\n    verify: { github: {} }\nrules:\n  - name: a\n    source: s\n";
+    let Err(f) = load_text(&[("r.yaml", text)]) else {
+        panic!("loaded");
+    };
+    assert_eq!(f.errors.len(), 1, "{:?}", f.errors);
+    assert!(f.errors[0].message.contains("secret"), "{:?}", f.errors);
+}

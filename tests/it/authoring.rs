@@ -54,7 +54,7 @@ fn check_reports_every_error_of_every_file_with_position() {
         "rules/a.yaml:4:5: unknown field `colour`, expected one of `name`, `source`, `enabled`, `when`, `actions`, `respond`",
         "rules/a.yaml:7:19: invalid JSONPath `$.a[` at character 5: expected selector",
         "rules/a.yaml:9:22: invalid template: invalid handlebars syntax (template line 1, column 17)",
-        "rules/b.yml:4:32: environment variable `NOT_SET_ANYWHERE` is not set (write `${NOT_SET_ANYWHERE:-default}` for a default)",
+        "rules/b.yml:4:32: environment variable `NOT_SET_ANYWHERE` is not set: set it, or write `${NOT_SET_ANYWHERE:-default}` for a default",
         "rules/c.json:3:75: invalid glob `[`: unclosed character class; missing ']'",
         "rules/d.toml:4:11: invalid type: string \"yes\", expected a boolean",
         "rules/e.yaml:4:1: while parsing a flow sequence, expected ',' or ']'",
