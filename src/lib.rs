@@ -8,24 +8,29 @@
 //!   → store::         event + one pending delivery per matched action, one durable transaction
 //!   → respond         202, or the matched rule's own response
 //!
+//! dispatch:: due delivery → actions:: render from the current rule set and run → record the attempt
 //! watch::    rules/ changed → rules:: parse and compile every file → swap the set atomically
-//! actions::  render an action's templates from the current rule set
-//! admin::    /healthz, /readyz, /api/rules
+//! admin::    /healthz, /readyz, the admin API, the live stream, the dashboard
 //! ```
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`config`] | durations, sizes and other values shared by flags and rule files |
+//! | [`ids`] | prefixed, time-sortable ids (`evt_…`, `dlv_…`, `att_…`) |
+//! | [`redact`] | masking every secret in every output: logs, stored attempts, API answers, CLI |
 //! | [`rules`] | reading rule files with positions, `${VAR}`, validation, compilation into a [`rules::RuleSet`] |
 //! | [`matching`] | compiled conditions: `eval`, `explain` and the trace |
 //! | [`template`] | handlebars templates, helpers and typed JSON bodies |
 //! | [`ingest`] | the HTTP path from request to stored event, and every answer of SPEC §5 |
 //! | [`store`] | the durable store behind one async trait; SQLite with group commit |
-//! | [`actions`] | rendering actions for delivery and for `hookwire test` |
+//! | [`dispatch`] | claiming due deliveries, running attempts, the retry policy |
+//! | [`actions`] | rendering and running http, email and command actions |
 //! | [`watch`] | the live rule set and hot reload |
-//! | [`admin`] | health checks and the admin API |
-//! | [`server`] | the listener, connection limits and shutdown |
-//! | [`cli`] | `check` and `test` |
+//! | [`admin`] | health checks, the admin API, server-sent events and the dashboard |
+//! | [`telemetry`] | the log writer and each occurrence's log line and metrics |
+//! | [`supervise`] | background tasks restarted after a panic, and their health |
+//! | [`server`] | the listener, connection limits, wiring and shutdown |
+//! | [`cli`] | `check`, `test`, `send` and the admin commands |
 
 #![forbid(unsafe_code)]
 // Nothing from a request, a file or the network may panic: no unwrap/expect

@@ -90,7 +90,7 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Put a dead delivery back in the queue with a fresh attempt budget.
+    /// Put a dead or skipped delivery back in the queue with a fresh attempt budget.
     Retry {
         delivery_id: String,
         #[command(flatten)]

@@ -856,3 +856,59 @@ async fn a_panicked_attempt_is_recorded_and_retried() {
         "an attempt's panic does not take a task down"
     );
 }
+
+/// SPEC §4.5: a `serialize_by` key is shared by every action and rule that
+/// renders it, not kept per action: two actions of one rule and an action of
+/// another rule with the same rendered key never run at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialize_by_keys_are_shared_across_actions_and_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let step = |name: &str| {
+        format!(
+            "      - name: {name}\n        command:\n          argv: [/bin/sh, -c, \"echo start $1 >> '{l}'; sleep 0.1; echo end $1 >> '{l}'\", sh, \"{name}-{{{{payload.n}}}}\"]\n        serialize_by: \"site-{{{{payload.site}}}}\"\n",
+            l = log.display()
+        )
+    };
+    let rules = format!(
+        "sources:\n  hook: {{}}\nrules:\n  - name: build\n    source: hook\n    actions:\n{}{}  - name: announce\n    source: hook\n    actions:\n{}",
+        step("compile"),
+        step("package"),
+        step("notify")
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    for n in 0..3 {
+        send(
+            &d,
+            "/hooks/hook",
+            &json!({"site": "www", "n": n}).to_string(),
+        )
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() == 18 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // One at a time: every start is followed by its own end.
+    let lines: Vec<&str> = text.lines().collect();
+    for pair in lines.chunks(2) {
+        let started = pair[0]
+            .strip_prefix("start ")
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(
+            pair[1],
+            format!("end {started}"),
+            "runs of one key overlap:\n{text}"
+        );
+    }
+    // In event order: all of event 0 before any of event 1, and so on.
+    let events: Vec<char> = lines.iter().map(|l| l.chars().last().unwrap()).collect();
+    let mut sorted = events.clone();
+    sorted.sort();
+    assert_eq!(events, sorted, "not in event order:\n{text}");
+}

@@ -8,6 +8,7 @@ mod answers;
 mod authoring;
 mod browser;
 mod delivery;
+mod docs;
 mod durability;
 mod hardening;
 mod operations;

@@ -1,0 +1,151 @@
+//! The README's command and flag tables are kept true: every subcommand and
+//! flag they document exists (`--help` says so), and every `serve` flag and
+//! its environment variable is documented.
+
+use std::collections::BTreeSet;
+
+use crate::support::{BIN, run_cli};
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+/// The rows of the Markdown table whose header row starts with `| {first} |`.
+fn table_rows<'a>(text: &'a str, first: &str) -> Vec<Vec<&'a str>> {
+    let header = format!("| {first} |");
+    let mut lines = text.lines().skip_while(|l| !l.starts_with(&header));
+    assert!(
+        lines.next().is_some(),
+        "no table headed `{header}` in the README"
+    );
+    let rows: Vec<Vec<&str>> = lines
+        .skip(1) // |---|---|
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| split_row(l))
+        .collect();
+    assert!(!rows.is_empty(), "the table `{header}` has no rows");
+    rows
+}
+
+/// Cells of a table row; `\|` inside a cell is not a separator.
+fn split_row(line: &str) -> Vec<&str> {
+    let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
+    let mut cells = Vec::new();
+    let (mut start, mut prev) = (0, ' ');
+    for (i, c) in inner.char_indices() {
+        if c == '|' && prev != '\\' {
+            cells.push(inner[start..i].trim());
+            start = i + 1;
+        }
+        prev = c;
+    }
+    cells.push(inner[start..].trim());
+    cells
+}
+
+/// `--flag` words in a piece of text.
+fn flags(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn help(args: &[&str]) -> String {
+    let dir = std::env::temp_dir();
+    let mut full = args.to_vec();
+    full.push("--help");
+    let (code, out, err) = run_cli(&dir, &full, &[]);
+    assert_eq!(
+        code,
+        0,
+        "`hookwire {}` does not exist: {err}",
+        full.join(" ")
+    );
+    out
+}
+
+#[test]
+fn every_documented_command_and_flag_exists() {
+    let text = readme();
+    let mut checked = 0;
+    for row in table_rows(&text, "command") {
+        // `hookwire test --source NAME …`, or `hookwire` / `hookwire serve [flags]`.
+        for usage in row[0].split(" / ") {
+            let usage = usage.trim_matches('`');
+            let words: Vec<&str> = usage.split_whitespace().collect();
+            assert_eq!(words.first(), Some(&"hookwire"), "{usage}");
+            let sub: Vec<&str> = words
+                .get(1)
+                .filter(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+                .into_iter()
+                .copied()
+                .collect();
+            let out = help(&sub);
+            let known = flags(&out);
+            for f in flags(usage) {
+                assert!(
+                    known.contains(&f),
+                    "README documents `{f}` for `hookwire {}`, which has no such flag:\n{out}",
+                    sub.join(" ")
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked > 15,
+        "only {checked} flags checked: the table was misread"
+    );
+}
+
+#[test]
+fn every_serve_flag_and_variable_is_documented_and_exists() {
+    let text = readme();
+    let out = help(&["serve"]);
+    let known = flags(&out);
+    let mut documented = BTreeSet::new();
+    for row in table_rows(&text, "flag") {
+        for f in flags(row[0]) {
+            assert!(
+                known.contains(&f),
+                "README documents `serve {f}`, which does not exist:\n{out}"
+            );
+            documented.insert(f);
+        }
+        for var in row[1].split(|c: char| !(c.is_ascii_uppercase() || c == '_')) {
+            if var.starts_with("HOOKWIRE_") {
+                assert!(
+                    out.contains(&format!("[env: {var}")),
+                    "README names `{var}`, which `serve` does not read:\n{out}"
+                );
+            }
+        }
+    }
+    let undocumented: Vec<&String> = known
+        .iter()
+        .filter(|f| !documented.contains(*f) && *f != "--help" && *f != "--version")
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "`serve` flags missing from the README's flag table: {undocumented:?}"
+    );
+    // The binary the tests run is the one whose help was read.
+    assert!(std::path::Path::new(BIN).exists());
+}
+
+#[test]
+fn every_module_is_named_in_the_crate_docs() {
+    let lib = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/lib.rs")).unwrap();
+    let modules: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod ")?.strip_suffix(';'))
+        .collect();
+    assert!(modules.len() > 10, "{modules:?}");
+    for m in modules {
+        assert!(
+            lib.contains(&format!("| [`{m}`] |")),
+            "src/lib.rs declares `{m}` but its table of modules does not name it"
+        );
+    }
+}
