@@ -80,7 +80,7 @@ pub fn follows_from_unresolved(root: &Node, at: Pos, poisoned: &[Pos]) -> bool {
                     _ => false,
                 })
     }
-    fn find<'n>(node: &'n Node, at: Pos) -> Option<&'n Node> {
+    fn find(node: &Node, at: Pos) -> Option<&Node> {
         if node.pos == at {
             return Some(node);
         }
