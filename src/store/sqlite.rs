@@ -23,7 +23,7 @@ use super::{
     Claimed, EventData, Finished, IngestOutcome, NewDelivery, NewEvent, Page, RetryOutcome, Store,
     StoreError, StoredAttempt, StoredDelivery, StoredEvent,
 };
-use crate::ids::{DeliveryId, EventId};
+use crate::ids::{DeliveryId, EventId, RequestId};
 
 /// How many jobs share one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -37,7 +37,10 @@ const READERS: usize = 2;
 const DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// Each migration runs once, in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_attempt_history.sql"),
+];
 
 /// Limits that tests turn down to provoke overload and lock timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -492,7 +495,9 @@ fn claim(c: &Connection, now: i64, limit: u32, lease_ms: i64) -> rusqlite::Resul
     // the limit: the cost of a claim does not grow with the backlog.
     const SELECT: &str =
         "SELECT d.id, d.event_id, d.rule, d.action, d.action_type, d.attempts, d.serialize_key,
-                e.source, e.received_at_ms, e.method, e.path, e.query, e.headers, e.body, e.payload
+                e.source, e.received_at_ms, e.method, e.path, e.query, e.headers, e.body, e.payload,
+                d.attempts_total, d.manual_retries,
+                CASE WHEN d.manual_retries > 0 THEN d.retried_by ELSE d.replayed_by END
          FROM deliveries d JOIN events e ON e.id = d.event_id";
     const SERIAL: &str = "(d.serialize_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM deliveries o
@@ -523,7 +528,7 @@ fn claim(c: &Connection, now: i64, limit: u32, lease_ms: i64) -> rusqlite::Resul
         }
     }
     let mut update = c.prepare_cached(
-        "UPDATE deliveries SET status = 'running', attempts = attempts + 1, lease_until_ms = ?2, updated_at_ms = ?3 WHERE id = ?1",
+        "UPDATE deliveries SET status = 'running', attempts = attempts + 1, attempts_total = attempts_total + 1, lease_until_ms = ?2, updated_at_ms = ?3 WHERE id = ?1",
     )?;
     for d in &claimed {
         update.execute(params![d.id.as_str(), now + lease_ms, now])?;
@@ -539,6 +544,9 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
         action: r.get(3)?,
         action_type: r.get(4)?,
         attempt: r.get::<_, u32>(5)? + 1,
+        number: r.get::<_, u32>(15)? + 1,
+        round: r.get(16)?,
+        requested_by: r.get(17)?,
         serialize_key: r.get(6)?,
         event: EventData {
             source: r.get(7)?,
@@ -556,8 +564,8 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
 fn finish(c: &Connection, f: &Finished, now: i64) -> rusqlite::Result<()> {
     let a = &f.attempt;
     c.prepare_cached(
-        "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response, budget_number, round, requested_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         a.id.as_str(),
@@ -570,6 +578,9 @@ fn finish(c: &Connection, f: &Finished, now: i64) -> rusqlite::Result<()> {
         a.exit_code,
         a.error,
         a.response,
+        a.budget_number,
+        a.round,
+        a.requested_by,
     ])?;
     c.prepare_cached(
         "UPDATE deliveries SET status = ?2, next_attempt_at_ms = coalesce(?3, next_attempt_at_ms), lease_until_ms = NULL, updated_at_ms = ?4 WHERE id = ?1",
@@ -668,8 +679,8 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     })
 }
 
-const DELIVERY_COLUMNS: &str =
-    "id, event_id, rule, action, action_type, status, serialize_key, attempts, created_at_ms";
+const DELIVERY_COLUMNS: &str = "id, event_id, rule, action, action_type, status, serialize_key, attempts, created_at_ms, \
+     attempts_total, manual_retries, retried_by, replayed_by";
 
 fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDelivery> {
     Ok(StoredDelivery {
@@ -680,7 +691,11 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDelivery> 
         action_type: r.get(4)?,
         status: r.get(5)?,
         serialize_key: r.get(6)?,
-        attempts: r.get(7)?,
+        attempts: r.get(9)?,
+        attempts_in_budget: r.get(7)?,
+        manual_retries: r.get(10)?,
+        retried_by: r.get(11)?,
+        replayed_by: r.get(12)?,
         created_at_ms: r.get(8)?,
     })
 }
@@ -694,7 +709,14 @@ fn with_deliveries(conn: &Connection, mut event: StoredEvent) -> rusqlite::Resul
     Ok(event)
 }
 
-fn retry_delivery(c: &Connection, id: &str, now: i64) -> rusqlite::Result<RetryOutcome> {
+/// A fresh budget for a dead or skipped delivery. Its lifetime count and its
+/// attempts stay: numbering goes on after them, in a new round.
+fn retry_delivery(
+    c: &Connection,
+    id: &str,
+    request: &str,
+    now: i64,
+) -> rusqlite::Result<RetryOutcome> {
     let status: Option<String> = c
         .query_row("SELECT status FROM deliveries WHERE id = ?1", [id], |r| {
             r.get(0)
@@ -704,8 +726,9 @@ fn retry_delivery(c: &Connection, id: &str, now: i64) -> rusqlite::Result<RetryO
         None => RetryOutcome::NotFound,
         Some("dead" | "skipped") => {
             c.execute(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = ?2, lease_until_ms = NULL, updated_at_ms = ?2 WHERE id = ?1",
-                params![id, now],
+                "UPDATE deliveries SET status = 'pending', attempts = 0, manual_retries = manual_retries + 1, retried_by = ?3,
+                 next_attempt_at_ms = ?2, lease_until_ms = NULL, updated_at_ms = ?2 WHERE id = ?1",
+                params![id, now, request],
             )?;
             RetryOutcome::Queued
         }
@@ -717,11 +740,12 @@ fn insert_deliveries(
     c: &Connection,
     event: &str,
     deliveries: &[NewDelivery],
+    replayed_by: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
     let mut insert = c.prepare_cached(
-        "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0, ?7, ?7, ?7)",
+        "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms, replayed_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0, ?7, ?7, ?7, ?8)",
     )?;
     for d in deliveries {
         insert.execute(params![
@@ -731,7 +755,8 @@ fn insert_deliveries(
             d.action,
             d.action_type,
             d.serialize_key,
-            now
+            now,
+            replayed_by
         ])?;
     }
     Ok(())
@@ -857,14 +882,18 @@ impl Store for SqliteStore {
         let id = id.to_string();
         Box::pin(self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response
-                 FROM attempts WHERE delivery_id = ?1 ORDER BY number, started_at_ms",
+                "SELECT id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response,
+                        budget_number, round, requested_by
+                 FROM attempts WHERE delivery_id = ?1 ORDER BY number",
             )?
             .query_map([&id], |r| {
                 let response: Option<Vec<u8>> = r.get(8)?;
                 Ok(StoredAttempt {
                     id: r.get(0)?,
                     number: r.get(1)?,
+                    budget_number: r.get(9)?,
+                    round: r.get(10)?,
+                    requested_by: r.get(11)?,
                     started_at_ms: r.get(2)?,
                     duration_ms: r.get(3)?,
                     outcome: r.get(4)?,
@@ -882,18 +911,25 @@ impl Store for SqliteStore {
         Box::pin(self.write(|c, _| requeue_orphans(c).map(|n| n as u64)))
     }
 
-    fn retry(&self, id: &DeliveryId) -> BoxFuture<'_, Result<RetryOutcome, StoreError>> {
-        let id = id.to_string();
-        Box::pin(self.write(move |c, now| retry_delivery(c, &id, now)))
+    fn retry(
+        &self,
+        id: &DeliveryId,
+        request: &RequestId,
+    ) -> BoxFuture<'_, Result<RetryOutcome, StoreError>> {
+        let (id, request) = (id.to_string(), request.to_string());
+        Box::pin(self.write(move |c, now| retry_delivery(c, &id, &request, now)))
     }
 
     fn add_deliveries(
         &self,
         event: &EventId,
         deliveries: Vec<NewDelivery>,
+        request: &RequestId,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let event = event.to_string();
-        Box::pin(self.write(move |c, now| insert_deliveries(c, &event, &deliveries, now)))
+        let (event, request) = (event.to_string(), request.to_string());
+        Box::pin(self.write(move |c, now| {
+            insert_deliveries(c, &event, &deliveries, &request, now)
+        }))
     }
 
     fn queue_depth(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
