@@ -958,6 +958,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatch::policy::DeliveryState;
     use crate::store::NewDelivery;
 
     fn event(source: &str, dedup: Option<&str>) -> NewEvent {
@@ -1379,6 +1380,211 @@ mod tests {
             )
             .unwrap();
         assert_eq!((version, mode.as_str()), (MIGRATIONS.len() as i64, "wal"));
+    }
+
+    /// Records the end of a claimed attempt as the dispatcher does.
+    async fn finish_as(store: &SqliteStore, c: &Claimed, state: DeliveryState) {
+        let attempt = crate::store::NewAttempt {
+            id: crate::ids::AttemptId::new(),
+            number: c.number,
+            budget_number: c.attempt,
+            round: c.round,
+            requested_by: c.requested_by.clone(),
+            started_at_ms: now_ms(),
+            duration_ms: 1,
+            outcome: if state == DeliveryState::Succeeded {
+                "succeeded"
+            } else {
+                "failed"
+            },
+            status_code: Some(500),
+            exit_code: None,
+            error: None,
+            response: Vec::new(),
+        };
+        store
+            .finish(Finished {
+                delivery: c.id.clone(),
+                attempt,
+                state,
+                next_attempt_at_ms: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Claims the one due delivery.
+    async fn claim_one(store: &SqliteStore) -> Claimed {
+        let mut claimed = store
+            .claim(now_ms(), 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "{claimed:?}");
+        claimed.remove(0)
+    }
+
+    /// (number, budget number, round, requested by) of each attempt, in order.
+    type Row = (u32, u32, u32, Option<String>);
+
+    async fn history(store: &SqliteStore, id: &DeliveryId) -> Vec<Row> {
+        store
+            .attempts(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.number, a.budget_number, a.round, a.requested_by))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn manual_retries_number_on_and_record_the_request_behind_each_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let mut e = event("github", None);
+        e.deliveries.truncate(1);
+        let id = e.deliveries[0].id.clone();
+        store.ingest(e.clone()).await.unwrap();
+
+        // Budget 0: two attempts, then dead.
+        let c = claim_one(&store).await;
+        assert_eq!((c.number, c.attempt, c.round, &c.requested_by), (1, 1, 0, &None));
+        finish_as(&store, &c, DeliveryState::Retrying).await;
+        let c = claim_one(&store).await;
+        assert_eq!((c.number, c.attempt), (2, 2));
+        finish_as(&store, &c, DeliveryState::Dead).await;
+
+        // A manual retry: a fresh budget, numbering goes on.
+        let first = RequestId::new();
+        assert_eq!(
+            store.retry(&id, &first).await.unwrap(),
+            RetryOutcome::Queued
+        );
+        let d = store.delivery(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (d.attempts, d.attempts_in_budget, d.manual_retries),
+            (2, 0, 1)
+        );
+        assert_eq!(d.retried_by.as_deref(), Some(first.as_str()));
+        let c = claim_one(&store).await;
+        assert_eq!((c.number, c.attempt, c.round), (3, 1, 1));
+        finish_as(&store, &c, DeliveryState::Dead).await;
+        let second = RequestId::new();
+        store.retry(&id, &second).await.unwrap();
+        let c = claim_one(&store).await;
+        finish_as(&store, &c, DeliveryState::Succeeded).await;
+
+        let first = Some(first.to_string());
+        let second = Some(second.to_string());
+        assert_eq!(
+            history(&store, &id).await,
+            [
+                (1, 1, 0, None),
+                (2, 2, 0, None),
+                (3, 1, 1, first),
+                (4, 1, 2, second.clone())
+            ]
+        );
+        let d = store.delivery(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (d.attempts, d.attempts_in_budget, d.manual_retries, d.retried_by),
+            (4, 1, 2, second)
+        );
+
+        // A replayed delivery's first budget carries the replay request.
+        let replay = RequestId::new();
+        let new = NewDelivery {
+            id: DeliveryId::new(),
+            ..e.deliveries[0].clone()
+        };
+        store
+            .add_deliveries(&e.id, vec![new.clone()], &replay)
+            .await
+            .unwrap();
+        let c = claim_one(&store).await;
+        assert_eq!(c.requested_by.as_deref(), Some(replay.as_str()));
+        finish_as(&store, &c, DeliveryState::Succeeded).await;
+        assert_eq!(
+            history(&store, &new.id).await,
+            [(1, 1, 0, Some(replay.to_string()))]
+        );
+        let d = store.delivery(&new.id).await.unwrap().unwrap();
+        assert_eq!(d.replayed_by.as_deref(), Some(replay.as_str()));
+        assert_eq!(d.manual_retries, 0);
+    }
+
+    #[test]
+    fn upgrading_renumbers_attempts_of_a_retried_delivery_and_keeps_budget_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        // A database as the first schema left it.
+        {
+            let conn = open_conn(Path::new(&db_path(&dir)), BUSY_TIMEOUT).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO events (id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, matched_any)
+                 VALUES ('evt_01hzzzzzzzzzzzzzzzzzzzzzzz', 's', 1, 'POST', '/hooks/s', '', '[]', x'', 'null', '[]', '[]', '[]', 1);
+                 -- Failed once, retried by hand, succeeded: two attempts numbered 1.
+                 INSERT INTO deliveries (id, event_id, rule, action, action_type, status, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms)
+                 VALUES ('dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 'evt_01hzzzzzzzzzzzzzzzzzzzzzzz', 'r', 'a', 'http', 'succeeded', 1, 0, 0, 0);
+                 -- Written out of order: numbering follows the start time, not the insert.
+                 INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome)
+                 VALUES ('att_b', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 1, 2000, 5, 'succeeded'),
+                        ('att_a', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 1, 1000, 5, 'failed');
+                 -- Two attempts, dead, retried by hand once, dead again, retried
+                 -- again and not yet attempted (its budget count is 0).
+                 INSERT INTO deliveries (id, event_id, rule, action, action_type, status, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms)
+                 VALUES ('dlv_01hzzzzzzzzzzzzzzzzzzzzzzb', 'evt_01hzzzzzzzzzzzzzzzzzzzzzzz', 'r', 'b', 'http', 'pending', 0, 0, 0, 0);
+                 INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome)
+                 VALUES ('att_c', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzzb', 1, 100, 5, 'retryable'),
+                        ('att_d', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzzb', 2, 200, 5, 'failed'),
+                        ('att_e', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzzb', 1, 300, 5, 'failed');",
+            )
+            .unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = open(&dir);
+            let a = DeliveryId::parse("dlv_01hzzzzzzzzzzzzzzzzzzzzzza").unwrap();
+            let b = DeliveryId::parse("dlv_01hzzzzzzzzzzzzzzzzzzzzzzb").unwrap();
+            let ids: Vec<String> = store
+                .attempts(&a)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|x| x.id)
+                .collect();
+            assert_eq!(ids, ["att_a", "att_b"]);
+            assert_eq!(
+                history(&store, &a).await,
+                [(1, 1, 0, None), (2, 1, 1, None)]
+            );
+            let d = store.delivery(&a).await.unwrap().unwrap();
+            assert_eq!(
+                (d.attempts, d.attempts_in_budget, d.manual_retries),
+                (2, 1, 1)
+            );
+            assert_eq!(
+                history(&store, &b).await,
+                [(1, 1, 0, None), (2, 2, 0, None), (3, 1, 1, None)]
+            );
+            let d = store.delivery(&b).await.unwrap().unwrap();
+            assert_eq!(
+                (d.attempts, d.attempts_in_budget, d.manual_retries),
+                (3, 0, 2)
+            );
+            // The next attempt numbers on after the migrated ones.
+            let c = claim_one(&store).await;
+            assert_eq!((c.id, c.number, c.attempt, c.round), (b, 4, 1, 2));
+        });
+        // Numbers are unique per delivery from now on.
+        let dup = raw(&dir).execute(
+            "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome) VALUES ('att_x', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 2, 3000, 1, 'failed')",
+            [],
+        );
+        assert!(dup.is_err(), "a second attempt #2 was accepted");
     }
 
     #[test]
