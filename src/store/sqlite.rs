@@ -1526,10 +1526,10 @@ mod tests {
                  -- Failed once, retried by hand, succeeded: two attempts numbered 1.
                  INSERT INTO deliveries (id, event_id, rule, action, action_type, status, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms)
                  VALUES ('dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 'evt_01hzzzzzzzzzzzzzzzzzzzzzzz', 'r', 'a', 'http', 'succeeded', 1, 0, 0, 0);
-                 -- Written out of order: numbering follows the start time, not the insert.
+                 -- Neither insert order nor id order is start order: numbering follows the start time.
                  INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome)
-                 VALUES ('att_b', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 1, 2000, 5, 'succeeded'),
-                        ('att_a', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 1, 1000, 5, 'failed');
+                 VALUES ('att_a', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 1, 2000, 5, 'succeeded'),
+                        ('att_b', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 1, 1000, 5, 'failed');
                  -- Two attempts, dead, retried by hand once, dead again, retried
                  -- again and not yet attempted (its budget count is 0).
                  INSERT INTO deliveries (id, event_id, rule, action, action_type, status, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms)
@@ -1556,7 +1556,7 @@ mod tests {
                 .into_iter()
                 .map(|x| x.id)
                 .collect();
-            assert_eq!(ids, ["att_a", "att_b"]);
+            assert_eq!(ids, ["att_b", "att_a"]);
             assert_eq!(
                 history(&store, &a).await,
                 [(1, 1, 0, None), (2, 1, 1, None)]
