@@ -927,9 +927,7 @@ impl Store for SqliteStore {
         request: &RequestId,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         let (event, request) = (event.to_string(), request.to_string());
-        Box::pin(self.write(move |c, now| {
-            insert_deliveries(c, &event, &deliveries, &request, now)
-        }))
+        Box::pin(self.write(move |c, now| insert_deliveries(c, &event, &deliveries, &request, now)))
     }
 
     fn queue_depth(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -1447,7 +1445,10 @@ mod tests {
 
         // Budget 0: two attempts, then dead.
         let c = claim_one(&store).await;
-        assert_eq!((c.number, c.attempt, c.round, &c.requested_by), (1, 1, 0, &None));
+        assert_eq!(
+            (c.number, c.attempt, c.round, &c.requested_by),
+            (1, 1, 0, &None)
+        );
         finish_as(&store, &c, DeliveryState::Retrying).await;
         let c = claim_one(&store).await;
         assert_eq!((c.number, c.attempt), (2, 2));
@@ -1486,7 +1487,12 @@ mod tests {
         );
         let d = store.delivery(&id).await.unwrap().unwrap();
         assert_eq!(
-            (d.attempts, d.attempts_in_budget, d.manual_retries, d.retried_by),
+            (
+                d.attempts,
+                d.attempts_in_budget,
+                d.manual_retries,
+                d.retried_by
+            ),
             (4, 1, 2, second)
         );
 

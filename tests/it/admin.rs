@@ -276,9 +276,7 @@ async fn attempts_keep_unique_numbers_across_manual_retries_and_name_the_request
         .as_str()
         .unwrap()
         .to_owned();
-    let dead_after = |n: u64| {
-        move |v: &Value| v["status"] == "dead" && v["attempts"] == n
-    };
+    let dead_after = |n: u64| move |v: &Value| v["status"] == "dead" && v["attempts"] == n;
     wait_until(&d, &id, "dead after 2 attempts", dead_after(2)).await;
 
     // By hand through the API: a fresh budget of 2, both fail again.
@@ -290,11 +288,8 @@ async fn attempts_keep_unique_numbers_across_manual_retries_and_name_the_request
 
     // By hand through the CLI, which prints the request id it got.
     let server = d.url("");
-    let (code, out, err) = crate::support::run_cli(
-        d.dir.path(),
-        &["retry", &id, "--server", &server],
-        &[],
-    );
+    let (code, out, err) =
+        crate::support::run_cli(d.dir.path(), &["retry", &id, "--server", &server], &[]);
     assert_eq!(code, 0, "{out}{err}");
     let by_cli = out
         .trim()
@@ -317,7 +312,14 @@ async fn attempts_keep_unique_numbers_across_manual_retries_and_name_the_request
         .unwrap()
         .iter()
         .map(|a| {
-            json!([a["number"], a["budget_number"], a["round"], a["after_retry"], a["requested_by"], a["status_code"]])
+            json!([
+                a["number"],
+                a["budget_number"],
+                a["round"],
+                a["after_retry"],
+                a["requested_by"],
+                a["status_code"]
+            ])
         })
         .collect();
     assert_eq!(
@@ -332,7 +334,14 @@ async fn attempts_keep_unique_numbers_across_manual_retries_and_name_the_request
         "{v:#}"
     );
     assert_eq!(
-        json!([v["attempts"], v["attempts_in_budget"], v["budget"], v["manual_retries"], v["retried_by"], v["replayed_by"]]),
+        json!([
+            v["attempts"],
+            v["attempts_in_budget"],
+            v["budget"],
+            v["manual_retries"],
+            v["retried_by"],
+            v["replayed_by"]
+        ]),
         json!([5, 1, 2, 2, by_cli, null]),
         "{v:#}"
     );
@@ -352,7 +361,8 @@ async fn attempts_keep_unique_numbers_across_manual_retries_and_name_the_request
     );
     let labels: Vec<&str> = out
         .lines()
-        .filter_map(|l| l.trim_start().starts_with('#').then(|| l.trim_start()))
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('#'))
         .map(|l| l.split(") ").next().unwrap())
         .collect();
     assert_eq!(
@@ -379,7 +389,13 @@ async fn attempts_keep_unique_numbers_across_manual_retries_and_name_the_request
     );
     let first = &v["attempt_log"][0];
     assert_eq!(
-        json!([first["number"], first["budget_number"], first["round"], first["after_retry"], first["requested_by"]]),
+        json!([
+            first["number"],
+            first["budget_number"],
+            first["round"],
+            first["after_retry"],
+            first["requested_by"]
+        ]),
         json!([1, 1, 0, false, by_replay]),
         "{v:#}"
     );

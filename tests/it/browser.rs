@@ -180,7 +180,10 @@ async fn dashboard_shows_live_events_traces_and_retries() {
             .json()
             .await
             .unwrap();
-        let by = e["deliveries"][0]["retried_by"].as_str().unwrap().to_owned();
+        let by = e["deliveries"][0]["retried_by"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert!(by.starts_with("req_"), "{e:#}");
         let shown = b
             .js(
@@ -194,7 +197,9 @@ async fn dashboard_shows_live_events_traces_and_retries() {
         );
         let head = b.text("#detail h3.delivery").await?;
         assert!(
-            head.contains(&format!("attempts 2 (1/1 since retry {by}, 1 manual retry)")),
+            head.contains(&format!(
+                "attempts 2 (1/1 since retry {by}, 1 manual retry)"
+            )),
             "{head}"
         );
 

@@ -141,8 +141,9 @@ async fn operate_a_running_daemon_from_the_command_line() {
     let (code, out, _) = run_cli(root, &["retry", &delivery, "--server", &server], &env);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.trim()
-            .starts_with(&format!("{delivery} queued again (pending) by request req_")),
+        out.trim().starts_with(&format!(
+            "{delivery} queued again (pending) by request req_"
+        )),
         "{out}"
     );
     rx.wait_for("/chat", 2, Duration::from_secs(10)).await;
