@@ -1,4 +1,4 @@
-//! Prefixed, time-sortable identifiers (`evt_…`, `dlv_…`, `att_…`). Each kind
+//! Prefixed, time-sortable identifiers (`evt_…`, `dlv_…`, `att_…`, `req_…`). Each kind
 //! is its own type so an event id can never be passed where a delivery id is
 //! expected, and each reads well in logs.
 
@@ -70,6 +70,12 @@ prefixed_id!(
     /// One try at running a delivery.
     AttemptId,
     "att_"
+);
+prefixed_id!(
+    /// One operator request that changes deliveries (a manual retry, a
+    /// replay): answered in `X-Request-Id` and recorded on what it started.
+    RequestId,
+    "req_"
 );
 
 #[cfg(test)]

@@ -279,7 +279,10 @@ pub struct AttemptFinished<'a> {
     pub rule: &'a str,
     pub action: &'a str,
     pub action_type: &'a str,
+    /// Within the budget (what the retry policy counts).
     pub attempt: u32,
+    /// Over the delivery's life (a manual retry does not reset it).
+    pub number: u32,
     pub outcome: &'static str,
     pub status: Option<u16>,
     pub exit_code: Option<i32>,
@@ -305,6 +308,7 @@ impl AttemptFinished<'_> {
             rule = self.rule,
             action = self.action,
             attempt = self.attempt,
+            number = self.number,
             outcome = self.outcome,
             status = ?self.status,
             exit_code = ?self.exit_code,

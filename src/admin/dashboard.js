@@ -48,6 +48,24 @@ function deliverySummary(ds) {
   for (const [s, n] of Object.entries(counts)) span.append(pill(n > 1 ? `${s} ×${n}` : s), " ");
   return span;
 }
+// Attempt numbers are the delivery's lifetime count and never repeat; the
+// budget count (what the retry policy counts) starts again at a manual retry.
+const ofBudget = (n, budget) => budget != null ? `${n}/${budget}` : `${n}`;
+function deliveryAttempts(dl) {
+  let text = `attempts ${dl.attempts}`;
+  if (dl.manual_retries > 0) {
+    text += ` (${ofBudget(dl.attempts_in_budget, dl.budget)} since retry${dl.retried_by ? " " + dl.retried_by : ""}, ` +
+      `${dl.manual_retries} manual retr${dl.manual_retries === 1 ? "y" : "ies"})`;
+  }
+  if (dl.replayed_by) text += `, made by replay ${dl.replayed_by}`;
+  return text;
+}
+function attemptLabel(a, budget) {
+  let why = "";
+  if (a.after_retry) why = " after retry" + (a.requested_by ? " " + a.requested_by : "");
+  else if (a.requested_by) why = " of replay " + a.requested_by;
+  return `#${a.number} (${ofBudget(a.budget_number, budget)}${why})`;
+}
 function eventRow(e, isNew) {
   const tr = el("tr", { "data-id": e.id, class: isNew ? "new" : "", onclick: () => showEvent(e.id) },
     el("td", { class: "mono" }, (e.received_at || "").replace("T", " ").slice(0, 19)),
@@ -108,13 +126,13 @@ async function showEvent(id) {
   d.append(el("h2", {}, "Deliveries"));
   if (!(e.deliveries || []).length) d.append(el("p", { class: "muted" }, "none"));
   for (const dl of e.deliveries || []) {
-    const head = el("h3", { class: "delivery", "data-id": dl.id }, `${dl.rule}/${dl.action} (${dl.type}) `, pill(dl.status), ` attempts ${dl.attempts} `);
+    const head = el("h3", { class: "delivery", "data-id": dl.id }, `${dl.rule}/${dl.action} (${dl.type}) `, pill(dl.status), ` ${deliveryAttempts(dl)} `);
     if (dl.status === "dead" || dl.status === "skipped") head.append(el("button", { class: "retry", onclick: () => retry(dl.id) }, "Retry"));
     d.append(head);
     const tbody = el("tbody");
     for (const a of dl.attempt_log || []) {
       tbody.append(el("tr", {},
-        el("td", {}, "#" + a.number), el("td", { class: "mono" }, a.started_at), el("td", {}, a.duration_ms + " ms"),
+        el("td", { class: "attempt" }, attemptLabel(a, dl.budget)), el("td", { class: "mono" }, a.started_at), el("td", {}, a.duration_ms + " ms"),
         el("td", { class: a.outcome === "succeeded" ? "yes" : "no" }, a.outcome),
         el("td", {}, a.status_code != null ? "HTTP " + a.status_code : a.exit_code != null ? "exit " + a.exit_code : ""),
         el("td", { class: "error" }, a.error || "")));

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use self::ticket::{StreamTickets, TICKET_TTL};
 use crate::dispatch::policy::DeliveryState;
-use crate::ids::{DeliveryId, EventId};
+use crate::ids::{DeliveryId, EventId, RequestId};
 use crate::rules::RuleSet;
 use crate::server::AppState;
 use crate::store::{Page, RetryOutcome, StoreError, StoredAttempt, StoredDelivery, StoredEvent};
@@ -336,18 +336,39 @@ fn answer(mut body: Value) -> Response {
     Json(body).into_response()
 }
 
-fn delivery_json(d: &StoredDelivery) -> Value {
+/// `attempts` counts over the delivery's life; `attempts_in_budget` is what
+/// the retry policy counts against `budget` (the action's current
+/// `retry.attempts`, null when the rule or action is gone), and a manual retry
+/// starts it again.
+fn delivery_json(set: &RuleSet, d: &StoredDelivery) -> Value {
+    let budget = set
+        .rule(&d.rule)
+        .and_then(|r| r.actions.iter().find(|a| a.name == d.action))
+        .map(|a| a.retry.attempts);
     json!({
         "id": d.id, "event_id": d.event_id, "rule": d.rule, "action": d.action, "type": d.action_type,
-        "status": d.status, "attempts": d.attempts, "serialize_key": d.serialize_key,
+        "status": d.status, "attempts": d.attempts, "attempts_in_budget": d.attempts_in_budget,
+        "budget": budget, "manual_retries": d.manual_retries, "retried_by": d.retried_by,
+        "replayed_by": d.replayed_by, "serialize_key": d.serialize_key,
         "created_at": crate::ingest::rfc3339_ms(d.created_at_ms),
     })
 }
 
-fn event_summary(e: &StoredEvent) -> Value {
+/// A retry or replay answer, with the id of the request that made it both in
+/// the body and in `X-Request-Id` (the same id is recorded on the deliveries
+/// and attempts it starts).
+fn with_request_id(request: &RequestId, mut resp: Response) -> Response {
+    if let Ok(v) = header::HeaderValue::from_str(request.as_str()) {
+        resp.headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), v);
+    }
+    resp
+}
+
+fn event_summary(set: &RuleSet, e: &StoredEvent) -> Value {
     json!({
         "id": e.id, "source": e.source, "received_at": crate::ingest::rfc3339_ms(e.received_at_ms), "method": e.method,
-        "path": e.path, "matched": e.matched, "deliveries": e.deliveries.iter().map(delivery_json).collect::<Vec<_>>(),
+        "path": e.path, "matched": e.matched, "deliveries": e.deliveries.iter().map(|d| delivery_json(set, d)).collect::<Vec<_>>(),
     })
 }
 
@@ -359,7 +380,8 @@ async fn events(State(app): State<Arc<AppState>>, Query(q): Query<ListQuery>) ->
     {
         Ok(list) => {
             let next = list.last().map(|e| e.id.to_string());
-            let body = json!({ "events": list.iter().map(event_summary).collect::<Vec<_>>(), "next_before": next });
+            let set = app.rules.current();
+            let body = json!({ "events": list.iter().map(|e| event_summary(&set, e)).collect::<Vec<_>>(), "next_before": next });
             answer(body)
         }
         Err(e) => store_error(e),
@@ -375,10 +397,11 @@ async fn event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no event {id}")),
         Err(e) => return store_error(e),
     };
+    let set = app.rules.current();
     let mut deliveries = Vec::new();
     for d in &e.deliveries {
         let attempts = app.store.attempts(&d.id).await.unwrap_or_default();
-        let mut dj = delivery_json(d);
+        let mut dj = delivery_json(&set, d);
         dj["attempt_log"] = attempts_json(&attempts);
         deliveries.push(dj);
     }
@@ -396,7 +419,6 @@ async fn event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
             ])
         })
         .collect();
-    let set = app.rules.current();
     let mut trace = e.trace.clone();
     if set.rule_count(&e.source) > crate::ingest::evaluate::EXPLAIN_ALL_UP_TO {
         let req = crate::ingest::evaluate::Request::from_stored(&e);
@@ -416,7 +438,8 @@ fn attempts_json(attempts: &[StoredAttempt]) -> Value {
             .iter()
             .map(|a| {
                 json!({
-                    "number": a.number, "started_at": crate::ingest::rfc3339_ms(a.started_at_ms), "duration_ms": a.duration_ms,
+                    "number": a.number, "budget_number": a.budget_number, "round": a.round,
+                    "after_retry": a.round > 0, "requested_by": a.requested_by, "started_at": crate::ingest::rfc3339_ms(a.started_at_ms), "duration_ms": a.duration_ms,
                     "outcome": a.outcome, "status_code": a.status_code, "exit_code": a.exit_code, "error": a.error,
                     "response": a.response,
                 })
@@ -426,7 +449,12 @@ fn attempts_json(attempts: &[StoredAttempt]) -> Value {
 }
 
 async fn replay(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    let Some(id) = EventId::parse(&id) else {
+    let request = RequestId::new();
+    with_request_id(&request, replay_as(&app, &id, &request).await)
+}
+
+async fn replay_as(app: &AppState, id: &str, request: &RequestId) -> Response {
+    let Some(id) = EventId::parse(id) else {
         return error(StatusCode::NOT_FOUND, format!("no event {id}"));
     };
     let e = match app.store.event(&id).await {
@@ -439,14 +467,15 @@ async fn replay(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Res
     let eval = crate::ingest::evaluate::evaluate(&set, &req);
     let new = eval.new_deliveries();
     let ids: Vec<String> = new.iter().map(|d| d.id.to_string()).collect();
-    if let Err(e) = app.store.add_deliveries(&id, new).await {
+    if let Err(e) = app.store.add_deliveries(&id, new, request).await {
         return store_error(e);
     }
     app.wake.notify_one();
-    tracing::info!(event_id = %id, matched = ?eval.matched, deliveries = ids.len(), "event replayed");
-    answer(
-        json!({ "event_id": id, "matched": eval.matched, "deliveries": ids, "trace": eval.trace }),
-    )
+    tracing::info!(event_id = %id, request_id = %request, matched = ?eval.matched, deliveries = ids.len(), "event replayed");
+    answer(json!({
+        "event_id": id, "matched": eval.matched, "deliveries": ids, "trace": eval.trace,
+        "request_id": request,
+    }))
 }
 
 async fn deliveries(State(app): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
@@ -461,8 +490,9 @@ async fn deliveries(State(app): State<Arc<AppState>>, Query(q): Query<ListQuery>
     match app.store.delivery_page(q.status.clone(), q.page()).await {
         Ok(list) => {
             let next = list.last().map(|d| d.id.to_string());
+            let set = app.rules.current();
             answer(
-                json!({ "deliveries": list.iter().map(delivery_json).collect::<Vec<_>>(), "next_before": next }),
+                json!({ "deliveries": list.iter().map(|d| delivery_json(&set, d)).collect::<Vec<_>>(), "next_before": next }),
             )
         }
         Err(e) => store_error(e),
@@ -479,7 +509,7 @@ async fn delivery(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> R
                 Ok(a) => a,
                 Err(e) => return store_error(e),
             };
-            let mut body = delivery_json(&d);
+            let mut body = delivery_json(&app.rules.current(), &d);
             body["attempt_log"] = attempts_json(&attempts);
             answer(body)
         }
@@ -489,14 +519,19 @@ async fn delivery(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> R
 }
 
 async fn retry(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    let Some(id) = DeliveryId::parse(&id) else {
+    let request = RequestId::new();
+    with_request_id(&request, retry_as(&app, &id, &request).await)
+}
+
+async fn retry_as(app: &AppState, id: &str, request: &RequestId) -> Response {
+    let Some(id) = DeliveryId::parse(id) else {
         return error(StatusCode::NOT_FOUND, format!("no delivery {id}"));
     };
-    match app.store.retry(&id).await {
+    match app.store.retry(&id, request).await {
         Ok(RetryOutcome::Queued) => {
             app.wake.notify_one();
-            tracing::info!(delivery_id = %id, "delivery queued again by hand");
-            Json(json!({ "id": id, "status": "pending" })).into_response()
+            tracing::info!(delivery_id = %id, request_id = %request, "delivery queued again by hand");
+            Json(json!({ "id": id, "status": "pending", "request_id": request })).into_response()
         }
         Ok(RetryOutcome::NotFound) => error(StatusCode::NOT_FOUND, format!("no delivery {id}")),
         Ok(RetryOutcome::NotRetryable(status)) => error(

@@ -175,6 +175,56 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
+/// `n/budget`, or `n` when the budget is unknown (the rule or action is gone).
+fn of_budget(n: &Value, budget: &Value) -> String {
+    if budget.is_null() {
+        s(n)
+    } else {
+        format!("{}/{}", s(n), s(budget))
+    }
+}
+
+/// `attempts 3`, and after manual retries how far the current budget is and
+/// which request started it: `attempts 3 (1/4 since retry req_…, 1 manual retry)`.
+fn delivery_attempts(d: &Value) -> String {
+    let mut out = format!("attempts {}", s(&d["attempts"]));
+    let retries = d["manual_retries"].as_u64().unwrap_or(0);
+    if retries > 0 {
+        let by = d["retried_by"]
+            .as_str()
+            .map(|r| format!(" {r}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            " ({} since retry{by}, {retries} manual retr{})",
+            of_budget(&d["attempts_in_budget"], &d["budget"]),
+            if retries == 1 { "y" } else { "ies" }
+        ));
+    }
+    if let Some(replay) = d["replayed_by"].as_str() {
+        out.push_str(&format!(", made by replay {replay}"));
+    }
+    out
+}
+
+/// `#3 (1/4 after retry req_…)`: the lifetime number, unique in the
+/// delivery, then the number within its budget and the request behind it.
+fn attempt_label(a: &Value, budget: &Value) -> String {
+    let mut why = String::new();
+    if a["after_retry"] == true {
+        why.push_str(" after retry");
+        if let Some(r) = a["requested_by"].as_str() {
+            why.push_str(&format!(" {r}"));
+        }
+    } else if let Some(r) = a["requested_by"].as_str() {
+        why.push_str(&format!(" of replay {r}"));
+    }
+    format!(
+        "#{} ({}{why})",
+        s(&a["number"]),
+        of_budget(&a["budget_number"], budget)
+    )
+}
+
 fn render(op: &Op, v: &Value) -> String {
     match op {
         Op::Events { .. } => {
@@ -210,10 +260,17 @@ fn render(op: &Op, v: &Value) -> String {
                 .map(|ds| {
                     ds.iter()
                         .map(|d| {
+                            let mut attempts = s(&d["attempts"]);
+                            if d["manual_retries"].as_u64().unwrap_or(0) > 0 {
+                                attempts.push_str(&format!(
+                                    " ({} since retry)",
+                                    of_budget(&d["attempts_in_budget"], &d["budget"])
+                                ));
+                            }
                             vec![
                                 s(&d["id"]),
                                 s(&d["status"]),
-                                s(&d["attempts"]),
+                                attempts,
                                 format!("{}/{}", s(&d["rule"]), s(&d["action"])),
                                 s(&d["event_id"]),
                             ]
@@ -261,12 +318,12 @@ fn render(op: &Op, v: &Value) -> String {
             out.push_str("\ndeliveries:\n");
             for d in v["deliveries"].as_array().into_iter().flatten() {
                 out.push_str(&format!(
-                    "  {}  {}/{}  {}  attempts {}\n",
+                    "  {}  {}/{}  {}  {}\n",
                     s(&d["id"]),
                     s(&d["rule"]),
                     s(&d["action"]),
                     s(&d["status"]),
-                    s(&d["attempts"])
+                    delivery_attempts(d)
                 ));
                 for a in d["attempt_log"].as_array().into_iter().flatten() {
                     let code = if a["status_code"].is_null() {
@@ -280,8 +337,8 @@ fn render(op: &Op, v: &Value) -> String {
                         format!("  {}", s(&a["error"]))
                     };
                     out.push_str(&format!(
-                        "    #{} {} {} {}ms {code}{err}\n",
-                        s(&a["number"]),
+                        "    {} {} {} {}ms {code}{err}\n",
+                        attempt_label(a, &d["budget"]),
                         s(&a["started_at"]),
                         s(&a["outcome"]),
                         s(&a["duration_ms"])
@@ -291,7 +348,7 @@ fn render(op: &Op, v: &Value) -> String {
             out
         }
         Op::Replay { .. } => format!(
-            "replayed {}: matched {}; new deliveries: {}\n",
+            "replayed {}: matched {}; new deliveries: {} (request {})\n",
             s(&v["event_id"]),
             v["matched"]
                 .as_array()
@@ -300,8 +357,14 @@ fn render(op: &Op, v: &Value) -> String {
             v["deliveries"]
                 .as_array()
                 .map(|m| m.iter().map(s).collect::<Vec<_>>().join(", "))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            s(&v["request_id"])
         ),
-        Op::Retry { .. } => format!("{} queued again ({})\n", s(&v["id"]), s(&v["status"])),
+        Op::Retry { .. } => format!(
+            "{} queued again ({}) by request {}\n",
+            s(&v["id"]),
+            s(&v["status"]),
+            s(&v["request_id"])
+        ),
     }
 }

@@ -160,7 +160,7 @@ impl Dispatcher {
         self.stream.publish(|| {
             serde_json::json!({
                 "type": "delivery", "id": c.id, "event_id": c.event_id, "rule": c.rule, "action": c.action,
-                "status": "running", "attempt": c.attempt,
+                "status": "running", "attempt": c.attempt, "number": c.number,
             })
         });
         let set = self.rules.current();
@@ -209,6 +209,7 @@ impl Dispatcher {
             action: &c.action,
             action_type: &c.action_type,
             attempt: c.attempt,
+            number: c.number,
             outcome: result.outcome.label(),
             status: result.status_code,
             exit_code: result.exit_code,
@@ -219,6 +220,8 @@ impl Dispatcher {
         }
         .emit();
         // Stored attempts never hold a secret, whatever the runner reported.
+        // The policy above counted the budget (`c.attempt`); the record also
+        // keeps the lifetime number, which a manual retry does not reset.
         let error = crate::redact::opt(result.error);
         let response = match crate::redact::bytes(&result.response) {
             std::borrow::Cow::Borrowed(_) => result.response,
@@ -228,7 +231,10 @@ impl Dispatcher {
             delivery: c.id.clone(),
             attempt: NewAttempt {
                 id: AttemptId::new(),
-                number: c.attempt,
+                number: c.number,
+                budget_number: c.attempt,
+                round: c.round,
+                requested_by: c.requested_by.clone(),
                 started_at_ms,
                 duration_ms,
                 outcome: result.outcome.label(),
@@ -245,7 +251,7 @@ impl Dispatcher {
             Ok(()) => self.stream.publish(|| {
                 serde_json::json!({
                     "type": "delivery", "id": delivery, "event_id": c.event_id, "rule": c.rule, "action": c.action,
-                    "status": state.as_str(), "attempt": c.attempt,
+                    "status": state.as_str(), "attempt": c.attempt, "number": c.number,
                 })
             }),
             Err(e) => {

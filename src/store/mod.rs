@@ -14,7 +14,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 use crate::dispatch::policy::DeliveryState;
-use crate::ids::{AttemptId, DeliveryId, EventId};
+use crate::ids::{AttemptId, DeliveryId, EventId, RequestId};
 
 /// An accepted request, ready to be stored with its deliveries.
 #[derive(Debug, Clone)]
@@ -96,7 +96,17 @@ pub struct StoredDelivery {
     /// `pending`, `running`, `succeeded`, `retrying`, `dead`, `skipped`.
     pub status: String,
     pub serialize_key: Option<String>,
+    /// Attempts over the delivery's whole life (never reset).
     pub attempts: u32,
+    /// Attempts in the current budget: what the retry policy counts; a
+    /// manual retry starts it again from 0.
+    pub attempts_in_budget: u32,
+    /// How many times the delivery was retried by hand.
+    pub manual_retries: u32,
+    /// The request of the latest manual retry.
+    pub retried_by: Option<String>,
+    /// The replay request that created the delivery, if a replay did.
+    pub replayed_by: Option<String>,
     pub created_at_ms: i64,
 }
 
@@ -104,7 +114,16 @@ pub struct StoredDelivery {
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredAttempt {
     pub id: String,
+    /// Unique within the delivery, from 1, in the order attempts started;
+    /// never reset.
     pub number: u32,
+    /// The number within its budget, from 1 (what the retry policy counted).
+    pub budget_number: u32,
+    /// 0 for the original budget, n after the n-th manual retry.
+    pub round: u32,
+    /// The retry request behind the round (or, in round 0, the replay
+    /// request that created the delivery); `None` when nobody asked.
+    pub requested_by: Option<String>,
     pub started_at_ms: i64,
     pub duration_ms: i64,
     pub outcome: String,
@@ -139,8 +158,15 @@ pub struct Claimed {
     pub rule: String,
     pub action: String,
     pub action_type: String,
-    /// The number of this attempt, from 1.
+    /// The number of this attempt within the current budget, from 1: what
+    /// the retry policy counts and templates see as `attempt`.
     pub attempt: u32,
+    /// The number of this attempt over the delivery's life, from 1.
+    pub number: u32,
+    /// Manual retries so far: 0 for the original budget.
+    pub round: u32,
+    /// The request that started this round (see [`StoredAttempt::requested_by`]).
+    pub requested_by: Option<String>,
     pub serialize_key: Option<String>,
     pub event: EventData,
 }
@@ -162,7 +188,12 @@ pub struct EventData {
 #[derive(Debug, Clone)]
 pub struct NewAttempt {
     pub id: AttemptId,
+    /// Over the delivery's life ([`Claimed::number`]).
     pub number: u32,
+    /// Within the budget ([`Claimed::attempt`]).
+    pub budget_number: u32,
+    pub round: u32,
+    pub requested_by: Option<String>,
     pub started_at_ms: i64,
     pub duration_ms: i64,
     /// `succeeded`, `retryable`, `failed` or `skipped`.
@@ -209,7 +240,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
 
     /// Claims up to `limit` due deliveries for `lease`, marking them `running`
-    /// and counting the attempt. Each comes with the event data needed to render it.
+    /// and counting the attempt (in the budget and over the delivery's life). Each comes with the event data needed to render it.
     fn claim(
         &self,
         now_ms: i64,
@@ -255,14 +286,21 @@ pub trait Store: Send + Sync + 'static {
     /// The attempts of a delivery, oldest first.
     fn attempts(&self, id: &DeliveryId) -> BoxFuture<'_, Result<Vec<StoredAttempt>, StoreError>>;
 
-    /// Puts a dead or skipped delivery back in the queue with a fresh attempt budget.
-    fn retry(&self, id: &DeliveryId) -> BoxFuture<'_, Result<RetryOutcome, StoreError>>;
+    /// Puts a dead or skipped delivery back in the queue with a fresh attempt
+    /// budget, as asked by `request`. The attempts made so far stay, and later
+    /// ones go on numbering after them.
+    fn retry(
+        &self,
+        id: &DeliveryId,
+        request: &RequestId,
+    ) -> BoxFuture<'_, Result<RetryOutcome, StoreError>>;
 
-    /// Adds pending deliveries to a stored event (replay).
+    /// Adds pending deliveries to a stored event, made by the replay `request`.
     fn add_deliveries(
         &self,
         event: &EventId,
         deliveries: Vec<NewDelivery>,
+        request: &RequestId,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Deliveries waiting to run (pending or retrying).

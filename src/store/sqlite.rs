@@ -23,7 +23,7 @@ use super::{
     Claimed, EventData, Finished, IngestOutcome, NewDelivery, NewEvent, Page, RetryOutcome, Store,
     StoreError, StoredAttempt, StoredDelivery, StoredEvent,
 };
-use crate::ids::{DeliveryId, EventId};
+use crate::ids::{DeliveryId, EventId, RequestId};
 
 /// How many jobs share one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -37,7 +37,10 @@ const READERS: usize = 2;
 const DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// Each migration runs once, in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_attempt_history.sql"),
+];
 
 /// Limits that tests turn down to provoke overload and lock timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -492,7 +495,9 @@ fn claim(c: &Connection, now: i64, limit: u32, lease_ms: i64) -> rusqlite::Resul
     // the limit: the cost of a claim does not grow with the backlog.
     const SELECT: &str =
         "SELECT d.id, d.event_id, d.rule, d.action, d.action_type, d.attempts, d.serialize_key,
-                e.source, e.received_at_ms, e.method, e.path, e.query, e.headers, e.body, e.payload
+                e.source, e.received_at_ms, e.method, e.path, e.query, e.headers, e.body, e.payload,
+                d.attempts_total, d.manual_retries,
+                CASE WHEN d.manual_retries > 0 THEN d.retried_by ELSE d.replayed_by END
          FROM deliveries d JOIN events e ON e.id = d.event_id";
     const SERIAL: &str = "(d.serialize_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM deliveries o
@@ -523,7 +528,7 @@ fn claim(c: &Connection, now: i64, limit: u32, lease_ms: i64) -> rusqlite::Resul
         }
     }
     let mut update = c.prepare_cached(
-        "UPDATE deliveries SET status = 'running', attempts = attempts + 1, lease_until_ms = ?2, updated_at_ms = ?3 WHERE id = ?1",
+        "UPDATE deliveries SET status = 'running', attempts = attempts + 1, attempts_total = attempts_total + 1, lease_until_ms = ?2, updated_at_ms = ?3 WHERE id = ?1",
     )?;
     for d in &claimed {
         update.execute(params![d.id.as_str(), now + lease_ms, now])?;
@@ -539,6 +544,9 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
         action: r.get(3)?,
         action_type: r.get(4)?,
         attempt: r.get::<_, u32>(5)? + 1,
+        number: r.get::<_, u32>(15)? + 1,
+        round: r.get(16)?,
+        requested_by: r.get(17)?,
         serialize_key: r.get(6)?,
         event: EventData {
             source: r.get(7)?,
@@ -556,8 +564,8 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
 fn finish(c: &Connection, f: &Finished, now: i64) -> rusqlite::Result<()> {
     let a = &f.attempt;
     c.prepare_cached(
-        "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response, budget_number, round, requested_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         a.id.as_str(),
@@ -570,6 +578,9 @@ fn finish(c: &Connection, f: &Finished, now: i64) -> rusqlite::Result<()> {
         a.exit_code,
         a.error,
         a.response,
+        a.budget_number,
+        a.round,
+        a.requested_by,
     ])?;
     c.prepare_cached(
         "UPDATE deliveries SET status = ?2, next_attempt_at_ms = coalesce(?3, next_attempt_at_ms), lease_until_ms = NULL, updated_at_ms = ?4 WHERE id = ?1",
@@ -668,8 +679,8 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     })
 }
 
-const DELIVERY_COLUMNS: &str =
-    "id, event_id, rule, action, action_type, status, serialize_key, attempts, created_at_ms";
+const DELIVERY_COLUMNS: &str = "id, event_id, rule, action, action_type, status, serialize_key, attempts, created_at_ms, \
+     attempts_total, manual_retries, retried_by, replayed_by";
 
 fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDelivery> {
     Ok(StoredDelivery {
@@ -680,7 +691,11 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDelivery> 
         action_type: r.get(4)?,
         status: r.get(5)?,
         serialize_key: r.get(6)?,
-        attempts: r.get(7)?,
+        attempts: r.get(9)?,
+        attempts_in_budget: r.get(7)?,
+        manual_retries: r.get(10)?,
+        retried_by: r.get(11)?,
+        replayed_by: r.get(12)?,
         created_at_ms: r.get(8)?,
     })
 }
@@ -694,7 +709,14 @@ fn with_deliveries(conn: &Connection, mut event: StoredEvent) -> rusqlite::Resul
     Ok(event)
 }
 
-fn retry_delivery(c: &Connection, id: &str, now: i64) -> rusqlite::Result<RetryOutcome> {
+/// A fresh budget for a dead or skipped delivery. Its lifetime count and its
+/// attempts stay: numbering goes on after them, in a new round.
+fn retry_delivery(
+    c: &Connection,
+    id: &str,
+    request: &str,
+    now: i64,
+) -> rusqlite::Result<RetryOutcome> {
     let status: Option<String> = c
         .query_row("SELECT status FROM deliveries WHERE id = ?1", [id], |r| {
             r.get(0)
@@ -704,8 +726,9 @@ fn retry_delivery(c: &Connection, id: &str, now: i64) -> rusqlite::Result<RetryO
         None => RetryOutcome::NotFound,
         Some("dead" | "skipped") => {
             c.execute(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = ?2, lease_until_ms = NULL, updated_at_ms = ?2 WHERE id = ?1",
-                params![id, now],
+                "UPDATE deliveries SET status = 'pending', attempts = 0, manual_retries = manual_retries + 1, retried_by = ?3,
+                 next_attempt_at_ms = ?2, lease_until_ms = NULL, updated_at_ms = ?2 WHERE id = ?1",
+                params![id, now, request],
             )?;
             RetryOutcome::Queued
         }
@@ -717,11 +740,12 @@ fn insert_deliveries(
     c: &Connection,
     event: &str,
     deliveries: &[NewDelivery],
+    replayed_by: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
     let mut insert = c.prepare_cached(
-        "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0, ?7, ?7, ?7)",
+        "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms, replayed_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0, ?7, ?7, ?7, ?8)",
     )?;
     for d in deliveries {
         insert.execute(params![
@@ -731,7 +755,8 @@ fn insert_deliveries(
             d.action,
             d.action_type,
             d.serialize_key,
-            now
+            now,
+            replayed_by
         ])?;
     }
     Ok(())
@@ -857,14 +882,18 @@ impl Store for SqliteStore {
         let id = id.to_string();
         Box::pin(self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response
-                 FROM attempts WHERE delivery_id = ?1 ORDER BY number, started_at_ms",
+                "SELECT id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response,
+                        budget_number, round, requested_by
+                 FROM attempts WHERE delivery_id = ?1 ORDER BY number",
             )?
             .query_map([&id], |r| {
                 let response: Option<Vec<u8>> = r.get(8)?;
                 Ok(StoredAttempt {
                     id: r.get(0)?,
                     number: r.get(1)?,
+                    budget_number: r.get(9)?,
+                    round: r.get(10)?,
+                    requested_by: r.get(11)?,
                     started_at_ms: r.get(2)?,
                     duration_ms: r.get(3)?,
                     outcome: r.get(4)?,
@@ -882,18 +911,23 @@ impl Store for SqliteStore {
         Box::pin(self.write(|c, _| requeue_orphans(c).map(|n| n as u64)))
     }
 
-    fn retry(&self, id: &DeliveryId) -> BoxFuture<'_, Result<RetryOutcome, StoreError>> {
-        let id = id.to_string();
-        Box::pin(self.write(move |c, now| retry_delivery(c, &id, now)))
+    fn retry(
+        &self,
+        id: &DeliveryId,
+        request: &RequestId,
+    ) -> BoxFuture<'_, Result<RetryOutcome, StoreError>> {
+        let (id, request) = (id.to_string(), request.to_string());
+        Box::pin(self.write(move |c, now| retry_delivery(c, &id, &request, now)))
     }
 
     fn add_deliveries(
         &self,
         event: &EventId,
         deliveries: Vec<NewDelivery>,
+        request: &RequestId,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let event = event.to_string();
-        Box::pin(self.write(move |c, now| insert_deliveries(c, &event, &deliveries, now)))
+        let (event, request) = (event.to_string(), request.to_string());
+        Box::pin(self.write(move |c, now| insert_deliveries(c, &event, &deliveries, &request, now)))
     }
 
     fn queue_depth(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -922,6 +956,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatch::policy::DeliveryState;
     use crate::store::NewDelivery;
 
     fn event(source: &str, dedup: Option<&str>) -> NewEvent {
@@ -1343,6 +1378,219 @@ mod tests {
             )
             .unwrap();
         assert_eq!((version, mode.as_str()), (MIGRATIONS.len() as i64, "wal"));
+    }
+
+    /// Records the end of a claimed attempt as the dispatcher does.
+    async fn finish_as(store: &SqliteStore, c: &Claimed, state: DeliveryState) {
+        let attempt = crate::store::NewAttempt {
+            id: crate::ids::AttemptId::new(),
+            number: c.number,
+            budget_number: c.attempt,
+            round: c.round,
+            requested_by: c.requested_by.clone(),
+            started_at_ms: now_ms(),
+            duration_ms: 1,
+            outcome: if state == DeliveryState::Succeeded {
+                "succeeded"
+            } else {
+                "failed"
+            },
+            status_code: Some(500),
+            exit_code: None,
+            error: None,
+            response: Vec::new(),
+        };
+        store
+            .finish(Finished {
+                delivery: c.id.clone(),
+                attempt,
+                state,
+                next_attempt_at_ms: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Claims the one due delivery.
+    async fn claim_one(store: &SqliteStore) -> Claimed {
+        let mut claimed = store
+            .claim(now_ms(), 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "{claimed:?}");
+        claimed.remove(0)
+    }
+
+    /// (number, budget number, round, requested by) of each attempt, in order.
+    type Row = (u32, u32, u32, Option<String>);
+
+    async fn history(store: &SqliteStore, id: &DeliveryId) -> Vec<Row> {
+        store
+            .attempts(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.number, a.budget_number, a.round, a.requested_by))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn manual_retries_number_on_and_record_the_request_behind_each_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let mut e = event("github", None);
+        e.deliveries.truncate(1);
+        let id = e.deliveries[0].id.clone();
+        store.ingest(e.clone()).await.unwrap();
+
+        // Budget 0: two attempts, then dead.
+        let c = claim_one(&store).await;
+        assert_eq!(
+            (c.number, c.attempt, c.round, &c.requested_by),
+            (1, 1, 0, &None)
+        );
+        finish_as(&store, &c, DeliveryState::Retrying).await;
+        let c = claim_one(&store).await;
+        assert_eq!((c.number, c.attempt), (2, 2));
+        finish_as(&store, &c, DeliveryState::Dead).await;
+
+        // A manual retry: a fresh budget, numbering goes on.
+        let first = RequestId::new();
+        assert_eq!(
+            store.retry(&id, &first).await.unwrap(),
+            RetryOutcome::Queued
+        );
+        let d = store.delivery(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (d.attempts, d.attempts_in_budget, d.manual_retries),
+            (2, 0, 1)
+        );
+        assert_eq!(d.retried_by.as_deref(), Some(first.as_str()));
+        let c = claim_one(&store).await;
+        assert_eq!((c.number, c.attempt, c.round), (3, 1, 1));
+        finish_as(&store, &c, DeliveryState::Dead).await;
+        let second = RequestId::new();
+        store.retry(&id, &second).await.unwrap();
+        let c = claim_one(&store).await;
+        finish_as(&store, &c, DeliveryState::Succeeded).await;
+
+        let first = Some(first.to_string());
+        let second = Some(second.to_string());
+        assert_eq!(
+            history(&store, &id).await,
+            [
+                (1, 1, 0, None),
+                (2, 2, 0, None),
+                (3, 1, 1, first),
+                (4, 1, 2, second.clone())
+            ]
+        );
+        let d = store.delivery(&id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                d.attempts,
+                d.attempts_in_budget,
+                d.manual_retries,
+                d.retried_by
+            ),
+            (4, 1, 2, second)
+        );
+
+        // A replayed delivery's first budget carries the replay request.
+        let replay = RequestId::new();
+        let new = NewDelivery {
+            id: DeliveryId::new(),
+            ..e.deliveries[0].clone()
+        };
+        store
+            .add_deliveries(&e.id, vec![new.clone()], &replay)
+            .await
+            .unwrap();
+        let c = claim_one(&store).await;
+        assert_eq!(c.requested_by.as_deref(), Some(replay.as_str()));
+        finish_as(&store, &c, DeliveryState::Succeeded).await;
+        assert_eq!(
+            history(&store, &new.id).await,
+            [(1, 1, 0, Some(replay.to_string()))]
+        );
+        let d = store.delivery(&new.id).await.unwrap().unwrap();
+        assert_eq!(d.replayed_by.as_deref(), Some(replay.as_str()));
+        assert_eq!(d.manual_retries, 0);
+    }
+
+    #[test]
+    fn upgrading_renumbers_attempts_of_a_retried_delivery_and_keeps_budget_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        // A database as the first schema left it.
+        {
+            let conn = open_conn(Path::new(&db_path(&dir)), BUSY_TIMEOUT).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO events (id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, matched_any)
+                 VALUES ('evt_01hzzzzzzzzzzzzzzzzzzzzzzz', 's', 1, 'POST', '/hooks/s', '', '[]', x'', 'null', '[]', '[]', '[]', 1);
+                 -- Failed once, retried by hand, succeeded: two attempts numbered 1.
+                 INSERT INTO deliveries (id, event_id, rule, action, action_type, status, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms)
+                 VALUES ('dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 'evt_01hzzzzzzzzzzzzzzzzzzzzzzz', 'r', 'a', 'http', 'succeeded', 1, 0, 0, 0);
+                 -- Neither insert order nor id order is start order: numbering follows the start time.
+                 INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome)
+                 VALUES ('att_a', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 1, 2000, 5, 'succeeded'),
+                        ('att_b', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 1, 1000, 5, 'failed');
+                 -- Two attempts, dead, retried by hand once, dead again, retried
+                 -- again and not yet attempted (its budget count is 0).
+                 INSERT INTO deliveries (id, event_id, rule, action, action_type, status, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms)
+                 VALUES ('dlv_01hzzzzzzzzzzzzzzzzzzzzzzb', 'evt_01hzzzzzzzzzzzzzzzzzzzzzzz', 'r', 'b', 'http', 'pending', 0, 0, 0, 0);
+                 INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome)
+                 VALUES ('att_c', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzzb', 1, 100, 5, 'retryable'),
+                        ('att_d', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzzb', 2, 200, 5, 'failed'),
+                        ('att_e', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzzb', 1, 300, 5, 'failed');",
+            )
+            .unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = open(&dir);
+            let a = DeliveryId::parse("dlv_01hzzzzzzzzzzzzzzzzzzzzzza").unwrap();
+            let b = DeliveryId::parse("dlv_01hzzzzzzzzzzzzzzzzzzzzzzb").unwrap();
+            let ids: Vec<String> = store
+                .attempts(&a)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|x| x.id)
+                .collect();
+            assert_eq!(ids, ["att_b", "att_a"]);
+            assert_eq!(
+                history(&store, &a).await,
+                [(1, 1, 0, None), (2, 1, 1, None)]
+            );
+            let d = store.delivery(&a).await.unwrap().unwrap();
+            assert_eq!(
+                (d.attempts, d.attempts_in_budget, d.manual_retries),
+                (2, 1, 1)
+            );
+            assert_eq!(
+                history(&store, &b).await,
+                [(1, 1, 0, None), (2, 2, 0, None), (3, 1, 1, None)]
+            );
+            let d = store.delivery(&b).await.unwrap().unwrap();
+            assert_eq!(
+                (d.attempts, d.attempts_in_budget, d.manual_retries),
+                (3, 0, 2)
+            );
+            // The next attempt numbers on after the migrated ones.
+            let c = claim_one(&store).await;
+            assert_eq!((c.id, c.number, c.attempt, c.round), (b, 4, 1, 2));
+        });
+        // Numbers are unique per delivery from now on.
+        let dup = raw(&dir).execute(
+            "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome) VALUES ('att_x', 'dlv_01hzzzzzzzzzzzzzzzzzzzzzza', 2, 3000, 1, 'failed')",
+            [],
+        );
+        assert!(dup.is_err(), "a second attempt #2 was accepted");
     }
 
     #[test]

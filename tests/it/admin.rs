@@ -221,6 +221,191 @@ async fn events_and_deliveries_page_filter_replay_and_retry() {
     assert!(!list.contains(secret), "a secret appears in the event list");
 }
 
+/// Waits until the delivery satisfies `pred`; returns it.
+async fn wait_until(d: &Daemon, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = get(d, &format!("/api/deliveries/{id}")).await;
+        if pred(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {v:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// POSTs `path` and returns the answer's body after checking that its
+/// `X-Request-Id` is a `req_…` id and the same as the body's `request_id`.
+async fn post_request(d: &Daemon, path: &str) -> Value {
+    let r = client().post(d.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    let header = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let v: Value = r.json().await.unwrap();
+    assert!(header.starts_with("req_"), "{header}");
+    assert_eq!(v["request_id"], header.as_str(), "{v:#}");
+    v
+}
+
+/// Issue 9 item 11: a delivery that died, was retried by hand (through the
+/// API, then through `hookwire retry`) and finally succeeded shows each
+/// attempt once, numbered 1..n, with the budget count starting again after
+/// each retry and the retry request that started it; replayed deliveries
+/// carry the replay request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_keep_unique_numbers_across_manual_retries_and_name_the_request() {
+    let rx = Receiver::start().await;
+    // Two failures exhaust the budget of 2, twice; the fifth attempt succeeds.
+    rx.script("/crm", &[(500, None); 4]);
+    let rules = format!(
+        "sources:\n  forms: {{}}\nrules:\n  - name: lead\n    source: forms\n    actions:\n      - name: crm\n        http: {{ url: \"{}\", body: {{ attempt: \"{{{{attempt}}}}\" }} }}\n        retry: {{ attempts: 2, initial: 50ms, max: 50ms }}\n",
+        rx.url("/crm")
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    let sent: Value = client()
+        .post(d.url("/hooks/forms"))
+        .header("content-type", "application/json")
+        .body(r#"{"email":"a@example.com"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let event_id = sent["event_id"].as_str().unwrap().to_owned();
+    let id = get(&d, &format!("/api/events/{event_id}")).await["deliveries"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dead_after = |n: u64| move |v: &Value| v["status"] == "dead" && v["attempts"] == n;
+    wait_until(&d, &id, "dead after 2 attempts", dead_after(2)).await;
+
+    // By hand through the API: a fresh budget of 2, both fail again.
+    let by_api = post_request(&d, &format!("/api/deliveries/{id}/retry")).await["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(&d, &id, "dead after 4 attempts", dead_after(4)).await;
+
+    // By hand through the CLI, which prints the request id it got.
+    let server = d.url("");
+    let (code, out, err) =
+        crate::support::run_cli(d.dir.path(), &["retry", &id, "--server", &server], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let by_cli = out
+        .trim()
+        .strip_prefix(&format!("{id} queued again (pending) by request "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned();
+    assert!(by_cli.starts_with("req_") && by_cli != by_api, "{out}");
+    let v = wait_until(&d, &id, "succeeded", |v| v["status"] == "succeeded").await;
+    // Templates see the number within the budget, as the retry policy counts.
+    let seen: Vec<Value> = rx
+        .requests("/crm")
+        .iter()
+        .map(|r| r.json()["attempt"].clone())
+        .collect();
+    assert_eq!(seen, [1, 2, 1, 2, 1]);
+
+    // Lifetime numbers 1..5; budget numbers restart; each round names its request.
+    let log: Vec<Value> = v["attempt_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            json!([
+                a["number"],
+                a["budget_number"],
+                a["round"],
+                a["after_retry"],
+                a["requested_by"],
+                a["status_code"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        log,
+        [
+            json!([1, 1, 0, false, null, 500]),
+            json!([2, 2, 0, false, null, 500]),
+            json!([3, 1, 1, true, by_api, 500]),
+            json!([4, 2, 1, true, by_api, 500]),
+            json!([5, 1, 2, true, by_cli, 200]),
+        ],
+        "{v:#}"
+    );
+    assert_eq!(
+        json!([
+            v["attempts"],
+            v["attempts_in_budget"],
+            v["budget"],
+            v["manual_retries"],
+            v["retried_by"],
+            v["replayed_by"]
+        ]),
+        json!([5, 1, 2, 2, by_cli, null]),
+        "{v:#}"
+    );
+
+    // `hookwire event` shows every attempt once, with its budget and request.
+    let (code, out, err) = crate::support::run_cli(
+        d.dir.path(),
+        &["event", &event_id, "--server", &server],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "attempts 5 (1/2 since retry {by_cli}, 2 manual retries)"
+        )),
+        "{out}"
+    );
+    let labels: Vec<&str> = out
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('#'))
+        .map(|l| l.split(") ").next().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "#1 (1/2".to_owned(),
+            "#2 (2/2".to_owned(),
+            format!("#3 (1/2 after retry {by_api}"),
+            format!("#4 (2/2 after retry {by_api}"),
+            format!("#5 (1/2 after retry {by_cli}"),
+        ],
+        "{out}"
+    );
+
+    // A replay's deliveries carry the replay request, from their first attempt.
+    let replay = post_request(&d, &format!("/api/events/{event_id}/replay")).await;
+    let by_replay = replay["request_id"].as_str().unwrap();
+    let new_id = replay["deliveries"][0].as_str().unwrap();
+    let v = wait_until(&d, new_id, "succeeded", |v| v["status"] == "succeeded").await;
+    assert_eq!(
+        json!([v["replayed_by"], v["manual_retries"], v["attempts"]]),
+        json!([by_replay, 0, 1]),
+        "{v:#}"
+    );
+    let first = &v["attempt_log"][0];
+    assert_eq!(
+        json!([
+            first["number"],
+            first["budget_number"],
+            first["round"],
+            first["after_retry"],
+            first["requested_by"]
+        ]),
+        json!([1, 1, 0, false, by_replay]),
+        "{v:#}"
+    );
+    // And the log names the request of each retry and replay.
+    let log = d.log_text();
+    for req in [by_api.as_str(), by_cli.as_str(), by_replay] {
+        assert!(log.contains(req), "{req} not in the log:\n{log}");
+    }
+}
+
 #[tokio::test]
 async fn without_a_token_the_api_answers_loopback_clients() {
     // (A request from a non-loopback address is refused with 403; testing that

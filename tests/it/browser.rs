@@ -171,6 +171,37 @@ async fn dashboard_shows_live_events_traces_and_retries() {
             2,
             "the retry reached the receiver"
         );
+        // Two attempts, numbered once each; the second names the retry request.
+        let e: Value = client()
+            .get(d.url(&format!("/api/events/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let by = e["deliveries"][0]["retried_by"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(by.starts_with("req_"), "{e:#}");
+        let shown = b
+            .js(
+                "return [...document.querySelectorAll('#detail table.attempts td.attempt')].map((td) => td.textContent);",
+                vec![],
+            )
+            .await?;
+        assert_eq!(
+            shown,
+            json!(["#1 (1/1)", format!("#2 (1/1 after retry {by})")])
+        );
+        let head = b.text("#detail h3.delivery").await?;
+        assert!(
+            head.contains(&format!(
+                "attempts 2 (1/1 since retry {by}, 1 manual retry)"
+            )),
+            "{head}"
+        );
 
         let png = b.client.screenshot().await?;
         let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");

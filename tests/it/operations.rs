@@ -140,7 +140,12 @@ async fn operate_a_running_daemon_from_the_command_line() {
 
     let (code, out, _) = run_cli(root, &["retry", &delivery, "--server", &server], &env);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(out.trim(), format!("{delivery} queued again (pending)"));
+    assert!(
+        out.trim().starts_with(&format!(
+            "{delivery} queued again (pending) by request req_"
+        )),
+        "{out}"
+    );
     rx.wait_for("/chat", 2, Duration::from_secs(10)).await;
 
     let (code, out, _) = run_cli(root, &["replay", &event_id, "--server", &server], &env);
