@@ -145,6 +145,14 @@ pub fn bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
     }
 }
 
+/// Owned bytes with every secret masked; no copy when there is none.
+pub fn owned_bytes(v: Vec<u8>) -> Vec<u8> {
+    match bytes(&v) {
+        Cow::Borrowed(_) => v,
+        Cow::Owned(masked) => masked,
+    }
+}
+
 /// Masks secrets in every string (and object key) of a JSON value.
 pub fn json(v: &mut serde_json::Value) {
     use serde_json::Value;

@@ -257,7 +257,15 @@ struct Limits {
 }
 
 /// The 503 a connection over the limit gets, written before anything is read.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: application/json\r\ncontent-length: 56\r\nconnection: close\r\n\r\n{\"error\": \"too many connections at once; retry shortly\"}";
+fn busy_answer() -> Vec<u8> {
+    let body = r#"{"error": "too many connections at once; retry shortly"}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nx-request-id: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        crate::ids::RequestId::new(),
+        body.len()
+    )
+    .into_bytes()
+}
 
 async fn accept_loop(
     listener: TcpListener,
@@ -317,7 +325,7 @@ async fn accept_loop(
                             use tokio::io::AsyncWriteExt as _;
                             let mut stream = stream;
                             let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                                let _ = stream.write_all(BUSY).await;
+                                let _ = stream.write_all(&busy_answer()).await;
                                 let _ = stream.shutdown().await;
                             })
                             .await;

@@ -13,9 +13,9 @@ pub mod policy;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::FutureExt as _;
-use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -223,10 +223,7 @@ impl Dispatcher {
         // The policy above counted the budget (`c.attempt`); the record also
         // keeps the lifetime number, which a manual retry does not reset.
         let error = crate::redact::opt(result.error);
-        let response = match crate::redact::bytes(&result.response) {
-            std::borrow::Cow::Borrowed(_) => result.response,
-            std::borrow::Cow::Owned(masked) => masked,
-        };
+        let response = crate::redact::owned_bytes(result.response);
         let finished = Finished {
             delivery: c.id.clone(),
             attempt: NewAttempt {

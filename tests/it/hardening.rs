@@ -1311,6 +1311,14 @@ async fn connections_over_the_limit_get_503_and_memory_stays_bounded() {
         assert!(matches!(r.status().as_u16(), 202 | 503), "{}", r.status());
         if r.status() == 503 {
             assert_eq!(r.headers()["retry-after"], "1");
+            assert!(
+                r.headers()["x-request-id"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("req_")
+            );
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "too many connections at once; retry shortly");
         }
     }
     // The slow senders give up: every other sender is served at once.
