@@ -400,10 +400,11 @@ async fn attempts_keep_unique_numbers_across_manual_retries_and_name_the_request
         "{v:#}"
     );
     // And the log names the request of each retry and replay.
-    let log = d.log_text();
-    for req in [by_api.as_str(), by_cli.as_str(), by_replay] {
-        assert!(log.contains(req), "{req} not in the log:\n{log}");
-    }
+    let reqs = [by_api.as_str(), by_cli.as_str(), by_replay];
+    d.wait_log("each retry and replay request", |l| {
+        reqs.iter().all(|r| l.contains(r))
+    })
+    .await;
 }
 
 #[tokio::test]

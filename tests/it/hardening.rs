@@ -377,11 +377,14 @@ async fn slow_bodies_get_408_and_slow_headers_are_dropped_while_others_are_serve
         "the slow header section got an answer instead of a close"
     );
     assert!(after < Duration::from_secs(15), "{after:?}");
-    let body_timeouts = d
-        .log_text()
-        .matches("the body did not arrive within 10 s")
-        .count();
-    assert_eq!(body_timeouts, 20, "{}", d.log_text());
+    // Log lines are written by a thread of their own: wait for them.
+    let log = d
+        .wait_log("20 body timeouts", |l| {
+            l.matches("the body did not arrive within 10 s").count() >= 20
+        })
+        .await;
+    let body_timeouts = log.matches("the body did not arrive within 10 s").count();
+    assert_eq!(body_timeouts, 20, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1342,6 +1345,8 @@ async fn connections_over_the_limit_get_503_and_memory_stays_bounded() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let log = d.log_text();
-    assert!(log.contains("connection limit reached"), "{log}");
+    d.wait_log("the connection limit warning", |l| {
+        l.contains("connection limit reached")
+    })
+    .await;
 }
