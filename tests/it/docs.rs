@@ -149,3 +149,17 @@ fn every_module_is_named_in_the_crate_docs() {
         );
     }
 }
+
+/// The README's first command, `cargo run --release`, needs to know which
+/// binary to run once the benchmark's ceiling server is a second one.
+#[test]
+fn cargo_run_knows_which_binary_is_the_daemon() {
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let bins = manifest.matches("[[bin]]").count();
+    assert!(
+        bins == 0 || manifest.contains("default-run = \"hookwire\""),
+        "Cargo.toml declares {bins} extra [[bin]] targets but no default-run: `cargo run` fails"
+    );
+    assert!(readme().contains("cargo run --release "));
+}
