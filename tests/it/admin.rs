@@ -110,14 +110,7 @@ async fn events_and_deliveries_page_filter_replay_and_retry() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    let third = client()
-        .get(d.url(&format!("/api/events/{}", ids[2])))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let third = d.get_text(&format!("/api/events/{}", ids[2])).await;
     assert!(
         !third.contains(secret),
         "a secret appears in an API answer: {third}"
@@ -201,23 +194,9 @@ async fn events_and_deliveries_page_filter_replay_and_retry() {
         !d.log_text().contains(secret),
         "a secret appears in the log"
     );
-    let metrics = client()
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.get_text("/metrics").await;
     assert!(!metrics.contains(secret), "a secret appears in the metrics");
-    let list = client()
-        .get(d.url("/api/events?limit=500"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = d.get_text("/api/events?limit=500").await;
     assert!(!list.contains(secret), "a secret appears in the event list");
 }
 
@@ -261,16 +240,9 @@ async fn attempts_keep_unique_numbers_across_manual_retries_and_name_the_request
         rx.url("/crm")
     );
     let d = Daemon::start(&[("r.yaml", &rules)]);
-    let sent: Value = client()
-        .post(d.url("/hooks/forms"))
-        .header("content-type", "application/json")
-        .body(r#"{"email":"a@example.com"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent: Value = d
+        .post_json("/hooks/forms", r#"{"email":"a@example.com"}"#)
+        .await;
     let event_id = sent["event_id"].as_str().unwrap().to_owned();
     let id = get(&d, &format!("/api/events/{event_id}")).await["deliveries"][0]["id"]
         .as_str()
@@ -456,14 +428,7 @@ async fn metrics_move_as_documented() {
     rx.wait_for("/out", 4, Duration::from_secs(10)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let text = client()
-            .get(d.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = d.get_text("/metrics").await;
         if sample(
             &text,
             "hookwire_deliveries_total",
@@ -553,16 +518,7 @@ async fn the_stream_announces_events_and_delivery_changes() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    let sent: Value = client()
-        .post(d.url("/hooks/hook"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent: Value = d.post_json("/hooks/hook", "{}").await;
     let id = sent["event_id"].as_str().unwrap().to_owned();
     let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -745,16 +701,7 @@ async fn the_stream_opens_with_a_single_use_ticket_and_never_with_the_token_in_t
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    let sent: Value = client()
-        .post(d.url("/hooks/s"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent: Value = d.post_json("/hooks/s", "{}").await;
     let id = sent["event_id"].as_str().unwrap().to_owned();
     let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);

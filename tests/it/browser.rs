@@ -141,16 +141,12 @@ async fn dashboard_shows_live_events_traces_and_retries() {
         b.wait_for("#live.yes").await?;
 
         // An event sent now appears in the feed without a reload.
-        let sent: Value = client()
-            .post(d.url("/hooks/forms"))
-            .header("content-type", "application/json")
-            .body(json!({"email": "ada@example.com"}).to_string())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let sent: Value = d
+            .post_json(
+                "/hooks/forms",
+                json!({"email": "ada@example.com"}).to_string(),
+            )
+            .await;
         let id = sent["event_id"].as_str().unwrap().to_owned();
         b.click(&format!("#events tr[data-id='{id}']")).await?;
 
@@ -172,14 +168,7 @@ async fn dashboard_shows_live_events_traces_and_retries() {
             "the retry reached the receiver"
         );
         // Two attempts, numbered once each; the second names the retry request.
-        let e: Value = client()
-            .get(d.url(&format!("/api/events/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let e: Value = d.get_json(&format!("/api/events/{id}")).await;
         let by = e["deliveries"][0]["retried_by"]
             .as_str()
             .unwrap()
@@ -430,16 +419,7 @@ async fn the_page_signs_in_and_reopens_its_stream_with_a_fresh_ticket() {
         d.restart();
         b.wait_for("#live.muted").await?;
         b.wait_for("#live.yes").await?;
-        let sent: Value = client()
-            .post(d.url("/hooks/forms"))
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let sent: Value = d.post_json("/hooks/forms", "{}").await;
         let id = sent["event_id"].as_str().unwrap();
         b.wait_for(&format!("#events tr[data-id='{id}']")).await?;
         Ok::<_, CmdError>(())

@@ -805,14 +805,7 @@ async fn a_panicked_dispatcher_is_reported_and_restarted() {
         "{log}"
     );
     assert!(log.contains("injected fault: dispatcher-panic"), "{log}");
-    let metrics = client()
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.get_text("/metrics").await;
     assert!(
         metrics.contains("hookwire_task_restarts_total{task=\"dispatcher\"} 1"),
         "{metrics}"
@@ -834,14 +827,7 @@ async fn a_panicked_attempt_is_recorded_and_retried() {
     let id = ev["event_id"].as_str().unwrap();
     assert_eq!(wait_status(&d, id, "out", "succeeded").await, 2);
     assert_eq!(rx.requests("/out").len(), 1);
-    let e: Value = client()
-        .get(d.url(&format!("/api/events/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let e: Value = d.get_json(&format!("/api/events/{id}")).await;
     let log = &e["deliveries"][0]["attempt_log"];
     assert_eq!(log[0]["outcome"], "retryable", "{e:#}");
     assert_eq!(

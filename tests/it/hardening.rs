@@ -640,14 +640,7 @@ async fn more_than_32_rules_explain_their_misses_when_the_event_is_read() {
     assert_eq!(stored[0]["rule"], "r17");
 
     let id = r["event_id"].as_str().unwrap();
-    let event: Value = client()
-        .get(d.url(&format!("/api/events/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let event: Value = d.get_json(&format!("/api/events/{id}")).await;
     let trace = event["trace"].as_array().unwrap();
     assert_eq!(trace.len(), 40);
     let r3 = trace.iter().find(|t| t["rule"] == "r3").unwrap();
@@ -986,26 +979,12 @@ rules:
     );
     outputs.push(("stored attempts".into(), stored.join("\n")));
     for p in ["/api/deliveries", "/api/events"] {
-        let v: Value = client()
-            .get(d.url(p))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = d.get_json(p).await;
         outputs.push((p.into(), v.to_string()));
         if p == "/api/deliveries" {
             for dl in v["deliveries"].as_array().unwrap() {
                 let id = dl["id"].as_str().unwrap();
-                let text = client()
-                    .get(d.url(&format!("/api/deliveries/{id}")))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let text = d.get_text(&format!("/api/deliveries/{id}")).await;
                 outputs.push((format!("/api/deliveries/{id}"), text));
                 let (_, out, err) = run_cli(
                     d.dir.path(),

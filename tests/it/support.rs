@@ -72,6 +72,13 @@ impl Daemon {
     }
 
     fn spawn(&mut self, listen: &str) {
+        if let Err(log) = self.try_spawn(listen) {
+            panic!("hookwire did not start; log:\n{log}");
+        }
+    }
+
+    /// Starts the daemon on `listen`; the log when it exits before listening.
+    fn try_spawn(&mut self, listen: &str) -> Result<(), String> {
         let mut cmd = match self.wrapper.split_first() {
             None => Command::new(BIN),
             Some((program, rest)) => {
@@ -121,12 +128,19 @@ impl Daemon {
         });
         let url = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => a,
-            Err(_) => panic!("hookwire did not start; log:\n{}", self.log.lock().unwrap()),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                // The stderr reader may still be copying the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(self.log.lock().unwrap().clone());
+            }
         };
         let (scheme, addr) = url.split_once("://").unwrap();
         self.scheme = scheme.to_owned();
         self.addr = addr.parse().unwrap();
         self.child = Some(child);
+        Ok(())
     }
 
     pub fn rules_dir(&self) -> PathBuf {
@@ -147,6 +161,44 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// `GET path` (no token), its body as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `GET path` (no token), its body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// `POST path` with a JSON body; the answer's body as JSON.
+    pub async fn post_json(&self, path: &str, body: impl Into<reqwest::Body>) -> serde_json::Value {
+        client()
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Waits until the daemon's log satisfies `pred`; returns the log.
@@ -178,10 +230,22 @@ impl Daemon {
     }
 
     /// Starts again on the same port, rules and database.
+    /// Kills and starts again on the same address, so clients keep their
+    /// URLs. Between the two, another test may have been given that port
+    /// (any bind to port 0 can get it): then, after a few tries, on a new one.
     pub fn restart(&mut self) {
         self.kill();
         let listen = self.addr.to_string();
-        self.spawn(&listen);
+        for _ in 0..20 {
+            match self.try_spawn(&listen) {
+                Ok(()) => return,
+                Err(log) if log.contains("cannot listen on") => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(log) => panic!("hookwire did not restart; log:\n{log}"),
+            }
+        }
+        self.spawn("127.0.0.1:0");
     }
 
     /// Rows of a query against the daemon's database, read through a separate connection.
