@@ -51,6 +51,8 @@ pub struct AppState {
     pub stream: crate::admin::Stream,
     /// The supervised background tasks, for `/readyz`.
     pub tasks: crate::supervise::Tasks,
+    /// Delivery targets: in-flight attempts and breakers, for the API and metrics.
+    pub targets: Arc<crate::dispatch::targets::Targets>,
 }
 
 /// What `serve` needs, already parsed and validated by the CLI.
@@ -147,6 +149,7 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
         wake: dispatcher.wake.clone(),
         stream,
         tasks: tasks.clone(),
+        targets: dispatcher.targets.clone(),
     });
     // The dispatcher outlives the listener: it stops after requests in flight are answered.
     let stop_dispatch = CancellationToken::new();

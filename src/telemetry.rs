@@ -102,6 +102,9 @@ pub struct Metrics {
     log_lines_dropped: Gauge,
     task_restarts: Family<Labels, Counter>,
     connections_refused: Counter,
+    breaker_open: Family<Labels, Gauge>,
+    breaker_opened: Family<Labels, Counter>,
+    pub target_in_flight: Family<Labels, Gauge>,
     reloads: Counter,
     reload_failures: Counter,
 }
@@ -125,6 +128,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         log_lines_dropped: Gauge::default(),
         task_restarts: Family::default(),
         connections_refused: Counter::default(),
+        breaker_open: Family::default(),
+        breaker_opened: Family::default(),
+        target_in_flight: Family::default(),
         reloads: Counter::default(),
         reload_failures: Counter::default(),
         registry: Registry::default(),
@@ -185,6 +191,21 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "connections_refused",
         "Connections answered 503 because --max-connections were busy",
         m.connections_refused.clone(),
+    );
+    registry.register(
+        "target_breaker_open",
+        "1 while a target's circuit breaker is open, by target",
+        m.breaker_open.clone(),
+    );
+    registry.register(
+        "target_breaker_opened",
+        "Times a target's circuit breaker opened, by target",
+        m.breaker_opened.clone(),
+    );
+    registry.register(
+        "target_in_flight",
+        "Attempts running now, by target",
+        m.target_in_flight.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -329,6 +350,67 @@ pub fn connection_refused(peer: std::net::SocketAddr) {
     if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
         *last = Some(std::time::Instant::now());
         tracing::warn!(%peer, "connection limit reached: answered 503 (see --max-connections)");
+    }
+}
+
+/// Attempts in flight per target, set when metrics are read.
+pub fn targets_in_flight(targets: &[crate::dispatch::targets::TargetStatus]) {
+    for t in targets {
+        METRICS
+            .target_in_flight
+            .get_or_create(&vec![label("target", &t.target)])
+            .set(i64::try_from(t.in_flight).unwrap_or(i64::MAX));
+    }
+}
+
+/// A target has held its whole share of the workers for a while.
+pub fn target_saturated(target: &str, in_flight: usize) {
+    tracing::warn!(
+        target_key = target,
+        in_flight,
+        "target busy: it has held its whole share of the workers for 10 s and its deliveries wait (raise the action's `concurrency` if it can take more)"
+    );
+}
+
+/// A target's breaker opened, opened again after a failed probe, or closed.
+pub fn breaker_changed(target: &str, change: &crate::dispatch::targets::Change) {
+    use crate::dispatch::targets::Change;
+    let state = |s: i64| {
+        METRICS
+            .breaker_open
+            .get_or_create(&vec![label("target", target)])
+            .set(s);
+    };
+    match change {
+        Change::Opened { failures, wait } => {
+            state(1);
+            METRICS
+                .breaker_opened
+                .get_or_create(&vec![label("target", target)])
+                .inc();
+            tracing::warn!(
+                target_key = target,
+                failures,
+                probe_in_ms = wait.as_millis() as u64,
+                "target failing: breaker open, its deliveries are held (attempts unspent) until a probe succeeds"
+            );
+        }
+        Change::Reopened { wait } => {
+            state(1);
+            tracing::info!(
+                target_key = target,
+                probe_in_ms = wait.as_millis() as u64,
+                "target still failing: probe failed, breaker open again"
+            );
+        }
+        Change::Closed { after } => {
+            state(0);
+            tracing::warn!(
+                target_key = target,
+                after_ms = after.as_millis() as u64,
+                "target recovered: breaker closed, held deliveries run now"
+            );
+        }
     }
 }
 

@@ -158,6 +158,15 @@ async function loadQueue() {
   const r = await api("/api/deliveries?status=retrying&limit=500").catch(() => null);
   if (q && r) $("queue").textContent = `queue: ${q.deliveries.length + r.deliveries.length}${q.deliveries.length + r.deliveries.length >= 500 ? "+" : ""}`;
 }
+// Targets whose breaker is open or probing: their deliveries are held.
+async function loadTargets() {
+  const t = await api("/api/targets").catch(() => null);
+  if (!t) return;
+  const failing = t.targets.filter((x) => x.breaker !== "closed");
+  $("targets").textContent = failing.length
+    ? "breaker open: " + failing.map((x) => `${x.target} (${x.consecutive_failures} failures${x.probe_in_secs != null ? `, probe in ${Math.ceil(x.probe_in_secs)} s` : ", probing"})`).join(", ")
+    : "";
+}
 async function live() {
   let ticket;
   try {
@@ -200,3 +209,5 @@ if (location.hash.startsWith("#evt_")) showEvent(location.hash.slice(1)).catch((
 loadQueue();
 setInterval(() => loadRules().catch(() => {}), 5000);
 live();
+loadTargets();
+setInterval(loadTargets, 5000);

@@ -57,6 +57,7 @@ pub fn router(app: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/deliveries", get(deliveries))
         .route("/api/deliveries/{id}", get(delivery))
         .route("/api/deliveries/{id}/retry", axum::routing::post(retry))
+        .route("/api/targets", get(targets))
         .route("/api/stream", get(stream))
         .route(
             "/api/stream/ticket",
@@ -81,6 +82,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             .queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
+    crate::telemetry::targets_in_flight(&app.targets.snapshot(std::time::Instant::now()));
     (
         [(
             header::CONTENT_TYPE,
@@ -540,6 +542,12 @@ async fn retry_as(app: &AppState, id: &str, request: &RequestId) -> Response {
         ),
         Err(e) => store_error(e),
     }
+}
+
+/// Where deliveries go: attempts in flight and the state of each breaker.
+async fn targets(State(app): State<Arc<AppState>>) -> Response {
+    let list = app.targets.snapshot(std::time::Instant::now());
+    answer(json!({ "targets": list }))
 }
 
 // ---------------------------------------------------------------------------

@@ -10,7 +10,9 @@
 //! `running` or overdue forever.
 
 pub mod policy;
+pub mod targets;
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -31,6 +33,7 @@ use crate::rules::{ActionKind, RetryPolicy};
 use crate::store::{Claimed, Finished, NewAttempt, SharedStore};
 use crate::watch::LiveRules;
 use policy::{Outcome, next};
+use targets::{Change, Target, Targets};
 
 /// How long a claim holds a delivery. Longer than any attempt may run (the
 /// longest action timeouts are minutes), so a live runner never loses its
@@ -45,8 +48,10 @@ pub struct Dispatcher {
     /// Rung by ingest when an event with deliveries is committed.
     pub wake: Arc<Notify>,
     workers: usize,
-    /// Fewest free slots worth a claim while attempts are running.
-    min_claim: usize,
+    /// What each target may run at once, and its breaker.
+    pub targets: Arc<Targets>,
+    /// The target of each action of the live rule set, by set version.
+    target_map: std::sync::Mutex<(u64, Arc<TargetMap>)>,
     http: HttpRunner,
     mailer: Mailer,
     stream: crate::admin::Stream,
@@ -66,7 +71,8 @@ impl Dispatcher {
             rules,
             wake: Arc::new(Notify::new()),
             workers: workers.max(1),
-            min_claim: (workers / 4).max(1),
+            targets: Arc::default(),
+            target_map: std::sync::Mutex::new((u64::MAX, Arc::default())),
             http,
             mailer,
             stream,
@@ -88,47 +94,101 @@ impl Dispatcher {
         let slots = Arc::new(Semaphore::new(self.workers));
         let finished = Arc::new(Notify::new());
         let mut running = JoinSet::new();
+        let mut claim_backoff = Duration::ZERO;
         loop {
             while running.try_join_next().is_some() {}
             if cancel.is_cancelled() {
                 break;
             }
+            // Free workers always take due work, but not the work of targets
+            // that are busy or whose breaker is open: those deliveries wait
+            // in the queue, their attempts unspent.
             let free = slots.available_permits();
-            // Each claim is a committed write; claiming a few at a time keeps
-            // throughput from being bounded by disk flushes. Claim at once when idle.
-            let worth_it = free >= self.min_claim || free == self.workers;
+            let map = self.target_map();
+            let now = Instant::now();
+            let mut room: HashMap<&str, usize> = HashMap::new();
+            let mut skip = Vec::new();
+            for (action, target) in map.iter() {
+                let r = *room
+                    .entry(target.key.as_str())
+                    .or_insert_with(|| self.targets.room(target, now));
+                if r == 0 {
+                    skip.push(action.clone());
+                }
+            }
+            for (target, in_flight) in self.targets.newly_saturated(now) {
+                crate::telemetry::target_saturated(&target, in_flight);
+            }
             let mut claimed = Vec::new();
-            if free > 0 && worth_it {
-                match self.store.claim(now_ms(), free as u32, LEASE).await {
-                    Ok(c) => claimed = c,
-                    Err(e) => tracing::warn!(error = %e, "cannot claim deliveries; will try again"),
+            if free > 0 {
+                match self
+                    .store
+                    .claim(now_ms(), free as u32, LEASE, skip.clone())
+                    .await
+                {
+                    Ok(c) => {
+                        claimed = c;
+                        claim_backoff = Duration::ZERO;
+                    }
+                    Err(e) => {
+                        // Back off: a failing store (a full disk) is not asked again at once.
+                        claim_backoff = (claim_backoff * 2).clamp(CLAIM_BACKOFF, IDLE_CHECK * 5);
+                        tracing::warn!(error = %e, retry_in_ms = claim_backoff.as_millis() as u64, "cannot claim deliveries; will try again");
+                    }
                 }
             }
             if !claimed.is_empty() && crate::supervise::fault_once("dispatcher-panic") {
                 panic!("injected fault: dispatcher-panic");
             }
-            let full = worth_it && free > 0 && claimed.len() == free;
+            let full = free > 0 && claimed.len() == free;
+            // A claim may hold more deliveries of one target than it has room
+            // for (the query does not count per target): the rest go back.
+            let mut over = Vec::new();
             for c in claimed {
+                let key = format!("{}/{}", c.rule, c.action);
+                let found = map.iter().find(|(a, _)| *a == key).map(|(_, t)| t);
+                let target = found.cloned();
+                if let Some(t) = found {
+                    let r = room
+                        .entry(t.key.as_str())
+                        .or_insert_with(|| self.targets.room(t, now));
+                    if *r == 0 {
+                        over.push(c.id);
+                        continue;
+                    }
+                    *r -= 1;
+                    self.targets.start(t, now);
+                }
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     break;
                 };
                 let (me, done) = (self.clone(), finished.clone());
                 running.spawn(async move {
-                    me.attempt(c).await;
+                    me.attempt(c, target).await;
                     drop(permit);
                     done.notify_one();
                 });
             }
-            if full {
+            let gave_back = !over.is_empty();
+            if gave_back && let Err(e) = self.store.release(over, now_ms()).await {
+                tracing::warn!(error = %e, "cannot give back deliveries; they run when their lease ends");
+            }
+            if full && !gave_back && claim_backoff.is_zero() {
                 continue;
             }
-            let wait = match self.store.next_due().await {
+            let mut wait = match self.store.next_due().await {
                 Ok(Some(at)) => {
                     Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(IDLE_CHECK)
                 }
                 _ => IDLE_CHECK,
             };
-            if wait.is_zero() && slots.available_permits() >= self.min_claim {
+            // Due work that is held back (busy targets, open breakers) is
+            // looked at again when an attempt ends, or soon.
+            if !skip.is_empty() || gave_back {
+                wait = wait.max(HELD_RECHECK);
+            }
+            wait = wait.max(claim_backoff);
+            if wait.is_zero() && slots.available_permits() > 0 {
                 continue;
             }
             tokio::select! {
@@ -154,7 +214,31 @@ impl Dispatcher {
         }
     }
 
-    async fn attempt(&self, mut c: Claimed) {
+    /// The target of every action of the live rule set (`rule/action` →
+    /// target), computed once per set.
+    fn target_map(&self) -> Arc<TargetMap> {
+        let set = self.rules.current();
+        let mut cached = self.target_map.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.0 != set.version {
+            let share = (self.workers / 2).max(1);
+            let map = set
+                .rules
+                .iter()
+                .flat_map(|r| {
+                    r.actions.iter().map(move |a| {
+                        (
+                            format!("{}/{}", r.name, a.name),
+                            targets::target_of(&r.name, a, share),
+                        )
+                    })
+                })
+                .collect();
+            *cached = (set.version, Arc::new(map));
+        }
+        cached.1.clone()
+    }
+
+    async fn attempt(&self, mut c: Claimed, target: Option<Target>) {
         let started = Instant::now();
         let started_at_ms = now_ms();
         self.stream.publish(|| {
@@ -170,6 +254,8 @@ impl Dispatcher {
                 .find(|a| a.name == c.action)
                 .map(|a| (r, a))
         });
+        // Whether the target was asked: a render that fails never reaches it.
+        let mut rendered = false;
         let (result, policy) = match found {
             None => (
                 AttemptResult::fail(
@@ -186,7 +272,11 @@ impl Dispatcher {
                 // recorded with its message and retried by the action's policy.
                 let run = AssertUnwindSafe(self.run_action(rule, action, &mut c))
                     .catch_unwind()
-                    .await;
+                    .await
+                    .map(|(result, asked)| {
+                        rendered = asked;
+                        result
+                    });
                 let result = run.unwrap_or_else(|panic| {
                     AttemptResult::fail(
                         Outcome::Retryable { retry_after: None },
@@ -199,6 +289,12 @@ impl Dispatcher {
                 (result, action.retry)
             }
         };
+        if let Some(t) = &target {
+            let reached = rendered.then_some(!matches!(result.outcome, Outcome::Retryable { .. }));
+            if let Some(change) = self.targets.finish(t, reached, Instant::now()) {
+                self.target_changed(t, change).await;
+            }
+        }
         let jitter = (rand::random::<f64>() * 2.0 - 1.0) * policy::JITTER;
         let decision = next(result.outcome, c.attempt, &policy, now_ms(), jitter);
         let duration_ms = started.elapsed().as_millis() as i64;
@@ -266,7 +362,7 @@ impl Dispatcher {
         rule: &crate::rules::Rule,
         action: &crate::rules::Action,
         c: &mut Claimed,
-    ) -> AttemptResult {
+    ) -> (AttemptResult, bool) {
         if c.attempt == 1 && crate::supervise::fault("attempt-panic") {
             panic!("injected fault: attempt-panic");
         }
@@ -277,25 +373,65 @@ impl Dispatcher {
         };
         match actions::render(action, &ctx, &data) {
             // A template that fails may be fixed in the rule file before the next attempt.
-            Err(e) => AttemptResult::fail(
-                Outcome::Retryable { retry_after: None },
-                format!("render: {e}"),
+            Err(e) => (
+                AttemptResult::fail(
+                    Outcome::Retryable { retry_after: None },
+                    format!("render: {e}"),
+                ),
+                false,
             ),
-            Ok(rendered) => match &action.kind {
-                ActionKind::Http(h) => self.http.run(h, &rendered, c.id.as_str(), &c.event).await,
-                ActionKind::Email(_) => self.mailer.run(&rendered).await,
-                ActionKind::Command(cmd) => {
-                    let ids = CommandEnv {
-                        event_id: c.event_id.as_str(),
-                        rule: &rule.name,
-                        source: &c.event.source,
-                    };
-                    actions::command::run(cmd, &rendered, &ids).await
+            Ok(rendered) => (
+                match &action.kind {
+                    ActionKind::Http(h) => {
+                        self.http.run(h, &rendered, c.id.as_str(), &c.event).await
+                    }
+                    ActionKind::Email(_) => self.mailer.run(&rendered).await,
+                    ActionKind::Command(cmd) => {
+                        let ids = CommandEnv {
+                            event_id: c.event_id.as_str(),
+                            rule: &rule.name,
+                            source: &c.event.source,
+                        };
+                        actions::command::run(cmd, &rendered, &ids).await
+                    }
+                },
+                true,
+            ),
+        }
+    }
+
+    /// A target's breaker opened or closed: said once, and on closing the
+    /// deliveries it held (and those on their own backoff) are due at once.
+    async fn target_changed(&self, t: &Target, change: Change) {
+        crate::telemetry::breaker_changed(&t.key, &change);
+        if let Change::Closed { .. } = change {
+            let actions: Vec<String> = self
+                .target_map()
+                .iter()
+                .filter(|(_, x)| x.key == t.key)
+                .map(|(a, _)| a.clone())
+                .collect();
+            match self.store.expedite(actions, now_ms()).await {
+                Ok(n) => {
+                    tracing::debug!(target = %t.key, deliveries = n, "held deliveries due now")
                 }
-            },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot release held deliveries; they run on their own backoff")
+                }
+            }
+            self.wake.notify_one();
         }
     }
 }
+
+/// `rule/action` → its target, for every action of one rule set.
+type TargetMap = Vec<(String, Target)>;
+
+/// The first wait after a failed claim, doubled up to five idle checks.
+const CLAIM_BACKOFF: Duration = Duration::from_millis(100);
+/// How soon work held back by busy targets or open breakers is looked at
+/// again, when no attempt ends before.
+const HELD_RECHECK: Duration = Duration::from_millis(50);
 
 /// The request of a claimed delivery; the payload moves out of `c` (the
 /// action runners need only its headers and body).

@@ -66,6 +66,9 @@ pub struct Action {
     pub when: Option<Condition>,
     pub retry: RetryPolicy,
     pub serialize_by: Option<Template>,
+    /// At most this many attempts of this action at once; `None`: the
+    /// target's default share of the workers.
+    pub concurrency: Option<usize>,
     pub kind: ActionKind,
     pub pos: Pos,
 }
@@ -525,11 +528,18 @@ impl<'a> Builder<'a> {
             }
         });
         let serialize_by = raw.serialize_by.as_ref().and_then(|s| errs.template(s));
+        let concurrency = raw.concurrency.map(|c| {
+            if c.value == 0 {
+                errs.push(c.pos, "`concurrency` must be at least 1");
+            }
+            c.value.max(1) as usize
+        });
         Some(Action {
             name,
             when,
             retry: retry.unwrap_or_default(),
             serialize_by,
+            concurrency,
             kind: kind?,
             pos,
         })

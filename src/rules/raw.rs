@@ -62,6 +62,9 @@ pub struct Action {
     pub when: Option<Node>,
     pub retry: Option<Retry>,
     pub serialize_by: Option<Spanned<String>>,
+    /// At most this many attempts of this action run at once (its target's
+    /// share of `--workers` when absent).
+    pub concurrency: Option<Spanned<u32>>,
     pub http: Option<Http>,
     pub email: Option<Email>,
     pub command: Option<Command>,

@@ -241,12 +241,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims up to `limit` due deliveries for `lease`, marking them `running`
     /// and counting the attempt (in the budget and over the delivery's life). Each comes with the event data needed to render it.
+    ///
+    /// Deliveries of the actions in `skip` (`rule/action`) are left alone:
+    /// their target is busy or its breaker is open.
     fn claim(
         &self,
         now_ms: i64,
         limit: u32,
         lease: Duration,
+        skip: Vec<String>,
     ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>>;
+
+    /// Makes the waiting deliveries of these actions (`rule/action`) due now,
+    /// those on their own backoff included: their target has recovered.
+    /// Returns how many.
+    fn expedite(&self, actions: Vec<String>, now_ms: i64)
+    -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Gives claimed deliveries back, unattempted, due at `due_at_ms`: the
+    /// claim's attempt is not counted (their target had no room for them).
+    fn release(
+        &self,
+        ids: Vec<DeliveryId>,
+        due_at_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Records an attempt and moves its delivery to the decided state.
     fn finish(&self, finished: Finished) -> BoxFuture<'_, Result<(), StoreError>>;

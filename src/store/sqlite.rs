@@ -490,7 +490,13 @@ fn now_ms() -> i64 {
 /// only when no earlier delivery with that key is unfinished, so deliveries of
 /// one key run one at a time, in event order. A `running` delivery whose lease
 /// has expired (its runner died) is due again.
-fn claim(c: &Connection, now: i64, limit: u32, lease_ms: i64) -> rusqlite::Result<Vec<Claimed>> {
+fn claim(
+    c: &Connection,
+    now: i64,
+    limit: u32,
+    lease_ms: i64,
+    skip_json: &str,
+) -> rusqlite::Result<Vec<Claimed>> {
     // One query per state, each walking an index in due order and stopping at
     // the limit: the cost of a claim does not grow with the backlog.
     const SELECT: &str =
@@ -502,7 +508,8 @@ fn claim(c: &Connection, now: i64, limit: u32, lease_ms: i64) -> rusqlite::Resul
     const SERIAL: &str = "(d.serialize_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM deliveries o
                 WHERE o.serialize_key = d.serialize_key AND o.id < d.id
-                  AND o.status IN ('pending', 'running', 'retrying')))";
+                  AND o.status IN ('pending', 'running', 'retrying')))
+          AND (d.rule || '/' || d.action) NOT IN (SELECT value FROM json_each(?3))";
     let queries = [
         format!(
             "{SELECT} WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1 AND {SERIAL} ORDER BY d.next_attempt_at_ms LIMIT ?2"
@@ -522,7 +529,7 @@ fn claim(c: &Connection, now: i64, limit: u32, lease_ms: i64) -> rusqlite::Resul
             break;
         }
         let mut select = c.prepare_cached(sql)?;
-        let rows = select.query_map(params![now, room], claimed_from_row)?;
+        let rows = select.query_map(params![now, room, skip_json], claimed_from_row)?;
         for row in rows {
             claimed.push(row?);
         }
@@ -534,6 +541,20 @@ fn claim(c: &Connection, now: i64, limit: u32, lease_ms: i64) -> rusqlite::Resul
         update.execute(params![d.id.as_str(), now + lease_ms, now])?;
     }
     Ok(claimed)
+}
+
+/// Undoes claims whose attempts never started.
+fn release(c: &Connection, ids: &[DeliveryId], due_at: i64, now: i64) -> rusqlite::Result<()> {
+    let mut update = c.prepare_cached(
+        "UPDATE deliveries SET status = CASE WHEN attempts_total > 1 OR manual_retries > 0 THEN 'retrying' ELSE 'pending' END,
+                attempts = attempts - 1, attempts_total = attempts_total - 1, lease_until_ms = NULL,
+                next_attempt_at_ms = ?2, updated_at_ms = ?3
+         WHERE id = ?1 AND status = 'running'",
+    )?;
+    for id in ids {
+        update.execute(params![id.as_str(), due_at, now])?;
+    }
+    Ok(())
 }
 
 fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
@@ -776,9 +797,37 @@ impl Store for SqliteStore {
         now_ms: i64,
         limit: u32,
         lease: Duration,
+        skip: Vec<String>,
     ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>> {
         let lease_ms = lease.as_millis().min(i64::MAX as u128) as i64;
-        Box::pin(self.write(move |c, _| claim(c, now_ms, limit, lease_ms)))
+        // The names of the skipped actions as one JSON array (`json_each`).
+        let skip = serde_json::to_string(&skip).unwrap_or_else(|_| "[]".to_owned());
+        Box::pin(self.write(move |c, _| claim(c, now_ms, limit, lease_ms, &skip)))
+    }
+
+    fn expedite(
+        &self,
+        actions: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let actions = serde_json::to_string(&actions).unwrap_or_else(|_| "[]".to_owned());
+        Box::pin(self.write(move |c, now| {
+            c.prepare_cached(
+                "UPDATE deliveries SET next_attempt_at_ms = ?1, updated_at_ms = ?3
+                 WHERE status = 'retrying' AND next_attempt_at_ms > ?1
+                   AND (rule || '/' || action) IN (SELECT value FROM json_each(?2))",
+            )?
+            .execute(params![now_ms, actions, now])
+            .map(|n| n as u64)
+        }))
+    }
+
+    fn release(
+        &self,
+        ids: Vec<DeliveryId>,
+        due_at_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |c, now| release(c, &ids, due_at_ms, now)))
     }
 
     fn finish(&self, f: Finished) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -1170,7 +1219,7 @@ mod tests {
         assert_eq!(column, "");
         // The dispatcher reads the same payload with the delivery it claims.
         let claimed = store
-            .claim(now_ms(), 10, std::time::Duration::from_secs(60))
+            .claim(now_ms(), 10, std::time::Duration::from_secs(60), Vec::new())
             .await
             .unwrap();
         assert_eq!(claimed[0].event.payload, got.payload);
@@ -1414,7 +1463,7 @@ mod tests {
     /// Claims the one due delivery.
     async fn claim_one(store: &SqliteStore) -> Claimed {
         let mut claimed = store
-            .claim(now_ms(), 10, Duration::from_secs(60))
+            .claim(now_ms(), 10, Duration::from_secs(60), Vec::new())
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1, "{claimed:?}");

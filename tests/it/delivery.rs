@@ -898,3 +898,113 @@ async fn serialize_by_keys_are_shared_across_actions_and_rules() {
     sorted.sort();
     assert_eq!(events, sorted, "not in event order:\n{text}");
 }
+
+/// A target that accepts connections and never answers.
+async fn hanging_target() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    (addr, task)
+}
+
+/// A target that hangs holds at most its share of the workers: deliveries
+/// to another target keep arriving while it hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_target_does_not_delay_another() {
+    let rx = Receiver::start().await;
+    let (hang, _task) = hanging_target().await;
+    let rules = format!(
+        "sources:\n  app: {{}}\nrules:\n  - name: fan\n    source: app\n    actions:\n      - name: slow\n        http: {{ url: \"http://{hang}/x\", timeout: 60s, forward: true }}\n      - name: fast\n        http: {{ url: \"{}\", forward: true }}\n",
+        rx.url("/fast")
+    );
+    // 4 workers: each target may hold 2.
+    let d = Daemon::start_with(&[("app.yaml", &rules)], &[], &["--workers", "4"]);
+    let started = Instant::now();
+    for n in 0..30 {
+        send(&d, "/hooks/app", &json!({ "n": n }).to_string()).await;
+    }
+    let got = rx.wait_for("/fast", 30, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 30);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The hanging target holds no more than its share.
+    let t: Value = d.get_json("/api/targets").await;
+    let slow = t["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["target"] == format!("http://{hang}"))
+        .unwrap_or_else(|| panic!("{t:#}"))
+        .clone();
+    assert_eq!(slow["in_flight"], 2, "{t:#}");
+}
+
+/// A refused target opens its breaker: a handful of attempts instead of one
+/// per delivery per backoff step, the held deliveries keep their attempts,
+/// and all of them arrive within seconds of the target coming back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_target_is_held_by_its_breaker_and_drained_when_back() {
+    // A port that refuses connections, where the receiver comes back later.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rules = format!(
+        "sources:\n  app: {{}}\nrules:\n  - name: relay\n    source: app\n    actions:\n      - name: out\n        http: {{ url: \"http://127.0.0.1:{port}/in\", forward: true }}\n        retry: {{ attempts: 20, initial: 100ms, max: 500ms }}\n"
+    );
+    let d = Daemon::start(&[("app.yaml", &rules)]);
+    for n in 0..30 {
+        send(&d, "/hooks/app", &json!({ "n": n }).to_string()).await;
+    }
+    let opened = d
+        .wait_log("the breaker opening", |l| l.contains("breaker open"))
+        .await;
+    assert!(opened.contains(&format!("127.0.0.1:{port}")), "{opened}");
+    // Three seconds of outage with the breaker open: a handful of probes.
+    let before = d.db_count("SELECT count(*) FROM attempts");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = d.db_count("SELECT count(*) FROM attempts") - before;
+    assert!(
+        during <= 4,
+        "{during} attempts in 3 s with the breaker open"
+    );
+    let t: Value = d.get_json("/api/targets").await;
+    assert_eq!(t["targets"][0]["breaker"], "open", "{t:#}");
+    let metrics = d.get_text("/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "hookwire_target_breaker_open{{target=\"http://127.0.0.1:{port}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    // Held deliveries spent nothing: most were never attempted.
+    let untried = d.db_count("SELECT count(*) FROM deliveries WHERE attempts_total = 0");
+    assert!(untried >= 20, "{untried} of 30 never attempted");
+    // The target comes back: everything arrives within seconds.
+    let back = Instant::now();
+    let rx = Receiver::start_on(&format!("127.0.0.1:{port}")).await;
+    let got = rx.wait_for("/in", 30, Duration::from_secs(15)).await;
+    let mut ns: Vec<i64> = got
+        .iter()
+        .map(|r| r.json()["n"].as_i64().unwrap())
+        .collect();
+    ns.sort();
+    ns.dedup();
+    assert_eq!(ns.len(), 30, "each delivery once: {ns:?}");
+    let drained = back.elapsed();
+    assert!(drained < Duration::from_secs(10), "drained in {drained:?}");
+    d.wait_log("the breaker closing", |l| l.contains("breaker closed"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.db_count("SELECT count(*) FROM deliveries WHERE status = 'succeeded'") < 30 {
+        assert!(Instant::now() < deadline, "not all succeeded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let total = d.db_count("SELECT count(*) FROM attempts");
+    assert!(total <= 45, "{total} attempts for 30 deliveries");
+}

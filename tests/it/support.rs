@@ -395,7 +395,12 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// A receiver on a given address (a target that comes back where it was).
+    pub async fn start_on(addr: &str) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let r = Receiver {
             addr: listener.local_addr().unwrap(),
             script: Arc::default(),
