@@ -105,6 +105,7 @@ pub struct Metrics {
     breaker_open: Family<Labels, Gauge>,
     breaker_opened: Family<Labels, Counter>,
     pub target_in_flight: Family<Labels, Gauge>,
+    pub oldest_waiting_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     reloads: Counter,
     reload_failures: Counter,
 }
@@ -131,6 +132,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         breaker_open: Family::default(),
         breaker_opened: Family::default(),
         target_in_flight: Family::default(),
+        oldest_waiting_seconds: Gauge::default(),
         reloads: Counter::default(),
         reload_failures: Counter::default(),
         registry: Registry::default(),
@@ -206,6 +208,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "target_in_flight",
         "Attempts running now, by target",
         m.target_in_flight.clone(),
+    );
+    registry.register(
+        "oldest_waiting_delivery_seconds",
+        "Age of the oldest delivery waiting to run (pending or retrying)",
+        m.oldest_waiting_seconds.clone(),
     );
     Metrics { registry, ..m }
 });

@@ -82,6 +82,12 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             .queue_depth
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
+    if let Ok(oldest) = app.store.oldest_waiting().await {
+        let age = oldest.map_or(0, |at| (crate::dispatch::now_ms() - at).max(0));
+        crate::telemetry::METRICS
+            .oldest_waiting_seconds
+            .set(age as f64 / 1000.0);
+    }
     crate::telemetry::targets_in_flight(&app.targets.snapshot(std::time::Instant::now()));
     (
         [(

@@ -52,6 +52,7 @@ macro_rules! load_errors {
 }
 
 load_errors! {
+    concurrency_zero: "rules:\n  - name: a\n    source: github\n    actions:\n      - command: { argv: [x] }\n        concurrency: 0\n" => "r.yaml:6:22: `concurrency` must be at least 1";
     yaml_syntax: "rules: [\n" => "r.yaml:2:1: ";
     unknown_top_level: "rule: []\n" => "r.yaml:1:1: not a rule file";
     empty_file: "" => "r.yaml:1:1: the file is empty: a rule file needs `sources`, `rules` or `tests`";

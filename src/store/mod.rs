@@ -324,6 +324,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deliveries waiting to run (pending or retrying).
     fn queue_depth(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
+    /// When the oldest delivery still waiting to run (pending or retrying)
+    /// was created, in ms since the epoch.
+    fn oldest_waiting(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
+
     /// The store answers (used by `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }

@@ -956,6 +956,16 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn oldest_waiting(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(self.read(|c| {
+            c.query_row(
+                "SELECT min(created_at_ms) FROM deliveries WHERE status IN ('pending', 'retrying')",
+                [],
+                |r| r.get(0),
+            )
+        }))
+    }
+
     fn requeue_running(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.write(|c, _| requeue_orphans(c).map(|n| n as u64)))
     }

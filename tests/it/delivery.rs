@@ -982,6 +982,12 @@ async fn a_failing_target_is_held_by_its_breaker_and_drained_when_back() {
         )),
         "{metrics}"
     );
+    let oldest: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hookwire_oldest_waiting_delivery_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(oldest >= 3.0, "the oldest held delivery waited {oldest} s");
     // Held deliveries spent nothing: most were never attempted.
     let untried = d.db_count("SELECT count(*) FROM deliveries WHERE attempts_total = 0");
     assert!(untried >= 20, "{untried} of 30 never attempted");
