@@ -421,6 +421,49 @@ class Bench:
         finally:
             srv.stop()
 
+    def outage(self, work, seconds=20):
+        """A receiver down while events arrive, then back: failed attempts per
+        second during the outage (the breaker holds the rest), and how long
+        the backlog takes to drain once the receiver is back."""
+        port = free_port()
+        receiver = f"127.0.0.1:{port}"
+        srv = self.start_hookwire(work, hookwire_rules(1, "http", "/dev/null", receiver))
+        try:
+            base = f"http://{srv.addr}"
+
+            def failed():
+                text = http_get(f"{base}/metrics")
+                return sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("hookwire_deliveries_total") and 'outcome="retryable"' in line
+                )
+
+            script = write_wrk_script(work, self.body)
+            f0 = failed()
+            r = run_wrk(f"{base}/hooks/github", script, seconds, 1, 4)
+            f1 = failed()
+            acked = r["requests"] - r["status"]
+            back = time.time()
+            rx = Server([self.ceiling, receiver], work, banner="ceiling listening")
+            try:
+
+                def delivered():
+                    return int(http_get(f"http://{receiver}/count").split()[0])
+
+                done, drain_s = wait_for(delivered, acked, back)
+                return {
+                    "acked": acked,
+                    "rps": r["rps"],
+                    "failed_per_s": (f1 - f0) / seconds,
+                    "delivered": done,
+                    "drain_s": drain_s,
+                }
+            finally:
+                rx.stop()
+        finally:
+            srv.stop()
+
     def reload(self, work, n_rules=1000, times=5):
         """Median time to load, compile and swap a set of `n_rules` rules, as
         the daemon logs it after each rewrite of the file."""
@@ -608,7 +651,7 @@ def main():
     bench = Bench(args, args.bin)
     only = set(args.only.split(",")) if args.only else None
     results = {k: [] for k, _ in SCENARIOS}
-    reloads, idle = [], []
+    reloads, idle, outages = [], [], []
     runs = {
         "ceiling": lambda w: bench.ceiling_scenario(w),
         "peer-nomatch": lambda w: bench.peer_scenario(w, matching=False),
@@ -639,6 +682,15 @@ def main():
                 took = bench.reload(work)
             reloads += took[1:]
             log(f"round {rnd} reload        start {took[0] if took else '?'} ms, reloads {took[1:]} ms")
+        if not only or "outage" in only:
+            with tempfile.TemporaryDirectory(prefix="hookwire-bench-outage-") as work:
+                o = bench.outage(work)
+            outages.append(o)
+            log(
+                f"round {rnd} outage        {o['acked']} acknowledged at {o['rps']:.0f} req/s with the receiver down, "
+                f"{o['failed_per_s']:.1f} failed attempts/s; {o['delivered']} delivered "
+                f"{o['drain_s']:.1f} s after it came back"
+            )
         if not only or "idle" in only:
             with tempfile.TemporaryDirectory(prefix="hookwire-bench-idle-") as work:
                 idle.append(bench.idle_rss(work))
@@ -646,6 +698,13 @@ def main():
 
     text = f"Machine: {machine()}\n\nRun: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, " \
            f"{(time.time() - started) / 60:.1f} min\n\n" + report(results, reloads, idle, args)
+    if outages:
+        text += "\n\n### Receiver outage\n\n" + "\n".join(
+            f"- {o['acked']:,} events acknowledged in 20 s with the receiver down: "
+            f"{o['failed_per_s']:.1f} failed attempts/s (the breaker holds the rest, attempts unspent); "
+            f"{o['delivered']:,} delivered {o['drain_s']:.1f} s after it came back"
+            for o in outages
+        ) + "\n"
     print(text)
     if args.results:
         write_results(args.results, text)
