@@ -38,6 +38,11 @@ use policy::{Outcome, next};
 pub const LEASE: Duration = Duration::from_secs(3600);
 /// The longest the dispatcher sleeps without looking for due work.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// After a failed claim (the store cannot commit) the next one waits this
+/// long, doubling up to [`CLAIM_BACKOFF_MAX`]: a full disk must not turn
+/// into a busy loop, and a store that recovers is used again within seconds.
+const CLAIM_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const CLAIM_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub struct Dispatcher {
     store: SharedStore,
@@ -88,6 +93,8 @@ impl Dispatcher {
         let slots = Arc::new(Semaphore::new(self.workers));
         let finished = Arc::new(Notify::new());
         let mut running = JoinSet::new();
+        // Claims failed in a row, and how long to wait before the next.
+        let (mut claim_failures, mut claim_backoff) = (0u64, CLAIM_BACKOFF_FIRST);
         loop {
             while running.try_join_next().is_some() {}
             if cancel.is_cancelled() {
@@ -100,8 +107,32 @@ impl Dispatcher {
             let mut claimed = Vec::new();
             if free > 0 && worth_it {
                 match self.store.claim(now_ms(), free as u32, LEASE).await {
-                    Ok(c) => claimed = c,
-                    Err(e) => tracing::warn!(error = %e, "cannot claim deliveries; will try again"),
+                    Ok(c) => {
+                        claimed = c;
+                        if claim_failures > 0 {
+                            tracing::info!(
+                                failures = claim_failures,
+                                "claiming deliveries again after {claim_failures} failed claims"
+                            );
+                            (claim_failures, claim_backoff) = (0, CLAIM_BACKOFF_FIRST);
+                        }
+                    }
+                    Err(e) => {
+                        // The first failure of a run is worth a warning; the
+                        // store logs its own outage, so the rest are details.
+                        if claim_failures == 0 {
+                            tracing::warn!(error = %e, "cannot claim deliveries; trying again with back-off");
+                        } else {
+                            tracing::debug!(error = %e, retry_in_ms = claim_backoff.as_millis() as u64, "cannot claim deliveries");
+                        }
+                        claim_failures += 1;
+                        tokio::select! {
+                            _ = tokio::time::sleep(claim_backoff) => {}
+                            _ = cancel.cancelled() => {}
+                        }
+                        claim_backoff = (claim_backoff * 2).min(CLAIM_BACKOFF_MAX);
+                        continue;
+                    }
                 }
             }
             if !claimed.is_empty() && crate::supervise::fault_once("dispatcher-panic") {
@@ -139,7 +170,11 @@ impl Dispatcher {
             }
         }
         if !running.is_empty() {
-            tracing::info!(attempts = running.len(), grace = ?grace, "waiting for running attempts to finish");
+            tracing::info!(
+                attempts = running.len(),
+                grace_ms = grace.as_millis() as u64,
+                "waiting for running attempts to finish"
+            );
             let drained = tokio::time::timeout(grace, async {
                 while running.join_next().await.is_some() {}
             })
