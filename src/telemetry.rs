@@ -470,6 +470,11 @@ fn thousands(n: u64) -> String {
     out
 }
 
+/// `1 request`, `5,423 requests`.
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}
+
 /// A webhook request was answered (any status), `took` after it arrived.
 pub fn request_finished(source: &str, status: u16, took: std::time::Duration) {
     let class = match status {
@@ -533,10 +538,10 @@ impl StoreRecovered {
             after_s = self.after.as_secs(),
             refused = self.refused,
             failed_commits = self.failed_commits,
-            "store recovered after {} s; {} requests answered 503, {} commits failed",
+            "store recovered after {} s; {} answered 503, {} failed",
             self.after.as_secs(),
-            thousands(self.refused),
-            thousands(self.failed_commits)
+            counted(self.refused, "request", "requests"),
+            counted(self.failed_commits, "commit", "commits")
         );
     }
 }
@@ -573,6 +578,8 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(5423), "5,423");
         assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(counted(1, "request", "requests"), "1 request");
+        assert_eq!(counted(5423, "request", "requests"), "5,423 requests");
     }
 
     #[test]

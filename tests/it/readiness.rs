@@ -199,3 +199,38 @@ async fn json_log_fields_are_plain_values() {
         );
     }
 }
+
+/// Nothing to deliver and no request after the disk is freed: the store's
+/// own probe commit finds out that it can commit again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_comes_back_without_traffic() {
+    let disk = Tmpfs::mount("2m");
+    let d = Daemon::start_on_database(
+        &[("r.yaml", "sources:\n  hook: {}\n")],
+        &disk.path().join("hookwire.db"),
+    );
+    let filler = disk.path().join("filler");
+    disk.fill(&filler);
+    let r = client()
+        .post(d.url("/hooks/hook"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"pad": "{}"}}"#, "x".repeat(8000)))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    wait_ready(&d, 503, Duration::from_secs(5)).await;
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_ready(&d, 200, Duration::from_secs(5)).await;
+    let log = d
+        .wait_log("the recovery line", |l| l.contains(RECOVERED))
+        .await;
+    assert_eq!(lines(&log, FAILING), 1, "{log}");
+    assert_eq!(lines(&log, "; 1 request answered 503"), 1, "{log}");
+    assert_eq!(
+        d.post_json("/hooks/hook", "{}").await["matched"],
+        serde_json::json!([])
+    );
+}
