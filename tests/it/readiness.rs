@@ -120,6 +120,19 @@ async fn readyz_fails_on_a_full_disk_and_recovers_when_space_is_freed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(metric(&d, "hookwire_store_failing").await, 1.0);
+    // The scrape reads the file system the database is on: the full tmpfs.
+    assert_eq!(metric(&d, "hookwire_disk_free_bytes").await, 0.0);
+    assert!(metric(&d, "hookwire_wal_bytes").await > 0.0);
+    assert!(metric(&d, "hookwire_database_bytes").await > 0.0);
+    assert!(metric(&d, "hookwire_store_commit_duration_seconds_count").await > 0.0);
+    assert_eq!(
+        metric(
+            &d,
+            r#"hookwire_request_duration_seconds_count{source="hook",status="5xx"}"#
+        )
+        .await,
+        refused as f64
+    );
     assert_eq!(readyz(&d).await.0, 503);
     let log = d.log_text();
     assert_eq!(lines(&log, FAILING), 1, "{log}");
@@ -142,6 +155,8 @@ async fn readyz_fails_on_a_full_disk_and_recovers_when_space_is_freed() {
         "{recovered}"
     );
     assert_eq!(metric(&d, "hookwire_store_failing").await, 0.0);
+    let free = metric(&d, "hookwire_disk_free_bytes").await;
+    assert!((1e6..=2.0 * 1024.0 * 1024.0).contains(&free), "{free}");
 
     // Stored and delivered again: the new event and the retry that waited.
     let after = d.post_json("/hooks/hook", r#"{"n": "after"}"#).await;
