@@ -137,7 +137,9 @@ async fn readyz_fails_on_a_full_disk_and_recovers_when_space_is_freed() {
     let log = d.log_text();
     assert_eq!(lines(&log, FAILING), 1, "{log}");
     assert_eq!(lines(&log, RECOVERED), 0, "{log}");
-    assert_eq!(lines(&log, "cannot claim deliveries"), 1, "{log}");
+    // At most a line per backed-off claim: a handful, never one per spin.
+    let claims = lines(&log, "cannot claim deliveries");
+    assert!((1..=10).contains(&claims), "{claims} lines:\n{log}");
     // The refusals themselves are not logged above debug level.
     assert_eq!(lines(&log, "event not stored"), 0, "{log}");
 
