@@ -371,7 +371,10 @@ async fn accept_loop(
         .await
         .is_err()
     {
-        tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace period");
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "requests still in flight after the shutdown grace period"
+        );
     }
 }
 

@@ -108,11 +108,24 @@ pub struct Metrics {
     pub oldest_waiting_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     reloads: Counter,
     reload_failures: Counter,
+    request_seconds: Family<Labels, Histogram>,
+    store_failing: Gauge,
+    store_commit_failures: Counter,
+    store_commit_seconds: Histogram,
+    store_writer_queue: Gauge,
+    database_bytes: Gauge,
+    wal_bytes: Gauge,
+    disk_free_bytes: Gauge,
 }
 
 fn attempt_histogram() -> Histogram {
     // 1 ms to about 65 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+fn fast_histogram() -> Histogram {
+    // 0.25 ms to about 8 s: requests and commits take milliseconds when all is well.
+    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -135,6 +148,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         oldest_waiting_seconds: Gauge::default(),
         reloads: Counter::default(),
         reload_failures: Counter::default(),
+        request_seconds: Family::new_with_constructor(fast_histogram),
+        store_failing: Gauge::default(),
+        store_commit_failures: Counter::default(),
+        store_commit_seconds: fast_histogram(),
+        store_writer_queue: Gauge::default(),
+        database_bytes: Gauge::default(),
+        wal_bytes: Gauge::default(),
+        disk_free_bytes: Gauge::default(),
         registry: Registry::default(),
     };
     registry.register(
@@ -214,6 +235,46 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Age of the oldest delivery waiting to run (pending or retrying)",
         m.oldest_waiting_seconds.clone(),
     );
+    registry.register(
+        "request_duration_seconds",
+        "Time from a webhook request's arrival to its answer, by source and status class (2xx, 4xx, 5xx)",
+        m.request_seconds.clone(),
+    );
+    registry.register(
+        "store_failing",
+        "1 while the store cannot commit (disk full, database unreachable): events are answered 503 and /readyz fails",
+        m.store_failing.clone(),
+    );
+    registry.register(
+        "store_commit_failures",
+        "Transactions the store could not commit",
+        m.store_commit_failures.clone(),
+    );
+    registry.register(
+        "store_commit_duration_seconds",
+        "How long each group commit took, from BEGIN to COMMIT",
+        m.store_commit_seconds.clone(),
+    );
+    registry.register(
+        "store_writer_queue",
+        "Writes waiting for the store's writer at the last scrape",
+        m.store_writer_queue.clone(),
+    );
+    registry.register(
+        "database_bytes",
+        "Size of the database file at the last scrape",
+        m.database_bytes.clone(),
+    );
+    registry.register(
+        "wal_bytes",
+        "Size of the database's write-ahead log at the last scrape",
+        m.wal_bytes.clone(),
+    );
+    registry.register(
+        "disk_free_bytes",
+        "Space left for the database on its file system at the last scrape",
+        m.disk_free_bytes.clone(),
+    );
     Metrics { registry, ..m }
 });
 
@@ -286,7 +347,7 @@ pub fn event_stored(event_id: &str, source: &str, matched: &[String], deliveries
             .get_or_create(&vec![label("source", source), label("rule", rule)])
             .inc();
     }
-    tracing::info!(event_id, source, matched = ?matched, deliveries, "event stored");
+    tracing::info!(event_id, source, matched = %Joined(matched), deliveries, "event stored");
 }
 
 pub fn event_duplicate(first_event_id: &str, source: &str) {
@@ -338,8 +399,9 @@ impl AttemptFinished<'_> {
             attempt = self.attempt,
             number = self.number,
             outcome = self.outcome,
-            status = ?self.status,
-            exit_code = ?self.exit_code,
+            // Absent rather than null when there is none: fields are plain values.
+            status = self.status,
+            exit_code = self.exit_code,
             duration_ms = self.duration.as_millis() as u64,
             state = self.state,
             error = self.error.unwrap_or(""),
@@ -467,4 +529,151 @@ pub fn reload_failed(errors: &[crate::rules::Diagnostic]) {
         errors = errors.len(),
         "rule files have errors: keeping the last good rule set"
     );
+}
+
+/// A list as one plain log value: `a,b,c` (empty when there is none).
+pub struct Joined<'a>(pub &'a [String]);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(s)?;
+        }
+        Ok(())
+    }
+}
+
+/// `5423` as `5,423`, for sentences operators read.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `1 request`, `5,423 requests`.
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}
+
+/// A webhook request was answered (any status), `took` after it arrived.
+pub fn request_finished(source: &str, status: u16, took: std::time::Duration) {
+    let class = match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    METRICS
+        .request_seconds
+        .get_or_create(&vec![label("source", source), label("status", class)])
+        .observe(took.as_secs_f64());
+}
+
+/// An event was not stored because the store refused it (answered 503).
+/// The store's own state changes are logged once by [`StoreFailing`] and
+/// [`StoreRecovered`]; this is the per-request detail, at debug level.
+pub fn event_refused_by_store(request_id: &str, source: &str, path: &str, error: &str) {
+    METRICS
+        .rejected
+        .get_or_create(&vec![label("source", source), label("reason", "store")])
+        .inc();
+    tracing::debug!(
+        request_id,
+        source,
+        path,
+        reason = "store",
+        "event not stored, answering 503: {error}"
+    );
+}
+
+/// The store could not commit after it could: logged once per outage.
+pub struct StoreFailing<'a> {
+    pub error: &'a str,
+}
+
+impl StoreFailing<'_> {
+    pub fn emit(&self) {
+        METRICS.store_failing.set(1);
+        tracing::error!(
+            error = self.error,
+            "store cannot commit: {}; answering 503 until it can again",
+            self.error
+        );
+    }
+}
+
+/// The store committed again after failing.
+pub struct StoreRecovered {
+    pub after: std::time::Duration,
+    /// Events refused (answered 503) while it failed.
+    pub refused: u64,
+    pub failed_commits: u64,
+}
+
+impl StoreRecovered {
+    pub fn emit(&self) {
+        METRICS.store_failing.set(0);
+        // A warning, like the failure it ends: whoever filters for one sees both.
+        tracing::warn!(
+            after_s = self.after.as_secs(),
+            refused = self.refused,
+            failed_commits = self.failed_commits,
+            "store recovered after {} s; {} answered 503, {} failed",
+            self.after.as_secs(),
+            counted(self.refused, "request", "requests"),
+            counted(self.failed_commits, "commit", "commits")
+        );
+    }
+}
+
+pub fn store_commit_failed() {
+    METRICS.store_commit_failures.inc();
+}
+
+/// A group commit took `took` (failed ones too).
+pub fn store_commit_finished(took: std::time::Duration) {
+    METRICS.store_commit_seconds.observe(took.as_secs_f64());
+}
+
+/// What the store reports of itself at a scrape.
+pub fn store_stats(stats: &crate::store::StoreStats) {
+    let set = |g: &Gauge, v: Option<u64>| {
+        if let Some(v) = v {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+    };
+    set(&METRICS.store_writer_queue, Some(stats.writer_queue));
+    set(&METRICS.database_bytes, stats.database_bytes);
+    set(&METRICS.wal_bytes, stats.wal_bytes);
+    set(&METRICS.disk_free_bytes, stats.disk_free_bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_read_with_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(5423), "5,423");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(counted(1, "request", "requests"), "1 request");
+        assert_eq!(counted(5423, "request", "requests"), "5,423 requests");
+    }
+
+    #[test]
+    fn lists_are_plain_values() {
+        assert_eq!(Joined(&[]).to_string(), "");
+        assert_eq!(Joined(&["a".into(), "b".into()]).to_string(), "a,b");
+    }
 }

@@ -89,6 +89,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             .set(age as f64 / 1000.0);
     }
     crate::telemetry::targets_in_flight(&app.targets.snapshot(std::time::Instant::now()));
+    crate::telemetry::store_stats(&app.store.stats().await);
     (
         [(
             header::CONTENT_TYPE,
@@ -479,7 +480,7 @@ async fn replay_as(app: &AppState, id: &str, request: &RequestId) -> Response {
         return store_error(e);
     }
     app.wake.notify_one();
-    tracing::info!(event_id = %id, request_id = %request, matched = ?eval.matched, deliveries = ids.len(), "event replayed");
+    tracing::info!(event_id = %id, request_id = %request, matched = %crate::telemetry::Joined(&eval.matched), deliveries = ids.len(), "event replayed");
     answer(json!({
         "event_id": id, "matched": eval.matched, "deliveries": ids, "trace": eval.trace,
         "request_id": request,

@@ -41,6 +41,11 @@ use targets::{Change, Target, Targets};
 pub const LEASE: Duration = Duration::from_secs(3600);
 /// The longest the dispatcher sleeps without looking for due work.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// After a failed claim (the store cannot commit) the next one waits this
+/// long, doubling up to [`CLAIM_BACKOFF_MAX`]: a full disk must not turn
+/// into a busy loop, and a store that recovers is used again within seconds.
+const CLAIM_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const CLAIM_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub struct Dispatcher {
     store: SharedStore,
@@ -94,7 +99,8 @@ impl Dispatcher {
         let slots = Arc::new(Semaphore::new(self.workers));
         let finished = Arc::new(Notify::new());
         let mut running = JoinSet::new();
-        let mut claim_backoff = Duration::ZERO;
+        // Claims failed in a row, and how long to wait before the next.
+        let (mut claim_failures, mut claim_backoff) = (0u64, CLAIM_BACKOFF_FIRST);
         loop {
             while running.try_join_next().is_some() {}
             if cancel.is_cancelled() {
@@ -128,12 +134,29 @@ impl Dispatcher {
                 {
                     Ok(c) => {
                         claimed = c;
-                        claim_backoff = Duration::ZERO;
+                        if claim_failures > 0 {
+                            tracing::info!(
+                                failures = claim_failures,
+                                "claiming deliveries again after {claim_failures} failed claims"
+                            );
+                            (claim_failures, claim_backoff) = (0, CLAIM_BACKOFF_FIRST);
+                        }
                     }
                     Err(e) => {
-                        // Back off: a failing store (a full disk) is not asked again at once.
-                        claim_backoff = (claim_backoff * 2).clamp(CLAIM_BACKOFF, IDLE_CHECK * 5);
-                        tracing::warn!(error = %e, retry_in_ms = claim_backoff.as_millis() as u64, "cannot claim deliveries; will try again");
+                        // The first failure of a run is worth a warning; the
+                        // store logs its own outage, so the rest are details.
+                        if claim_failures == 0 {
+                            tracing::warn!(error = %e, "cannot claim deliveries; trying again with back-off");
+                        } else {
+                            tracing::debug!(error = %e, retry_in_ms = claim_backoff.as_millis() as u64, "cannot claim deliveries");
+                        }
+                        claim_failures += 1;
+                        tokio::select! {
+                            _ = tokio::time::sleep(claim_backoff) => {}
+                            _ = cancel.cancelled() => {}
+                        }
+                        claim_backoff = (claim_backoff * 2).min(CLAIM_BACKOFF_MAX);
+                        continue;
                     }
                 }
             }
@@ -173,7 +196,7 @@ impl Dispatcher {
             if gave_back && let Err(e) = self.store.release(over, now_ms()).await {
                 tracing::warn!(error = %e, "cannot give back deliveries; they run when their lease ends");
             }
-            if full && !gave_back && claim_backoff.is_zero() {
+            if full && !gave_back {
                 continue;
             }
             let mut wait = match self.store.next_due().await {
@@ -187,7 +210,6 @@ impl Dispatcher {
             if !skip.is_empty() || gave_back {
                 wait = wait.max(HELD_RECHECK);
             }
-            wait = wait.max(claim_backoff);
             if wait.is_zero() && slots.available_permits() > 0 {
                 continue;
             }
@@ -199,7 +221,11 @@ impl Dispatcher {
             }
         }
         if !running.is_empty() {
-            tracing::info!(attempts = running.len(), grace = ?grace, "waiting for running attempts to finish");
+            tracing::info!(
+                attempts = running.len(),
+                grace_ms = grace.as_millis() as u64,
+                "waiting for running attempts to finish"
+            );
             let drained = tokio::time::timeout(grace, async {
                 while running.join_next().await.is_some() {}
             })
@@ -427,8 +453,6 @@ impl Dispatcher {
 /// `rule/action` → its target, for every action of one rule set.
 type TargetMap = Vec<(String, Target)>;
 
-/// The first wait after a failed claim, doubled up to five idle checks.
-const CLAIM_BACKOFF: Duration = Duration::from_millis(100);
 /// How soon work held back by busy targets or open breakers is looked at
 /// again, when no attempt ends before.
 const HELD_RECHECK: Duration = Duration::from_millis(50);

@@ -147,6 +147,7 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let started = std::time::Instant::now();
     let id = EventId::new();
     let set = app.rules.current();
     let source = set
@@ -155,28 +156,46 @@ pub async fn handle(
     if !source.is_empty() {
         telemetry::request_received(source);
     }
-    match ingest(&app, &set, &id, peer, method, &uri, headers, body).await {
+    let resp = match ingest(&app, &set, &id, peer, method, &uri, headers, body).await {
         Ok(resp) => resp,
         Err(e) => {
-            let message = match &e {
-                IngestError::Store(cause) => format!("event not stored, answering 503: {cause}"),
-                IngestError::Unverified(cause) => {
-                    format!("verification failed from {peer}: {cause}")
+            match &e {
+                // The store logs that it cannot commit, and when it can again,
+                // once each: a line per refused request would bury both.
+                IngestError::Store(cause @ StoreError::Unavailable(_)) => {
+                    telemetry::event_refused_by_store(
+                        id.as_str(),
+                        source,
+                        uri.path(),
+                        &cause.to_string(),
+                    );
                 }
-                other => other.to_string(),
-            };
-            let warn = matches!(e, IngestError::Store(_) | IngestError::Unverified(_));
-            telemetry::request_rejected(
-                id.as_str(),
-                source,
-                uri.path(),
-                e.reason(),
-                &message,
-                warn,
-            );
+                _ => {
+                    let message = match &e {
+                        IngestError::Store(cause) => {
+                            format!("event not stored, answering 503: {cause}")
+                        }
+                        IngestError::Unverified(cause) => {
+                            format!("verification failed from {peer}: {cause}")
+                        }
+                        other => other.to_string(),
+                    };
+                    let warn = matches!(e, IngestError::Store(_) | IngestError::Unverified(_));
+                    telemetry::request_rejected(
+                        id.as_str(),
+                        source,
+                        uri.path(),
+                        e.reason(),
+                        &message,
+                        warn,
+                    );
+                }
+            }
             e.into_response_with_id(&id)
         }
-    }
+    };
+    telemetry::request_finished(source, resp.status().as_u16(), started.elapsed());
+    resp
 }
 
 #[allow(clippy::too_many_arguments)]

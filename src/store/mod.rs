@@ -5,6 +5,7 @@
 //! transaction (group commit), so durability does not cost one disk flush per
 //! request. A PostgreSQL backend implements the same trait.
 
+pub mod health;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -328,8 +329,23 @@ pub trait Store: Send + Sync + 'static {
     /// was created, in ms since the epoch.
     fn oldest_waiting(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
 
-    /// The store answers (used by `/readyz`).
+    /// The store answers and can commit (used by `/readyz`): an error while
+    /// its commits fail (disk full, database unreachable), until one succeeds.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Sizes and queue lengths for `/metrics`.
+    fn stats(&self) -> BoxFuture<'_, StoreStats>;
+}
+
+/// What the store reports of itself for `/metrics`; `None` when unknown.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    /// Writes waiting for the writer.
+    pub writer_queue: u64,
+    pub database_bytes: Option<u64>,
+    pub wal_bytes: Option<u64>,
+    /// Space left to unprivileged writers on the database's file system.
+    pub disk_free_bytes: Option<u64>,
 }
 
 pub type SharedStore = Arc<dyn Store>;

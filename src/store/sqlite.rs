@@ -6,22 +6,27 @@
 //! answers each job. Many concurrent requests thus share one disk flush
 //! (group commit) without any of them being acknowledged before it is durable.
 //! Reads use a small pool of separate connections and never wait for the writer.
+//!
+//! The writer reports every commit to a [`Health`] tracker: a store that
+//! cannot commit (disk full, I/O error) says so once, fails `/readyz`, and
+//! probes itself until it can commit again (see [`super::health`]).
 
 use std::fmt::Display;
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use rusqlite::types::Type;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::health::{Health, PROBE_EVERY};
 use super::{
     Claimed, EventData, Finished, IngestOutcome, NewDelivery, NewEvent, Page, RetryOutcome, Store,
-    StoreError, StoredAttempt, StoredDelivery, StoredEvent,
+    StoreError, StoreStats, StoredAttempt, StoredDelivery, StoredEvent,
 };
 use crate::ids::{DeliveryId, EventId, RequestId};
 
@@ -107,7 +112,21 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Arc<Readers>,
     commits: Arc<AtomicU64>,
+    health: Arc<Health>,
+    /// The database file, for its size and its file system's free space.
+    path: PathBuf,
+    /// Writes refused because the queue was full, since the last warning.
+    overloaded: Mutex<Overload>,
 }
+
+#[derive(Default)]
+struct Overload {
+    refused: u64,
+    warned_at: Option<Instant>,
+}
+
+/// A full writer queue is warned about at most this often, with a count.
+const OVERLOAD_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Read connections, each used by one blocking task at a time.
 struct Readers {
@@ -242,18 +261,26 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         let (tx, rx) = mpsc::channel(tuning.queue);
         let commits = Arc::new(AtomicU64::new(0));
-        let counter = commits.clone();
+        let health = Arc::new(Health::default());
+        let (counter, writer_health) = (commits.clone(), health.clone());
         std::thread::Builder::new()
             .name("hookwire-store".into())
             .spawn(move || {
                 // A panic here is a bug. Unwinding drops the queue, so every
                 // waiting and later caller gets `Unavailable` (503), never a hang.
-                let run = AssertUnwindSafe(move || writer_loop(writer, rx, &counter));
+                let run =
+                    AssertUnwindSafe(move || writer_loop(writer, rx, &counter, &writer_health));
                 if std::panic::catch_unwind(run).is_err() {
                     tracing::error!("the store writer panicked: nothing can be stored any more");
                 }
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
+        // Holds the queue weakly: it ends when the store is dropped.
+        let (probe_jobs, probe_health) = (tx.downgrade(), health.clone());
+        std::thread::Builder::new()
+            .name("hookwire-store-probe".into())
+            .spawn(move || probe_loop(&probe_jobs, &probe_health))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the store probe: {e}")))?;
         Ok(Self {
             jobs: tx,
             readers: Arc::new(Readers {
@@ -261,6 +288,9 @@ impl SqliteStore {
                 next: AtomicUsize::new(0),
             }),
             commits,
+            health,
+            path: path.to_owned(),
+            overloaded: Mutex::default(),
         })
     }
 
@@ -284,11 +314,32 @@ impl SqliteStore {
         self.jobs.try_send(job).map_err(|e| match e {
             // Queueing further would only turn into timeouts; a 503 now lets the sender retry.
             mpsc::error::TrySendError::Full(_) => {
+                self.overloaded();
                 StoreError::Unavailable("overloaded: too many writes waiting".into())
             }
             mpsc::error::TrySendError::Closed(_) => writer_stopped(),
         })?;
         rx.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Counts a write refused for a full queue; warns at most every
+    /// [`OVERLOAD_WARN_EVERY`], with how many were refused since.
+    fn overloaded(&self) {
+        let mut o = self.overloaded.lock().unwrap_or_else(|p| p.into_inner());
+        o.refused += 1;
+        if o.warned_at
+            .is_none_or(|t| t.elapsed() >= OVERLOAD_WARN_EVERY)
+        {
+            tracing::warn!(
+                refused = o.refused,
+                "store overloaded: {} writes refused (answered 503) since the last warning; the writer cannot keep up",
+                o.refused
+            );
+            *o = Overload {
+                refused: 0,
+                warned_at: Some(Instant::now()),
+            };
+        }
     }
 
     async fn read<T: Send + 'static>(
@@ -304,7 +355,7 @@ impl SqliteStore {
 
 impl StoreError {
     /// The cause without the kind prefix, for wrapping into another kind.
-    fn message(&self) -> &str {
+    pub(super) fn message(&self) -> &str {
         match self {
             StoreError::Unavailable(m) | StoreError::Database(m) => m,
         }
@@ -319,6 +370,7 @@ fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Box<dyn WriteJob>>,
     commits: &AtomicU64,
+    health: &Health,
 ) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_BATCH);
     // Jobs that arrive while a batch commits wait in the queue and form the
@@ -331,9 +383,22 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
+        let changes = conn.total_changes();
         let committed = run_batch(&mut conn, &mut batch);
-        if committed.is_ok() {
-            commits.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::store_commit_finished(started.elapsed());
+        match &committed {
+            Ok(()) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+                // A commit that wrote nothing succeeds even on a full disk: no news.
+                if conn.total_changes() != changes {
+                    health.committed();
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, jobs = batch.len(), "store transaction not committed");
+                health.commit_failed(e);
+            }
         }
         for job in batch.drain(..) {
             job.reply(committed.as_ref().map(|_| ()));
@@ -344,14 +409,13 @@ fn writer_loop(
 
 /// Runs every job of the batch in one transaction and commits it once.
 fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    // Failures are logged by the caller's health tracker, once per outage.
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        tracing::error!(error = %e, jobs = batch.len(), "store cannot start a transaction");
         return Err(StoreError::Unavailable(e.to_string()));
     }
     let now = now_ms();
     for job in batch.iter_mut() {
         if let Err(e) = job.run(conn, now) {
-            tracing::error!(error = %e, jobs = batch.len(), "store transaction aborted");
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
@@ -359,12 +423,45 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(
         }
     }
     conn.execute_batch("COMMIT").map_err(|e| {
-        tracing::error!(error = %e, jobs = batch.len(), "store commit failed");
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         db_err(e)
     })
+}
+
+/// While the store is failing, puts a probe commit in the queue every
+/// [`PROBE_EVERY`], so that it learns it can commit again without waiting for
+/// traffic. Ends when the store is dropped.
+fn probe_loop(jobs: &mpsc::WeakSender<Box<dyn WriteJob>>, health: &Health) {
+    loop {
+        std::thread::sleep(PROBE_EVERY);
+        let Some(jobs) = jobs.upgrade() else {
+            return;
+        };
+        if health.is_failing() {
+            let (reply, _) = oneshot::channel();
+            // A full queue is already a probe of its own: its batch will tell.
+            let _ = jobs.try_send(Box::new(Job {
+                work: Some(probe),
+                result: None,
+                reply,
+            }));
+        }
+    }
+}
+
+/// A write that leaves nothing behind: a dedup row no source can have
+/// (source names cannot be empty), written and deleted again. Its pages
+/// still go through the log and the commit like any other write.
+fn probe(c: &Connection, now: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO dedup (source, key, event_id, created_at_ms) VALUES ('', 'hookwire-probe', '', ?1)",
+    )?
+    .execute([now])?;
+    c.prepare_cached("DELETE FROM dedup WHERE source = '' AND key = 'hookwire-probe'")?
+        .execute([])?;
+    Ok(())
 }
 
 /// Runs `f` so that its failure undoes only its own writes. The outer error
@@ -787,8 +884,13 @@ impl Store for SqliteStore {
     fn ingest(&self, event: NewEvent) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
         Box::pin(async move {
             let prepared = Prepared::new(event)?;
-            self.write(move |c, now| ingest_one(c, &prepared, now))
-                .await
+            let stored = self
+                .write(move |c, now| ingest_one(c, &prepared, now))
+                .await;
+            if stored.is_err() {
+                self.health.refused();
+            }
+            stored
         })
     }
 
@@ -1006,9 +1108,50 @@ impl Store for SqliteStore {
             if self.jobs.is_closed() {
                 return Err(writer_stopped());
             }
+            self.health.check()?;
             self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
                 .await
         })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, StoreStats> {
+        let writer_queue = (self.jobs.max_capacity() - self.jobs.capacity()) as u64;
+        let path = self.path.clone();
+        Box::pin(async move {
+            // A stalled file system must not stall the scrape's runtime thread.
+            let sizes = tokio::task::spawn_blocking(move || file_sizes(&path)).await;
+            let (database_bytes, wal_bytes, disk_free_bytes) = sizes.unwrap_or_default();
+            StoreStats {
+                writer_queue,
+                database_bytes,
+                wal_bytes,
+                disk_free_bytes,
+            }
+        })
+    }
+}
+
+/// The database file's size, its WAL's, and the space left on their file system.
+fn file_sizes(path: &Path) -> (Option<u64>, Option<u64>, Option<u64>) {
+    let size = |p: &Path| std::fs::metadata(p).ok().map(|m| m.len());
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // The field types differ between platforms; on Linux both are already u64.
+    #[allow(clippy::useless_conversion)]
+    let free = nix::sys::statvfs::statvfs(dir)
+        .ok()
+        .map(|s| u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())));
+    (size(path), size(Path::new(&wal)), free)
+}
+
+impl SqliteStore {
+    /// Whether the store's commits are failing now.
+    pub fn is_failing(&self) -> bool {
+        self.health.is_failing()
     }
 }
 

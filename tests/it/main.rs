@@ -12,5 +12,6 @@ mod docs;
 mod durability;
 mod hardening;
 mod operations;
+mod readiness;
 mod reload;
 mod verification;

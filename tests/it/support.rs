@@ -30,6 +30,8 @@ pub struct Daemon {
     wrapper: Vec<String>,
     /// `http`, or `https` when started with a certificate.
     pub scheme: String,
+    /// The SQLite file, `hookwire.db` in `dir` unless the test chose one.
+    db: PathBuf,
 }
 
 impl Daemon {
@@ -49,7 +51,23 @@ impl Daemon {
         args: &[&str],
         wrapper: &[&str],
     ) -> Daemon {
+        Self::start_full(files, env, args, wrapper, None)
+    }
+
+    /// Starts a daemon whose SQLite file is `db` (e.g. on a small tmpfs).
+    pub fn start_on_database(files: &[(&str, &str)], db: &Path) -> Daemon {
+        Self::start_full(files, &[], &[], &[], Some(db.to_owned()))
+    }
+
+    fn start_full(
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+        args: &[&str],
+        wrapper: &[&str],
+        db: Option<PathBuf>,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
+        let db = db.unwrap_or_else(|| dir.path().join("hookwire.db"));
         std::fs::create_dir_all(dir.path().join("rules")).unwrap();
         for (name, content) in files {
             write(&dir.path().join("rules").join(name), content);
@@ -66,6 +84,7 @@ impl Daemon {
             args: args.iter().map(|s| s.to_string()).collect(),
             wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
             scheme: "http".into(),
+            db,
         };
         d.spawn("127.0.0.1:0");
         d
@@ -148,7 +167,7 @@ impl Daemon {
     }
 
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("hookwire.db")
+        self.db.clone()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -295,6 +314,62 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A small tmpfs mounted for one test (we run as root), unmounted when
+/// dropped — also when the test panics. Declare it before the daemon that
+/// uses it, so that the daemon is stopped first.
+pub struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=…`, e.g. `2m`); panics with
+    /// mount's message when that is impossible here.
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs (the test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `path` until the file system is full; returns the bytes written.
+    pub fn fill(&self, path: &Path) -> u64 {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(path).unwrap();
+        let chunk = vec![0xa5u8; 4096];
+        let mut written = 0u64;
+        // Page by page, then byte by byte: not even a sliver of a block stays free.
+        for size in [4096, 1] {
+            while f.write_all(&chunk[..size]).is_ok() {
+                written += size as u64;
+            }
+        }
+        let _ = f.sync_all();
+        written
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a process still holding a file there does not keep the mount busy.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
