@@ -27,8 +27,9 @@ use crate::rules::{Action, ActionKind};
 pub const FAILURES_TO_OPEN: u32 = 5;
 /// The first wait before a probe, doubled after each failed probe.
 const FIRST_OPEN: Duration = Duration::from_secs(1);
-/// The longest wait between probes of a failing target.
-pub const MAX_OPEN: Duration = Duration::from_secs(60);
+/// The longest wait between probes of a failing target: a few attempts a
+/// minute, and a target that comes back is found within this long.
+pub const MAX_OPEN: Duration = Duration::from_secs(5);
 /// How long a target may hold its whole share before a warning says so.
 const BUSY_WARNING: Duration = Duration::from_secs(10);
 
