@@ -13,4 +13,5 @@ mod durability;
 mod hardening;
 mod operations;
 mod reload;
+mod retention;
 mod verification;
