@@ -87,8 +87,9 @@ fn relay_rules(rx: &Receiver) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_a_large_backlog_never_holds_up_requests() {
     const OLD: u32 = 150_000;
-    // Generous for a loaded two-core machine running a debug build: the old
-    // single DELETE held requests for seconds (see the report in the log).
+    // Generous for a loaded two-core machine running a debug build (batches
+    // give a max of 30-80 ms there); the old single DELETE held the requests
+    // behind it for the whole pass, about 2 s.
     const MAX_LATENCY: Duration = Duration::from_millis(750);
     let rx = Receiver::start().await;
     // Started once to create the schema, then stopped to fill it.
@@ -157,7 +158,6 @@ async fn pruning_a_large_backlog_never_holds_up_requests() {
         "{} requests ({during} while pruning), p99 {p99:?}, max {max:?}; {line}",
         answers.len()
     );
-    assert!(during >= 20, "only {during} requests overlapped the prune");
     for (status, _, id, _) in &answers {
         assert_eq!(*status, 202, "{id}");
     }
@@ -165,6 +165,8 @@ async fn pruning_a_large_backlog_never_holds_up_requests() {
         max < MAX_LATENCY,
         "a request waited {max:?} while pruning (p99 {p99:?})"
     );
+    // Not vacuous: the pass was still running while requests came and went.
+    assert!(during >= 20, "only {during} requests overlapped the prune");
 
     // The old events went with their deliveries and attempts; every new one stayed.
     let cutoff = now_ms() - HOUR_MS;
