@@ -438,11 +438,7 @@ impl PrunePass<'_> {
                 "pruned finished events older than the retention"
             );
         } else {
-            tracing::debug!(
-                batches = p.batches,
-                took_ms,
-                "nothing to prune"
-            );
+            tracing::debug!(batches = p.batches, took_ms, "nothing to prune");
         }
     }
 }

@@ -458,7 +458,12 @@ async fn a_busy_stream_makes_the_dashboard_reload_at_most_once_a_second() {
                 let c = client();
                 let mut last = String::new();
                 for n in (s..EVENTS).step_by(4) {
-                    let r = c.post(&url).body(format!("{{\"n\": {n}}}")).send().await.unwrap();
+                    let r = c
+                        .post(&url)
+                        .body(format!("{{\"n\": {n}}}"))
+                        .send()
+                        .await
+                        .unwrap();
                     assert_eq!(r.status(), 202);
                     last = r.headers()["x-request-id"].to_str().unwrap().to_owned();
                 }
@@ -499,11 +504,20 @@ async fn a_busy_stream_makes_the_dashboard_reload_at_most_once_a_second() {
         // 25 at most per reload. Without this, each of the ~600 delivery
         // messages fetched a row and the queue (twice) again.
         let seconds = busy.ceil() + 1.0;
-        assert!(queue as f64 <= seconds, "{queue} queue reloads in {busy:.1} s");
-        assert!(rows as f64 <= seconds * 25.0, "{rows} row reloads in {busy:.1} s");
+        assert!(
+            queue as f64 <= seconds,
+            "{queue} queue reloads in {busy:.1} s"
+        );
+        assert!(
+            rows as f64 <= seconds * 25.0,
+            "{rows} row reloads in {busy:.1} s"
+        );
         // The table stays bounded however many events arrive.
         let shown = b
-            .js("return document.querySelectorAll('#events tr').length;", vec![])
+            .js(
+                "return document.querySelectorAll('#events tr').length;",
+                vec![],
+            )
             .await?;
         assert!(shown.as_u64().unwrap() <= 200, "{shown} rows");
         Ok::<_, CmdError>(())

@@ -203,6 +203,16 @@ async fn pruning_a_large_backlog_never_holds_up_requests() {
             "{table} of pruned events are left"
         );
     }
+    // The pass is in the metrics too.
+    let metrics = d.get_text("/metrics").await;
+    assert!(
+        metrics.contains(&format!("hookwire_pruned_events_total {OLD}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hookwire_prune_duration_seconds_count 1"),
+        "{metrics}"
+    );
     // The WAL did not balloon with the deletes.
     let wal = std::fs::metadata(d.db_path().with_extension("db-wal"))
         .map(|m| m.len())
