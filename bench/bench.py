@@ -154,9 +154,9 @@ WRK_DONE = r"""
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    "RESULT {\"requests\":%d,\"duration_us\":%d,\"p50_us\":%d,\"p99_us\":%d," ..
+    "RESULT {\"requests\":%d,\"duration_us\":%d,\"p50_us\":%d,\"p99_us\":%d,\"max_us\":%d," ..
     "\"connect\":%d,\"read\":%d,\"write\":%d,\"status\":%d,\"timeout\":%d}\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
     e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
@@ -398,6 +398,24 @@ class Bench:
             if receiver:
                 receiver.stop()
 
+    def retention(self, work, old_events):
+        """Requests while the first retention pass prunes `old_events` finished
+        events (each with a delivery and an attempt) written by an earlier run:
+        wrk's latency figures over a window that the prune runs inside, and
+        the pass as the daemon logs it."""
+        rules = hookwire_rules(1, None, "/dev/null", None)
+        srv = self.start_hookwire(work, rules)
+        srv.stop()  # the schema is made; now an earlier run's events
+        insert_old_events(os.path.join(work, "hookwire.db"), old_events, age_s=2 * 3600)
+        srv = self.start_hookwire(work, rules, extra=("--retention", "1h"))
+        try:
+            r = self.measure(srv, f"http://{srv.addr}/hooks/github", work)
+            r["rss_kb"] = status_kb(srv.pid, "VmHWM")
+            r["prune"] = prune_pass(srv.log_path)
+            return r
+        finally:
+            srv.stop()
+
     def idle_rss(self, work):
         """RSS of hookwire serving the shipped rules/, idle after start."""
         srv = Server(
@@ -485,6 +503,55 @@ class Bench:
             srv.stop()
 
 
+def insert_old_events(db, n, age_s):
+    """`n` finished events received `age_s` ago, as hookwire stores them:
+    ids are `evt_` + a lowercase ULID of the receive time."""
+    import random
+    import sqlite3
+
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+
+    def ulid(ms):
+        v = (ms << 80) | random.getrandbits(80)
+        return "".join(alphabet[(v >> (5 * i)) & 31] for i in reversed(range(26)))
+
+    conn = sqlite3.connect(db)
+    start = int((time.time() - age_s) * 1000)
+    body = b'{"ref": "refs/heads/old"}'
+    rows = []
+    for i in range(n):
+        at = start + i * 60_000 // n
+        e, d = "evt_" + ulid(at), "dlv_" + ulid(at)
+        rows.append((e, at, body, d, "att_" + ulid(at)))
+    conn.executemany(
+        "INSERT INTO events (id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, matched_any) "
+        "VALUES (?, 'github', ?, 'POST', '/hooks/github', '', '[]', ?, '', '[]', '[]', '[\"r\"]', 1)",
+        [(e, at, b) for e, at, b, _, _ in rows],
+    )
+    conn.executemany(
+        "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, attempts, attempts_total, next_attempt_at_ms, created_at_ms, updated_at_ms) "
+        "VALUES (?, ?, 'r', 'http-0', 'http', 'succeeded', 1, 1, ?, ?, ?)",
+        [(d, e, at, at, at) for e, at, _, d, _ in rows],
+    )
+    conn.executemany(
+        "INSERT INTO attempts (id, delivery_id, number, budget_number, started_at_ms, duration_ms, outcome, status_code) "
+        "VALUES (?, ?, 1, 1, ?, 3, 'succeeded', 200)",
+        [(a, d, at) for _, at, _, d, a in rows],
+    )
+    conn.commit()
+    conn.close()
+
+
+def prune_pass(log_path):
+    """The first prune pass the daemon logged: events, took_ms, longest_batch_ms."""
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            if "pruned finished events" in line:
+                fields = json.loads(line).get("fields", {})
+                return {k: fields.get(k) for k in ("events", "batches", "took_ms", "longest_batch_ms")}
+    return None
+
+
 def reload_times(log_path):
     out = []
     with open(log_path, errors="replace") as f:
@@ -550,7 +617,7 @@ def status_meminfo():
     return "?"
 
 
-def report(results, reloads, idle, args):
+def report(results, reloads, idle, args, retention=()):
     lines = []
     med = {}
     for key, _ in SCENARIOS:
@@ -593,6 +660,15 @@ def report(results, reloads, idle, args):
     if idle:
         lines.append(f"Idle RSS (shipped rules/, 2 s after start): median {median(idle) / 1024:.1f} MB; every round: "
                      + ", ".join(f"{x / 1024:.1f} MB" for x in idle))
+    for r in retention:
+        p = r.get("prune") or {}
+        lines.append(
+            f"Retention under load (hookwire, no match, under wrk as above while the first pass prunes "
+            f"{args.prune_events:,} old events with their deliveries and attempts): "
+            f"pass {p.get('events', '?')} events in {p.get('took_ms', '?')} ms, {p.get('batches', '?')} writes, "
+            f"longest {p.get('longest_batch_ms', '?')} ms; requests {r['rps']:.0f}/s, p50 {fmt_ms(r['p50_us'])}, "
+            f"p99 {fmt_ms(r['p99_us'])}, max {fmt_ms(r['max_us'])}, non-2xx {r['status']}, peak RSS {r['rss_kb'] / 1024:.1f} MB"
+        )
     lines.append("")
 
     def ratio(a, b):
@@ -644,14 +720,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--only", help="comma-separated scenario keys: " + ",".join(k for k, _ in SCENARIOS))
+    ap.add_argument("--only", help="comma-separated scenario keys: " + ",".join(k for k, _ in SCENARIOS)
+                    + ",reload,idle,retention")
     ap.add_argument("--results", help="markdown file whose generated section is replaced with this run")
+    ap.add_argument("--prune-events", type=int, default=300_000,
+                    help="old events the retention scenario prunes while under load")
     args = ap.parse_args()
 
     bench = Bench(args, args.bin)
     only = set(args.only.split(",")) if args.only else None
     results = {k: [] for k, _ in SCENARIOS}
-    reloads, idle, outages = [], [], []
+    reloads, idle, outages, retention = [], [], [], []
     runs = {
         "ceiling": lambda w: bench.ceiling_scenario(w),
         "peer-nomatch": lambda w: bench.peer_scenario(w, matching=False),
@@ -695,9 +774,17 @@ def main():
             with tempfile.TemporaryDirectory(prefix="hookwire-bench-idle-") as work:
                 idle.append(bench.idle_rss(work))
             log(f"round {rnd} idle RSS      {idle[-1] / 1024:.1f} MB")
+        if not only or "retention" in only:
+            with tempfile.TemporaryDirectory(prefix="hookwire-bench-retention-") as work:
+                r = bench.retention(work, args.prune_events)
+            retention.append(r)
+            log(
+                f"round {rnd} retention     {r['rps']:8.0f} req/s  p99 {fmt_ms(r['p99_us']):>9}  max {fmt_ms(r['max_us']):>9}  "
+                f"non-2xx {r['status']}  prune {r['prune']}"
+            )
 
     text = f"Machine: {machine()}\n\nRun: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, " \
-           f"{(time.time() - started) / 60:.1f} min\n\n" + report(results, reloads, idle, args)
+           f"{(time.time() - started) / 60:.1f} min\n\n" + report(results, reloads, idle, args, retention)
     if outages:
         text += "\n\n### Receiver outage\n\n" + "\n".join(
             f"- {o['acked']:,} events acknowledged in 20 s with the receiver down: "

@@ -211,12 +211,18 @@ async fn prune_loop(store: SharedStore, retention: Duration, cancel: Cancellatio
     loop {
         let before =
             crate::dispatch::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        match store.prune(before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                events = n,
-                "pruned finished events older than the retention"
-            ),
+        let started = std::time::Instant::now();
+        // A pass over a large backlog takes a while; shutdown stops it between batches.
+        let result = tokio::select! {
+            r = store.prune(before) => r,
+            _ = cancel.cancelled() => break,
+        };
+        match result {
+            Ok(pruned) => crate::telemetry::PrunePass {
+                pruned: &pruned,
+                took: started.elapsed(),
+            }
+            .emit(),
             Err(e) => tracing::warn!(error = %e, "pruning failed; will try again"),
         }
         // A short retention is pruned at least twice per retention period.

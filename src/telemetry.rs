@@ -116,6 +116,10 @@ pub struct Metrics {
     database_bytes: Gauge,
     wal_bytes: Gauge,
     disk_free_bytes: Gauge,
+    prune_seconds: Histogram,
+    pruned_events: Counter,
+    pruned_dedup_keys: Counter,
+    prune_batch_seconds: Histogram,
 }
 
 fn attempt_histogram() -> Histogram {
@@ -156,6 +160,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         database_bytes: Gauge::default(),
         wal_bytes: Gauge::default(),
         disk_free_bytes: Gauge::default(),
+        // 1 ms to about 65 s: a pass over a large backlog takes a while.
+        prune_seconds: attempt_histogram(),
+        pruned_events: Counter::default(),
+        pruned_dedup_keys: Counter::default(),
+        // 0.5 ms to about 1 s: the longest write of a pass (what ingest may wait for).
+        prune_batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 12)),
         registry: Registry::default(),
     };
     registry.register(
@@ -274,6 +284,26 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "disk_free_bytes",
         "Space left for the database on its file system at the last scrape",
         m.disk_free_bytes.clone(),
+    );
+    registry.register(
+        "prune_duration_seconds",
+        "How long retention pruning passes took",
+        m.prune_seconds.clone(),
+    );
+    registry.register(
+        "pruned_events",
+        "Finished events deleted by retention pruning (with their deliveries and attempts)",
+        m.pruned_events.clone(),
+    );
+    registry.register(
+        "pruned_dedup_keys",
+        "Expired dedup keys deleted by pruning",
+        m.pruned_dedup_keys.clone(),
+    );
+    registry.register(
+        "prune_longest_batch_seconds",
+        "The longest single write of each pruning pass (what a request could wait behind)",
+        m.prune_batch_seconds.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -655,6 +685,39 @@ pub fn store_stats(stats: &crate::store::StoreStats) {
     set(&METRICS.database_bytes, stats.database_bytes);
     set(&METRICS.wal_bytes, stats.wal_bytes);
     set(&METRICS.disk_free_bytes, stats.disk_free_bytes);
+}
+
+/// A retention pruning pass finished. Logged at info when it deleted
+/// something (else at debug: a pass runs every few minutes), always measured.
+pub struct PrunePass<'a> {
+    pub pruned: &'a crate::store::Pruned,
+    pub took: std::time::Duration,
+}
+
+impl PrunePass<'_> {
+    pub fn emit(&self) {
+        let p = self.pruned;
+        METRICS.prune_seconds.observe(self.took.as_secs_f64());
+        METRICS.pruned_events.inc_by(p.events);
+        METRICS.pruned_dedup_keys.inc_by(p.dedup_keys);
+        METRICS
+            .prune_batch_seconds
+            .observe(p.longest_batch.as_secs_f64());
+        let took_ms = self.took.as_millis() as u64;
+        let longest_batch_ms = p.longest_batch.as_millis() as u64;
+        if p.events + p.dedup_keys > 0 {
+            tracing::info!(
+                events = p.events,
+                dedup_keys = p.dedup_keys,
+                batches = p.batches,
+                took_ms,
+                longest_batch_ms,
+                "pruned finished events older than the retention"
+            );
+        } else {
+            tracing::debug!(batches = p.batches, took_ms, "nothing to prune");
+        }
+    }
 }
 
 #[cfg(test)]

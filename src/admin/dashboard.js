@@ -40,6 +40,24 @@ $("login").addEventListener("submit", (ev) => {
 });
 let next = null, selected = null;
 
+// The live stream can bring hundreds of messages a second. What they make the
+// page fetch again (changed rows, the open event, the queue count) is fetched
+// at most once per RELOAD_EVERY, after the messages of that second (trailing
+// edge): an open dashboard costs the daemon a few reads a second, not a few per
+// message, and never starves delivery.
+const RELOAD_EVERY = 1000;
+// Live rows kept at most; older ones are one click away ("older events").
+const MAX_ROWS = 200;
+// Changed rows fetched again per reload at most, newest first.
+const MAX_ROW_RELOADS = 25;
+function throttled(fn) {
+  let timer = null;
+  return () => {
+    if (timer) return;
+    timer = setTimeout(() => { timer = null; fn(); }, RELOAD_EVERY);
+  };
+}
+
 function pill(status) { return el("span", { class: "pill " + status }, status); }
 function deliverySummary(ds) {
   const counts = {};
@@ -153,10 +171,37 @@ async function loadRules() {
   $("source").replaceChildren(el("option", { value: "" }, "all sources"), ...r.sources.map((s) => el("option", { value: s.name }, s.name)));
   $("source").value = current;
 }
+// The queue depth as /metrics counts it: one count over an index, where
+// listing the waiting deliveries would read and send hundreds of them.
 async function loadQueue() {
-  const q = await api("/api/deliveries?status=pending&limit=500").catch(() => null);
-  const r = await api("/api/deliveries?status=retrying&limit=500").catch(() => null);
-  if (q && r) $("queue").textContent = `queue: ${q.deliveries.length + r.deliveries.length}${q.deliveries.length + r.deliveries.length >= 500 ? "+" : ""}`;
+  const r = await fetch("/metrics").catch(() => null);
+  const text = r && r.ok ? await r.text().catch(() => "") : "";
+  const m = /^hookwire_queue_depth(?:\{[^}]*\})? (\d+)/m.exec(text);
+  if (m) $("queue").textContent = `queue: ${m[1]}`;
+}
+const reloadQueue = throttled(loadQueue);
+const reloadSelected = throttled(() => { if (selected) showEvent(selected).catch(() => {}); });
+// Rows whose deliveries changed since the last reload.
+const changed = new Set();
+const rowOf = (id) => document.querySelector(`#events tr[data-id="${CSS.escape(id)}"]`);
+const reloadRows = throttled(() => {
+  for (const id of changed) if (!rowOf(id)) changed.delete(id);
+  const ids = [...changed].sort().reverse().slice(0, MAX_ROW_RELOADS);
+  for (const id of ids) {
+    changed.delete(id);
+    const row = rowOf(id);
+    api("/api/events/" + encodeURIComponent(id)).then((e) => row.replaceWith(eventRow(e, false))).catch(() => {});
+  }
+  // The rest in the next reload.
+  if (changed.size) reloadRows();
+});
+// Keeps the table at MAX_ROWS: paging goes on from the last row kept.
+function trimRows() {
+  const rows = $("events").rows;
+  if (rows.length <= MAX_ROWS) return;
+  while (rows.length > MAX_ROWS) rows[rows.length - 1].remove();
+  next = rows[rows.length - 1].dataset.id;
+  $("more").hidden = false;
 }
 // Targets whose breaker is open or probing: their deliveries are held.
 async function loadTargets() {
@@ -191,13 +236,16 @@ async function live() {
     const matched = (e.matched || []).length > 0;
     if ($("matched").value && String(matched) !== $("matched").value) return;
     $("events").prepend(eventRow({ ...e, deliveries: [] }, true));
+    trimRows();
   });
   src.addEventListener("delivery", (m) => {
     const dl = JSON.parse(m.data);
-    const row = document.querySelector(`#events tr[data-id="${CSS.escape(dl.event_id)}"]`);
-    if (row) api("/api/events/" + encodeURIComponent(dl.event_id)).then((e) => row.replaceWith(eventRow(e, false))).catch(() => {});
-    if (selected === dl.event_id) showEvent(selected).catch(() => {});
-    loadQueue();
+    if (rowOf(dl.event_id)) {
+      changed.add(dl.event_id);
+      reloadRows();
+    }
+    if (selected === dl.event_id) reloadSelected();
+    reloadQueue();
   });
 }
 $("source").onchange = $("matched").onchange = () => loadEvents(false);

@@ -142,6 +142,17 @@ pub struct Page {
     pub before: Option<String>,
 }
 
+/// What one pruning pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub dedup_keys: u64,
+    /// Writes it took (each waited its turn behind other writes).
+    pub batches: u64,
+    /// The longest of them: what a write arriving meanwhile could wait for.
+    pub longest_batch: Duration,
+}
+
 /// What putting a delivery back in the queue came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetryOutcome {
@@ -278,8 +289,12 @@ pub trait Store: Send + Sync + 'static {
     /// When the next delivery becomes due (`None` when nothing waits).
     fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;
 
-    /// Deletes finished events received before `before_ms`; returns how many.
-    fn prune(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Deletes finished events received before `before_ms` (their deliveries
+    /// and attempts go with them) and expired dedup keys. Works in small
+    /// batches, each its own write, so writes that arrive meanwhile wait for
+    /// one batch at most; dropping the future stops between batches (what
+    /// was deleted stays deleted).
+    fn prune(&self, before_ms: i64) -> BoxFuture<'_, Result<Pruned, StoreError>>;
 
     /// Events newest first, optionally of one source and matched or not.
     fn event_page(

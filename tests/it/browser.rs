@@ -428,3 +428,101 @@ async fn the_page_signs_in_and_reopens_its_stream_with_a_fresh_ticket() {
     let _ = b.client.close().await;
     result.unwrap();
 }
+
+/// A busy live stream does not turn into a storm of reads: the page fetches
+/// changed rows, the open event and the queue count again at most about once
+/// a second (trailing edge), and still ends showing the final state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_stream_makes_the_dashboard_reload_at_most_once_a_second() {
+    const EVENTS: usize = 300;
+    let rx = Receiver::start().await;
+    let rules = format!(
+        "sources:\n  app: {{}}\nrules:\n  - name: relay\n    source: app\n    actions:\n      - name: out\n        http: {{ url: \"{}\" }}\n",
+        rx.url("/out")
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    let b = Browser::open().await;
+    let run = async {
+        b.client.goto(&d.url("/")).await?;
+        b.wait_for("#live.yes").await?;
+        b.js(
+            "performance.setResourceTimingBufferSize(100000); performance.clearResourceTimings();",
+            vec![],
+        )
+        .await?;
+        let started = std::time::Instant::now();
+        let mut senders = Vec::new();
+        for s in 0..4 {
+            let url = d.url("/hooks/app");
+            senders.push(tokio::spawn(async move {
+                let c = client();
+                let mut last = String::new();
+                for n in (s..EVENTS).step_by(4) {
+                    let r = c
+                        .post(&url)
+                        .body(format!("{{\"n\": {n}}}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 202);
+                    last = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+                }
+                last
+            }));
+        }
+        let mut last = Vec::new();
+        for s in senders {
+            last.push(s.await.unwrap());
+        }
+        rx.wait_for("/out", EVENTS, Duration::from_secs(60)).await;
+        // The rows of the last events end up showing their final state.
+        for id in &last {
+            b.wait_for(&format!("#events tr[data-id='{id}'] .pill.succeeded"))
+                .await?;
+        }
+        let busy = started.elapsed().as_secs_f64();
+        let fetched = b
+            .js(
+                "return performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname);",
+                vec![],
+            )
+            .await?;
+        let paths: Vec<&str> = fetched
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let count = |f: &dyn Fn(&str) -> bool| paths.iter().filter(|p| f(p)).count();
+        let rows = count(&|p| p.starts_with("/api/events/evt_"));
+        let queue = count(&|p| p == "/metrics" || p == "/api/deliveries");
+        println!(
+            "{EVENTS} events in {busy:.1} s: {rows} row reloads, {queue} queue reloads, {} fetches in all",
+            paths.len()
+        );
+        // One reload per second and view, plus the trailing one; rows come
+        // 25 at most per reload. Without this, each of the ~600 delivery
+        // messages fetched a row and the queue (twice) again.
+        let seconds = busy.ceil() + 1.0;
+        assert!(
+            queue as f64 <= seconds,
+            "{queue} queue reloads in {busy:.1} s"
+        );
+        assert!(
+            rows as f64 <= seconds * 25.0,
+            "{rows} row reloads in {busy:.1} s"
+        );
+        // The table stays bounded however many events arrive.
+        let shown = b
+            .js(
+                "return document.querySelectorAll('#events tr').length;",
+                vec![],
+            )
+            .await?;
+        assert!(shown.as_u64().unwrap() <= 200, "{shown} rows");
+        Ok::<_, CmdError>(())
+    };
+    let result = run.await;
+    let _ = b.client.close().await;
+    result.unwrap();
+}

@@ -14,4 +14,5 @@ mod hardening;
 mod operations;
 mod readiness;
 mod reload;
+mod retention;
 mod verification;
