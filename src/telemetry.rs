@@ -105,6 +105,7 @@ pub struct Metrics {
     breaker_open: Family<Labels, Gauge>,
     breaker_opened: Family<Labels, Counter>,
     pub target_in_flight: Family<Labels, Gauge>,
+    target_failures: Family<Labels, Counter>,
     pub oldest_waiting_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     reloads: Counter,
     reload_failures: Counter,
@@ -149,6 +150,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         breaker_open: Family::default(),
         breaker_opened: Family::default(),
         target_in_flight: Family::default(),
+        target_failures: Family::default(),
         oldest_waiting_seconds: Gauge::default(),
         reloads: Counter::default(),
         reload_failures: Counter::default(),
@@ -234,6 +236,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "target_breaker_opened",
         "Times a target's circuit breaker opened, by target",
         m.breaker_opened.clone(),
+    );
+    registry.register(
+        "target_failures",
+        "Attempts to a target that failed in a way that is retried (connection, timeout, 5xx, 429), by target",
+        m.target_failures.clone(),
     );
     registry.register(
         "target_in_flight",
@@ -450,6 +457,14 @@ pub fn connection_refused(peer: std::net::SocketAddr) {
         *last = Some(std::time::Instant::now());
         tracing::warn!(%peer, "connection limit reached: answered 503 (see --max-connections)");
     }
+}
+
+/// An attempt to a target failed in a way the policy retries.
+pub fn target_failed(target: &str) {
+    METRICS
+        .target_failures
+        .get_or_create(&vec![label("target", target)])
+        .inc();
 }
 
 /// Attempts in flight per target, set when metrics are read.

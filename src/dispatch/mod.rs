@@ -317,6 +317,9 @@ impl Dispatcher {
         };
         if let Some(t) = &target {
             let reached = rendered.then_some(!matches!(result.outcome, Outcome::Retryable { .. }));
+            if reached == Some(false) {
+                crate::telemetry::target_failed(&t.key);
+            }
             if let Some(change) = self.targets.finish(t, reached, Instant::now()) {
                 self.target_changed(t, change).await;
             }

@@ -988,6 +988,12 @@ async fn a_failing_target_is_held_by_its_breaker_and_drained_when_back() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(oldest >= 3.0, "the oldest held delivery waited {oldest} s");
+    assert!(
+        metrics.contains(&format!(
+            "hookwire_target_failures_total{{target=\"http://127.0.0.1:{port}\"}} "
+        )),
+        "{metrics}"
+    );
     // Held deliveries spent nothing: most were never attempted.
     let untried = d.db_count("SELECT count(*) FROM deliveries WHERE attempts_total = 0");
     assert!(untried >= 20, "{untried} of 30 never attempted");
