@@ -16,6 +16,8 @@
 //! | module | owns |
 //! |---|---|
 //! | [`config`] | durations, sizes and other values shared by flags and rule files |
+//! | [`bus`] | the live event bus: new events and delivery changes, for `/api/stream` |
+//! | [`clock`] | the time now, and stored times in RFC 3339 |
 //! | [`ids`] | prefixed, time-sortable ids (`evt_…`, `dlv_…`, `att_…`) |
 //! | [`redact`] | masking every secret in every output: logs, stored attempts, API answers, CLI |
 //! | [`rules`] | reading rule files with positions, `${VAR}`, validation, compilation into a [`rules::RuleSet`] |
@@ -39,7 +41,9 @@
 
 pub mod actions;
 pub mod admin;
+pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod ids;

@@ -48,7 +48,7 @@ pub struct AppState {
     /// Rung when an event with deliveries is committed, so the dispatcher starts at once.
     pub wake: Arc<tokio::sync::Notify>,
     /// New events and delivery state changes, for `GET /api/stream`.
-    pub stream: crate::admin::Stream,
+    pub stream: crate::bus::Stream,
     /// The supervised background tasks, for `/readyz`.
     pub tasks: crate::supervise::Tasks,
     /// Delivery targets: in-flight attempts and breakers, for the API and metrics.
@@ -127,7 +127,7 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
 
     let mailer =
         Mailer::new(opts.smtp_url.as_deref(), &opts.smtp_from).map_err(anyhow::Error::msg)?;
-    let stream = crate::admin::Stream::default();
+    let stream = crate::bus::Stream::default();
     let dispatcher = Arc::new(
         Dispatcher::new(
             store.clone(),
@@ -210,7 +210,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 async fn prune_loop(store: SharedStore, retention: Duration, cancel: CancellationToken) {
     loop {
         let before =
-            crate::dispatch::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            crate::clock::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let started = std::time::Instant::now();
         // A pass over a large backlog takes a while; shutdown stops it between batches.
         let result = tokio::select! {

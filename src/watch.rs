@@ -52,7 +52,7 @@ mod rfc3339_opt {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         match t {
-            Some(t) => s.serialize_str(&crate::ingest::rfc3339(*t)),
+            Some(t) => s.serialize_str(&crate::clock::rfc3339(*t)),
             None => s.serialize_none(),
         }
     }

@@ -25,10 +25,10 @@ use axum::extract::{Path, Query};
 use serde_json::Value;
 
 use self::ticket::{StreamTickets, TICKET_TTL};
-use crate::dispatch::policy::DeliveryState;
 use crate::ids::{DeliveryId, EventId, RequestId};
 use crate::rules::RuleSet;
 use crate::server::AppState;
+use crate::store::DeliveryState;
 use crate::store::{Page, RetryOutcome, StoreError, StoredAttempt, StoredDelivery, StoredEvent};
 
 /// What the admin middleware needs: the app and the stream tickets it handed out.
@@ -83,7 +83,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
     if let Ok(oldest) = app.store.oldest_waiting().await {
-        let age = oldest.map_or(0, |at| (crate::dispatch::now_ms() - at).max(0));
+        let age = oldest.map_or(0, |at| (crate::clock::now_ms() - at).max(0));
         crate::telemetry::METRICS
             .oldest_waiting_seconds
             .set(age as f64 / 1000.0);
@@ -247,7 +247,7 @@ async fn rules(State(app): State<Arc<AppState>>) -> Response {
     let status = app.rules.status();
     answer(json!({
         "version": set.version,
-        "loaded_at": crate::ingest::rfc3339(set.loaded_at),
+        "loaded_at": crate::clock::rfc3339(set.loaded_at),
         "files": set.files,
         "sources": set.sources.iter().map(|s| json!({
             "name": s.name,
@@ -359,7 +359,7 @@ fn delivery_json(set: &RuleSet, d: &StoredDelivery) -> Value {
         "status": d.status, "attempts": d.attempts, "attempts_in_budget": d.attempts_in_budget,
         "budget": budget, "manual_retries": d.manual_retries, "retried_by": d.retried_by,
         "replayed_by": d.replayed_by, "serialize_key": d.serialize_key,
-        "created_at": crate::ingest::rfc3339_ms(d.created_at_ms),
+        "created_at": crate::clock::rfc3339_ms(d.created_at_ms),
     })
 }
 
@@ -376,7 +376,7 @@ fn with_request_id(request: &RequestId, mut resp: Response) -> Response {
 
 fn event_summary(set: &RuleSet, e: &StoredEvent) -> Value {
     json!({
-        "id": e.id, "source": e.source, "received_at": crate::ingest::rfc3339_ms(e.received_at_ms), "method": e.method,
+        "id": e.id, "source": e.source, "received_at": crate::clock::rfc3339_ms(e.received_at_ms), "method": e.method,
         "path": e.path, "matched": e.matched, "deliveries": e.deliveries.iter().map(|d| delivery_json(set, d)).collect::<Vec<_>>(),
     })
 }
@@ -434,7 +434,7 @@ async fn event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
         crate::ingest::evaluate::explain_missing(&set, &req, &mut trace);
     }
     let body = json!({
-        "id": e.id, "source": e.source, "received_at": crate::ingest::rfc3339_ms(e.received_at_ms), "method": e.method,
+        "id": e.id, "source": e.source, "received_at": crate::clock::rfc3339_ms(e.received_at_ms), "method": e.method,
         "path": e.path, "query": e.query, "headers": headers, "body": String::from_utf8_lossy(&e.body),
         "payload": e.payload, "facts": e.facts, "trace": trace, "matched": e.matched, "deliveries": deliveries,
     });
@@ -448,7 +448,7 @@ fn attempts_json(attempts: &[StoredAttempt]) -> Value {
             .map(|a| {
                 json!({
                     "number": a.number, "budget_number": a.budget_number, "round": a.round,
-                    "after_retry": a.round > 0, "requested_by": a.requested_by, "started_at": crate::ingest::rfc3339_ms(a.started_at_ms), "duration_ms": a.duration_ms,
+                    "after_retry": a.round > 0, "requested_by": a.requested_by, "started_at": crate::clock::rfc3339_ms(a.started_at_ms), "duration_ms": a.duration_ms,
                     "outcome": a.outcome, "status_code": a.status_code, "exit_code": a.exit_code, "error": a.error,
                     "response": a.response,
                 })
@@ -560,33 +560,10 @@ async fn targets(State(app): State<Arc<AppState>>) -> Response {
 // ---------------------------------------------------------------------------
 // Live stream.
 
-/// How many messages a slow stream client may fall behind before it misses some.
-const STREAM_BUFFER: usize = 1024;
-
-/// Fan-out of new events and delivery state changes to `GET /api/stream` clients.
-#[derive(Clone)]
-pub struct Stream(tokio::sync::broadcast::Sender<Value>);
-
-impl Default for Stream {
-    fn default() -> Self {
-        Self(tokio::sync::broadcast::channel(STREAM_BUFFER).0)
-    }
-}
-
-impl Stream {
-    /// Sends to every connected client; nobody listening is fine, and then
-    /// the message is not even built.
-    pub fn publish(&self, message: impl FnOnce() -> Value) {
-        if self.0.receiver_count() > 0 {
-            let _ = self.0.send(message());
-        }
-    }
-}
-
 /// Server-sent events: `event: event` for each stored event, `event: delivery` for each delivery state change.
 async fn stream(State(app): State<Arc<AppState>>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let rx = app.stream.0.subscribe();
+    let rx = app.stream.subscribe();
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {

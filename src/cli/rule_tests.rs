@@ -86,7 +86,7 @@ async fn run_one(set: &RuleSet, t: &RuleTest) -> Vec<String> {
     let req = Request {
         event_id: "evt_test".to_owned(),
         source: source.name.clone(),
-        received_at: crate::ingest::rfc3339(std::time::SystemTime::now()),
+        received_at: crate::clock::rfc3339(std::time::SystemTime::now()),
         method: t.method.clone().unwrap_or_else(|| {
             source
                 .methods

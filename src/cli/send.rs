@@ -71,7 +71,7 @@ fn provider_headers(
             ("X-Shopify-Webhook-Id", id.as_str()),
             (
                 "X-Shopify-Triggered-At",
-                crate::ingest::rfc3339(now).as_str(),
+                crate::clock::rfc3339(now).as_str(),
             ),
         ]),
         SignScheme::Stripe | SignScheme::Slack | SignScheme::Standard => {

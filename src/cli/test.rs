@@ -11,8 +11,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::actions::{self, EventData, Rendered};
+use crate::clock::rfc3339;
+use crate::ingest::decode;
 use crate::ingest::evaluate::{self, Request, RuleTrace};
-use crate::ingest::{decode, rfc3339};
 use crate::matching::Step;
 use crate::rules::{self, LoadOptions, RuleSet};
 

@@ -15,7 +15,7 @@ pub mod targets;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 
@@ -27,6 +27,7 @@ use crate::actions::command::CommandEnv;
 use crate::actions::email::Mailer;
 use crate::actions::http::HttpRunner;
 use crate::actions::{self, AttemptResult, EventData as RenderData};
+use crate::clock::now_ms;
 use crate::ids::AttemptId;
 use crate::ingest::evaluate::Request;
 use crate::rules::{ActionKind, RetryPolicy};
@@ -59,7 +60,7 @@ pub struct Dispatcher {
     target_map: std::sync::Mutex<(u64, Arc<TargetMap>)>,
     http: HttpRunner,
     mailer: Mailer,
-    stream: crate::admin::Stream,
+    stream: crate::bus::Stream,
 }
 
 impl Dispatcher {
@@ -68,7 +69,7 @@ impl Dispatcher {
         rules: Arc<LiveRules>,
         workers: usize,
         mailer: Mailer,
-        stream: crate::admin::Stream,
+        stream: crate::bus::Stream,
     ) -> Result<Self, String> {
         let http = HttpRunner::new().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Self {
@@ -466,7 +467,7 @@ fn request(c: &mut Claimed) -> Request {
     Request {
         event_id: c.event_id.to_string(),
         source: c.event.source.clone(),
-        received_at: crate::ingest::rfc3339_ms(c.event.received_at_ms),
+        received_at: crate::clock::rfc3339_ms(c.event.received_at_ms),
         method: c.event.method.clone(),
         path: c.event.path.clone(),
         headers: c.event.headers.clone(),
@@ -474,10 +475,4 @@ fn request(c: &mut Claimed) -> Request {
         body: bytes::Bytes::from(c.event.body.clone()),
         payload: std::mem::take(&mut c.event.payload),
     }
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -9,52 +9,7 @@
 use std::time::Duration;
 
 use crate::rules::RetryPolicy;
-
-/// Where a delivery is in its life; stored as its lowercase name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryState {
-    Pending,
-    Running,
-    Succeeded,
-    Retrying,
-    Dead,
-    Skipped,
-}
-
-impl DeliveryState {
-    pub const ALL: [DeliveryState; 6] = [
-        DeliveryState::Pending,
-        DeliveryState::Running,
-        DeliveryState::Succeeded,
-        DeliveryState::Retrying,
-        DeliveryState::Dead,
-        DeliveryState::Skipped,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Running => "running",
-            DeliveryState::Succeeded => "succeeded",
-            DeliveryState::Retrying => "retrying",
-            DeliveryState::Dead => "dead",
-            DeliveryState::Skipped => "skipped",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.as_str() == s)
-    }
-
-    /// No more attempts will be made (until a person retries it).
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            DeliveryState::Succeeded | DeliveryState::Dead | DeliveryState::Skipped
-        )
-    }
-}
+pub use crate::store::DeliveryState;
 
 /// What one attempt came to, as each action classifies it.
 #[derive(Debug, Clone, Copy, PartialEq)]

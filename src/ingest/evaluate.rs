@@ -70,7 +70,7 @@ impl Request {
         Self {
             event_id: e.id.to_string(),
             source: e.source.clone(),
-            received_at: crate::ingest::rfc3339_ms(e.received_at_ms),
+            received_at: crate::clock::rfc3339_ms(e.received_at_ms),
             method: e.method.clone(),
             path: e.path.clone(),
             headers: e.headers.clone(),

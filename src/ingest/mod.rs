@@ -284,7 +284,7 @@ async fn ingest(
     let req = Request {
         event_id: id.to_string(),
         source: source.name.clone(),
-        received_at: rfc3339(now),
+        received_at: crate::clock::rfc3339(now),
         method: method.to_string(),
         path: path.to_owned(),
         headers: header_pairs,
@@ -452,16 +452,5 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
                 .into_owned()
                 .collect()
         })
-        .unwrap_or_default()
-}
-
-/// Milliseconds since the Unix epoch (as stored) in RFC 3339.
-pub fn rfc3339_ms(ms: i64) -> String {
-    rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
-}
-
-pub fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }

@@ -7,6 +7,9 @@
 
 pub mod health;
 pub mod sqlite;
+mod state;
+
+pub use state::DeliveryState;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +17,6 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
-use crate::dispatch::policy::DeliveryState;
 use crate::ids::{AttemptId, DeliveryId, EventId, RequestId};
 
 /// An accepted request, ready to be stored with its deliveries.

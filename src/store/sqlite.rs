@@ -14,6 +14,7 @@
 //! The dispatcher's one read (`next_due`) has a connection of its own, so
 //! admin listings never hold it up.
 
+use crate::clock::now_ms;
 use std::fmt::Display;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -692,12 +693,6 @@ fn ingest_one(conn: &Connection, p: &Prepared, now: i64) -> rusqlite::Result<Ing
         ])?;
     }
     Ok(IngestOutcome::Stored)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// When the next delivery is due: each state's earliest time is one step down
@@ -1384,7 +1379,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::policy::DeliveryState;
+    use crate::store::DeliveryState;
     use crate::store::NewDelivery;
 
     fn event(source: &str, dedup: Option<&str>) -> NewEvent {

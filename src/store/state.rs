@@ -1,0 +1,48 @@
+//! The states of a delivery, as the store keeps them and every layer above
+//! reads them.
+
+/// Where a delivery is in its life; stored as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Running,
+    Succeeded,
+    Retrying,
+    Dead,
+    Skipped,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 6] = [
+        DeliveryState::Pending,
+        DeliveryState::Running,
+        DeliveryState::Succeeded,
+        DeliveryState::Retrying,
+        DeliveryState::Dead,
+        DeliveryState::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Running => "running",
+            DeliveryState::Succeeded => "succeeded",
+            DeliveryState::Retrying => "retrying",
+            DeliveryState::Dead => "dead",
+            DeliveryState::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// No more attempts will be made (until a person retries it).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Succeeded | DeliveryState::Dead | DeliveryState::Skipped
+        )
+    }
+}
