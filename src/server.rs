@@ -219,7 +219,10 @@ async fn prune_loop(store: SharedStore, retention: Duration, cancel: Cancellatio
         };
         match result {
             Ok(pruned) => crate::telemetry::PrunePass {
-                pruned: &pruned,
+                events: pruned.events,
+                dedup_keys: pruned.dedup_keys,
+                batches: pruned.batches,
+                longest_batch: pruned.longest_batch,
                 took: started.elapsed(),
             }
             .emit(),

@@ -468,13 +468,11 @@ pub fn target_failed(target: &str) {
 }
 
 /// Attempts in flight per target, set when metrics are read.
-pub fn targets_in_flight(targets: &[crate::dispatch::targets::TargetStatus]) {
-    for t in targets {
-        METRICS
-            .target_in_flight
-            .get_or_create(&vec![label("target", &t.target)])
-            .set(i64::try_from(t.in_flight).unwrap_or(i64::MAX));
-    }
+pub fn target_in_flight(target: &str, in_flight: usize) {
+    METRICS
+        .target_in_flight
+        .get_or_create(&vec![label("target", target)])
+        .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
 }
 
 /// A target has held its whole share of the workers for a while.
@@ -486,46 +484,46 @@ pub fn target_saturated(target: &str, in_flight: usize) {
     );
 }
 
-/// A target's breaker opened, opened again after a failed probe, or closed.
-pub fn breaker_changed(target: &str, change: &crate::dispatch::targets::Change) {
-    use crate::dispatch::targets::Change;
-    let state = |s: i64| {
-        METRICS
-            .breaker_open
-            .get_or_create(&vec![label("target", target)])
-            .set(s);
-    };
-    match change {
-        Change::Opened { failures, wait } => {
-            state(1);
-            METRICS
-                .breaker_opened
-                .get_or_create(&vec![label("target", target)])
-                .inc();
-            tracing::warn!(
-                target_key = target,
-                failures,
-                probe_in_ms = wait.as_millis() as u64,
-                "target failing: breaker open, its deliveries are held (attempts unspent) until a probe succeeds"
-            );
-        }
-        Change::Reopened { wait } => {
-            state(1);
-            tracing::info!(
-                target_key = target,
-                probe_in_ms = wait.as_millis() as u64,
-                "target still failing: probe failed, breaker open again"
-            );
-        }
-        Change::Closed { after } => {
-            state(0);
-            tracing::warn!(
-                target_key = target,
-                after_ms = after.as_millis() as u64,
-                "target recovered: breaker closed, held deliveries run now"
-            );
-        }
-    }
+/// A target's breaker opened after `failures` in a row.
+pub fn breaker_opened(target: &str, failures: u32, probe_in: std::time::Duration) {
+    breaker_state(target, 1);
+    METRICS
+        .breaker_opened
+        .get_or_create(&vec![label("target", target)])
+        .inc();
+    tracing::warn!(
+        target_key = target,
+        failures,
+        probe_in_ms = probe_in.as_millis() as u64,
+        "target failing: breaker open, its deliveries are held (attempts unspent) until a probe succeeds"
+    );
+}
+
+/// A probe of a failing target failed: the breaker opens again for longer.
+pub fn breaker_reopened(target: &str, probe_in: std::time::Duration) {
+    breaker_state(target, 1);
+    tracing::info!(
+        target_key = target,
+        probe_in_ms = probe_in.as_millis() as u64,
+        "target still failing: probe failed, breaker open again"
+    );
+}
+
+/// A probe succeeded: the breaker closed after `after`.
+pub fn breaker_closed(target: &str, after: std::time::Duration) {
+    breaker_state(target, 0);
+    tracing::warn!(
+        target_key = target,
+        after_ms = after.as_millis() as u64,
+        "target recovered: breaker closed, held deliveries run now"
+    );
+}
+
+fn breaker_state(target: &str, open: i64) {
+    METRICS
+        .breaker_open
+        .get_or_create(&vec![label("target", target)])
+        .set(open);
 }
 
 /// A background task panicked and will be started again.
@@ -550,25 +548,52 @@ impl TaskPanicked<'_> {
     }
 }
 
-pub fn reload_succeeded(set: &crate::rules::RuleSet, took: std::time::Duration) {
-    METRICS.reloads.inc();
-    for w in &set.warnings {
-        tracing::warn!(file = %w.file, line = w.line, col = w.col, "{}", w.message);
-    }
-    tracing::info!(
-        version = set.version,
-        files = set.files.len(),
-        sources = set.sources.len(),
-        rules = set.rules.len(),
-        took_ms = took.as_millis() as u64,
-        "rule set loaded"
-    );
+/// A problem in a rule file, at its position.
+pub struct Located<'a> {
+    pub file: &'a str,
+    pub line: u32,
+    pub col: u32,
+    pub message: &'a str,
 }
 
-pub fn reload_failed(errors: &[crate::rules::Diagnostic]) {
+/// A rule set was loaded (and swapped in); `warnings` of its files.
+pub struct ReloadSucceeded<'a> {
+    pub version: u64,
+    pub files: usize,
+    pub sources: usize,
+    pub rules: usize,
+    pub took: std::time::Duration,
+    pub warnings: &'a [Located<'a>],
+}
+
+impl ReloadSucceeded<'_> {
+    pub fn emit(&self) {
+        METRICS.reloads.inc();
+        for w in self.warnings {
+            tracing::warn!(file = w.file, line = w.line, col = w.col, "{}", w.message);
+        }
+        tracing::info!(
+            version = self.version,
+            files = self.files,
+            sources = self.sources,
+            rules = self.rules,
+            took_ms = self.took.as_millis() as u64,
+            "rule set loaded"
+        );
+    }
+}
+
+/// A rule set was not loaded because of these errors.
+pub fn reload_failed(errors: &[Located<'_>]) {
     METRICS.reload_failures.inc();
     for e in errors {
-        tracing::error!(file = %e.file, line = e.line, col = e.col, "rule set not loaded: {}", e.message);
+        tracing::error!(
+            file = e.file,
+            line = e.line,
+            col = e.col,
+            "rule set not loaded: {}",
+            e.message
+        );
     }
     tracing::error!(
         errors = errors.len(),
@@ -690,28 +715,36 @@ pub fn store_commit_finished(took: std::time::Duration) {
 }
 
 /// What the store reports of itself at a scrape.
-pub fn store_stats(stats: &crate::store::StoreStats) {
+pub fn store_stats(
+    writer_queue: u64,
+    database: Option<u64>,
+    wal: Option<u64>,
+    disk_free: Option<u64>,
+) {
     let set = |g: &Gauge, v: Option<u64>| {
         if let Some(v) = v {
             g.set(i64::try_from(v).unwrap_or(i64::MAX));
         }
     };
-    set(&METRICS.store_writer_queue, Some(stats.writer_queue));
-    set(&METRICS.database_bytes, stats.database_bytes);
-    set(&METRICS.wal_bytes, stats.wal_bytes);
-    set(&METRICS.disk_free_bytes, stats.disk_free_bytes);
+    set(&METRICS.store_writer_queue, Some(writer_queue));
+    set(&METRICS.database_bytes, database);
+    set(&METRICS.wal_bytes, wal);
+    set(&METRICS.disk_free_bytes, disk_free);
 }
 
 /// A retention pruning pass finished. Logged at info when it deleted
 /// something (else at debug: a pass runs every few minutes), always measured.
-pub struct PrunePass<'a> {
-    pub pruned: &'a crate::store::Pruned,
+pub struct PrunePass {
+    pub events: u64,
+    pub dedup_keys: u64,
+    pub batches: u64,
+    pub longest_batch: std::time::Duration,
     pub took: std::time::Duration,
 }
 
-impl PrunePass<'_> {
+impl PrunePass {
     pub fn emit(&self) {
-        let p = self.pruned;
+        let p = self;
         METRICS.prune_seconds.observe(self.took.as_secs_f64());
         METRICS.pruned_events.inc_by(p.events);
         METRICS.pruned_dedup_keys.inc_by(p.dedup_keys);

@@ -120,7 +120,15 @@ impl LiveRules {
                 let set = Arc::new(set);
                 self.current.store(set.clone());
                 // Load, compile and swap: what `took_ms` in the log measures.
-                crate::telemetry::reload_succeeded(&set, started.elapsed());
+                crate::telemetry::ReloadSucceeded {
+                    version: set.version,
+                    files: set.files.len(),
+                    sources: set.sources.len(),
+                    rules: set.rules.len(),
+                    took: started.elapsed(),
+                    warnings: &located(&set.warnings),
+                }
+                .emit();
                 status.loaded = true;
                 status.reloads += 1;
                 status.last_error = None;
@@ -128,7 +136,7 @@ impl LiveRules {
                 true
             }
             Err(failure) => {
-                crate::telemetry::reload_failed(&failure.errors);
+                crate::telemetry::reload_failed(&located(&failure.errors));
                 status.failures += 1;
                 status.last_error = Some(failure.errors);
                 status.last_error_at = Some(SystemTime::now());
@@ -136,6 +144,18 @@ impl LiveRules {
             }
         }
     }
+}
+
+/// Diagnostics as the log writes them.
+fn located(list: &[Diagnostic]) -> Vec<crate::telemetry::Located<'_>> {
+    list.iter()
+        .map(|d| crate::telemetry::Located {
+            file: &d.file,
+            line: d.line,
+            col: d.col,
+            message: &d.message,
+        })
+        .collect()
 }
 
 /// Change notifications that may wait for the watcher. One pending

@@ -88,8 +88,16 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             .oldest_waiting_seconds
             .set(age as f64 / 1000.0);
     }
-    crate::telemetry::targets_in_flight(&app.targets.snapshot(std::time::Instant::now()));
-    crate::telemetry::store_stats(&app.store.stats().await);
+    for t in app.targets.snapshot(std::time::Instant::now()) {
+        crate::telemetry::target_in_flight(&t.target, t.in_flight);
+    }
+    let s = app.store.stats().await;
+    crate::telemetry::store_stats(
+        s.writer_queue,
+        s.database_bytes,
+        s.wal_bytes,
+        s.disk_free_bytes,
+    );
     (
         [(
             header::CONTENT_TYPE,

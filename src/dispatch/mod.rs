@@ -433,7 +433,13 @@ impl Dispatcher {
     /// A target's breaker opened or closed: said once, and on closing the
     /// deliveries it held (and those on their own backoff) are due at once.
     async fn target_changed(&self, t: &Target, change: Change) {
-        crate::telemetry::breaker_changed(&t.key, &change);
+        match change {
+            Change::Opened { failures, wait } => {
+                crate::telemetry::breaker_opened(&t.key, failures, wait)
+            }
+            Change::Reopened { wait } => crate::telemetry::breaker_reopened(&t.key, wait),
+            Change::Closed { after } => crate::telemetry::breaker_closed(&t.key, after),
+        }
         if let Change::Closed { .. } = change {
             let actions: Vec<String> = self
                 .target_map()
