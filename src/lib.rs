@@ -20,9 +20,11 @@
 //! | [`clock`] | the time now, and stored times in RFC 3339 |
 //! | [`ids`] | prefixed, time-sortable ids (`evt_…`, `dlv_…`, `att_…`) |
 //! | [`redact`] | masking every secret in every output: logs, stored attempts, API answers, CLI |
+//! | [`verify`] | each signature scheme of SPEC §4.1, and signing as the providers sign |
 //! | [`rules`] | reading rule files with positions, `${VAR}`, validation, compilation into a [`rules::RuleSet`] |
 //! | [`matching`] | compiled conditions: `eval`, `explain` and the trace |
 //! | [`template`] | handlebars templates, helpers and typed JSON bodies |
+//! | [`evaluate`] | a rule set against one request: which rules fire, the trace, the deliveries it plans |
 //! | [`ingest`] | the HTTP path from request to stored event, and every answer of SPEC §5 |
 //! | [`store`] | the durable store behind one async trait; SQLite with group commit |
 //! | [`dispatch`] | claiming due deliveries, running attempts, the retry policy |
@@ -46,6 +48,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dispatch;
+pub mod evaluate;
 pub mod ids;
 pub mod ingest;
 pub mod matching;
@@ -56,4 +59,5 @@ pub mod store;
 pub mod supervise;
 pub mod telemetry;
 pub mod template;
+pub mod verify;
 pub mod watch;

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{AttemptResult, MAX_CAPTURE, Rendered};
-use crate::dispatch::policy::Outcome;
+use crate::actions::Outcome;
 use crate::rules::CommandAction;
 
 /// Identifies the event to the command, besides the action's own `env`.

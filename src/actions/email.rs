@@ -8,7 +8,7 @@ use lettre::message::{Mailbox, MultiPart, header::ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::{AttemptResult, Rendered, has_crlf};
-use crate::dispatch::policy::Outcome;
+use crate::actions::Outcome;
 
 pub struct Mailer {
     transport: Option<AsyncSmtpTransport<Tokio1Executor>>,

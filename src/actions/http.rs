@@ -14,7 +14,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::{AttemptResult, MAX_CAPTURE, Rendered, has_crlf};
-use crate::dispatch::policy::Outcome;
+use crate::actions::Outcome;
 use crate::rules::HttpAction;
 use crate::store::EventData;
 

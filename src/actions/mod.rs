@@ -11,12 +11,36 @@ pub mod http;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::dispatch::policy::Outcome;
 use crate::rules::{Action, ActionKind, HttpBody, Stdin};
 use crate::template::{Context, RenderError, Template};
 
 /// How much of a response body, stdout or stderr an attempt keeps.
 pub const MAX_CAPTURE: usize = 64 * 1024;
+
+/// What one attempt came to, as each action classifies it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    Succeeded,
+    /// Worth trying again (network error, timeout, 5xx, 429…); the target may name a wait.
+    Retryable {
+        retry_after: Option<std::time::Duration>,
+    },
+    /// Trying again cannot help (4xx, 3xx, invalid header, permanent SMTP error).
+    Permanent,
+    /// The rule or action no longer exists.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Retryable { .. } => "retryable",
+            Outcome::Permanent => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
 
 /// What running one attempt of an action came to.
 #[derive(Debug, Clone)]

@@ -437,9 +437,9 @@ async fn event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
         })
         .collect();
     let mut trace = e.trace.clone();
-    if set.rule_count(&e.source) > crate::ingest::evaluate::EXPLAIN_ALL_UP_TO {
-        let req = crate::ingest::evaluate::Request::from_stored(&e);
-        crate::ingest::evaluate::explain_missing(&set, &req, &mut trace);
+    if set.rule_count(&e.source) > crate::evaluate::EXPLAIN_ALL_UP_TO {
+        let req = crate::evaluate::Request::from_stored(&e);
+        crate::evaluate::explain_missing(&set, &req, &mut trace);
     }
     let body = json!({
         "id": e.id, "source": e.source, "received_at": crate::clock::rfc3339_ms(e.received_at_ms), "method": e.method,
@@ -480,8 +480,8 @@ async fn replay_as(app: &AppState, id: &str, request: &RequestId) -> Response {
         Err(e) => return store_error(e),
     };
     let set = app.rules.current();
-    let req = crate::ingest::evaluate::Request::from_stored(&e);
-    let eval = crate::ingest::evaluate::evaluate(&set, &req);
+    let req = crate::evaluate::Request::from_stored(&e);
+    let eval = crate::evaluate::evaluate(&set, &req);
     let new = eval.new_deliveries();
     let ids: Vec<String> = new.iter().map(|d| d.id.to_string()).collect();
     if let Err(e) = app.store.add_deliveries(&id, new, request).await {

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use crate::ingest::verify::{SignScheme, Signer};
+use crate::verify::{SignScheme, Signer};
 
 pub struct SendOptions {
     pub url: String,

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::actions::{self, EventData, Rendered};
 use crate::clock::rfc3339;
+use crate::evaluate::{self, Request, RuleTrace};
 use crate::ingest::decode;
-use crate::ingest::evaluate::{self, Request, RuleTrace};
 use crate::matching::Step;
 use crate::rules::{self, LoadOptions, RuleSet};
 
@@ -154,7 +154,7 @@ async fn fetch_event(
     let v = super::ops::get(api, &format!("/api/events/{}", super::ops::segment(id))).await?;
     let body = v["body"].as_str().unwrap_or_default().as_bytes().to_vec();
     let headers = serde_json::from_value(v["headers"].clone()).unwrap_or_default();
-    let query = crate::ingest::query_pairs(v["query"].as_str());
+    let query = crate::evaluate::query_pairs(v["query"].as_str());
     Ok((body, headers, query))
 }
 

@@ -28,8 +28,8 @@ use crate::actions::email::Mailer;
 use crate::actions::http::HttpRunner;
 use crate::actions::{self, AttemptResult, EventData as RenderData};
 use crate::clock::now_ms;
+use crate::evaluate::Request;
 use crate::ids::AttemptId;
-use crate::ingest::evaluate::Request;
 use crate::rules::{ActionKind, RetryPolicy};
 use crate::store::{Claimed, Finished, NewAttempt, SharedStore};
 use crate::watch::LiveRules;
@@ -477,7 +477,7 @@ fn request(c: &mut Claimed) -> Request {
         method: c.event.method.clone(),
         path: c.event.path.clone(),
         headers: c.event.headers.clone(),
-        query: crate::ingest::query_pairs(Some(&c.event.query)),
+        query: crate::evaluate::query_pairs(Some(&c.event.query)),
         body: bytes::Bytes::from(c.event.body.clone()),
         payload: std::mem::take(&mut c.event.payload),
     }

@@ -11,30 +11,7 @@ use std::time::Duration;
 use crate::rules::RetryPolicy;
 pub use crate::store::DeliveryState;
 
-/// What one attempt came to, as each action classifies it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Outcome {
-    Succeeded,
-    /// Worth trying again (network error, timeout, 5xx, 429…); the target may name a wait.
-    Retryable {
-        retry_after: Option<Duration>,
-    },
-    /// Trying again cannot help (4xx, 3xx, invalid header, permanent SMTP error).
-    Permanent,
-    /// The rule or action no longer exists.
-    Skipped,
-}
-
-impl Outcome {
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Retryable { .. } => "retryable",
-            Outcome::Permanent => "failed",
-            Outcome::Skipped => "skipped",
-        }
-    }
-}
+pub use crate::actions::Outcome;
 
 /// The state after an attempt, and when to run again (for `retrying`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

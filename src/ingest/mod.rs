@@ -7,9 +7,7 @@
 //! one place.
 
 pub mod decode;
-pub mod evaluate;
 pub mod guard;
-pub mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,12 +19,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::evaluate::{self, Evaluation, Request};
 use crate::ids::EventId;
 use crate::rules::{HttpBody, RuleSet};
 use crate::server::AppState;
 use crate::store::{IngestOutcome, NewEvent, StoreError};
 use crate::telemetry;
-use evaluate::{Evaluation, Request};
 
 /// Header sections larger than this are refused (SPEC §5). hyper already
 /// bounds what it buffers; this makes the limit exact and the answer a 431.
@@ -61,7 +59,7 @@ pub enum IngestError {
     #[error("the body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs())]
     BodyTimeout,
     #[error("verification failed")]
-    Unverified(#[source] verify::VerifyError),
+    Unverified(#[source] crate::verify::VerifyError),
     #[error("{0}")]
     Decode(#[from] decode::DecodeError),
     #[error("cannot store the event now")]
@@ -261,7 +259,7 @@ async fn ingest(
 
     let now = SystemTime::now();
     if let Some(v) = &source.verifier {
-        let req = verify::Request {
+        let req = crate::verify::Request {
             headers: &headers,
             query: uri.query(),
             body: &bytes,
@@ -277,7 +275,7 @@ async fn ingest(
 
     let payload_is_body = decoded.payload_is_body;
     let header_pairs = header_pairs(&headers);
-    let query = query_pairs(uri.query());
+    let query = evaluate::query_pairs(uri.query());
     let received_at_ms = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -443,14 +441,4 @@ pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
         }
     }
     out
-}
-
-pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
-    query
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default()
 }

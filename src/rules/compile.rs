@@ -13,9 +13,9 @@ use ipnet::IpNet;
 use super::de::{Spanned, from_node};
 use super::node::{Format, Kind, Node, Pos};
 use super::{Diagnostic, LoadOptions, RuleSet, env, node, raw};
-use crate::ingest::verify::{SignScheme, Signer, Verifier};
 use crate::matching::{self, Condition};
 use crate::template::{JsonTemplate, Template};
+use crate::verify::{SignScheme, Signer, Verifier};
 
 /// A webhook endpoint, compiled.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::de::Spanned;
 use super::node::Node;
 use crate::config::{ByteSize, Duration, OneOrMany};
-use crate::ingest::verify::VerifyConfig;
+use crate::verify::VerifyConfig;
 
 /// A webhook endpoint.
 #[derive(Debug, Deserialize)]

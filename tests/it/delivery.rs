@@ -174,8 +174,8 @@ rules:
     let body = r#"{"type":"invoice.paid"}"#;
     // The sender's own Svix/Standard signature, valid for the sender's key.
     let now = std::time::SystemTime::now();
-    let senders = hookwire::ingest::verify::sign(
-        hookwire::ingest::verify::SignScheme::Standard,
+    let senders = hookwire::verify::sign(
+        hookwire::verify::SignScheme::Standard,
         "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
         body.as_bytes(),
         now,

@@ -434,11 +434,8 @@ impl Received {
 
     /// This request checked by hookwire's own verifier, now; `verify` is a
     /// rule file's `verify:` block as JSON, e.g. `{"github": {"secret": "s"}}`.
-    pub fn verify(
-        &self,
-        verify: serde_json::Value,
-    ) -> Result<(), hookwire::ingest::verify::VerifyError> {
-        use hookwire::ingest::verify::{Request, Verifier, VerifyConfig};
+    pub fn verify(&self, verify: serde_json::Value) -> Result<(), hookwire::verify::VerifyError> {
+        use hookwire::verify::{Request, Verifier, VerifyConfig};
         let config: VerifyConfig = serde_json::from_value(verify).unwrap();
         let verifier = Verifier::compile(&config).unwrap();
         let mut headers = axum::http::HeaderMap::new();

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use hookwire::ingest::verify::{SignScheme, sign};
+use hookwire::verify::{SignScheme, sign};
 use serde_json::{Value, json};
 
 use crate::support::{Daemon, client};

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookwire::config::{self, OneOrMany};
-use hookwire::ingest::verify::{
+use hookwire::verify::{
     Encoding, HmacAlgorithm, Request, SignScheme, Signer, Verifier, VerifyConfig,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};

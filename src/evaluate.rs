@@ -74,7 +74,7 @@ impl Request {
             method: e.method.clone(),
             path: e.path.clone(),
             headers: e.headers.clone(),
-            query: crate::ingest::query_pairs(Some(&e.query)),
+            query: query_pairs(Some(&e.query)),
             body: bytes::Bytes::from(e.body.clone()),
             payload: e.payload.clone(),
         }
@@ -281,4 +281,15 @@ pub fn explain_missing(set: &RuleSet, req: &Request, trace: &mut Value) {
             items.push(v);
         }
     }
+}
+
+/// The pairs of a raw query string (`a=1&b=2`), decoded.
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
