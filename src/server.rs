@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use crate::actions::email::Mailer;
+use crate::admin::AdminState;
 use crate::dispatch::Dispatcher;
+use crate::ingest::IngestState;
 use crate::ingest::guard::RateLimits;
 use crate::rules::LoadOptions;
 use crate::store::SharedStore;
@@ -36,24 +38,6 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// the body timeout) even when slow clients hold them all, and senders such
 /// as GitHub give up after 10 s, so waiting a little serves most of them.
 const CONNECTION_WAIT: Duration = Duration::from_secs(5);
-
-/// Everything a request handler may need.
-pub struct AppState {
-    pub rules: Arc<LiveRules>,
-    pub store: SharedStore,
-    pub rate_limits: RateLimits,
-    pub max_body: u64,
-    pub admin_token: Option<String>,
-    pub trusted_proxies: Vec<IpNet>,
-    /// Rung when an event with deliveries is committed, so the dispatcher starts at once.
-    pub wake: Arc<tokio::sync::Notify>,
-    /// New events and delivery state changes, for `GET /api/stream`.
-    pub stream: crate::bus::Stream,
-    /// The supervised background tasks, for `/readyz`.
-    pub tasks: crate::supervise::Tasks,
-    /// Delivery targets: in-flight attempts and breakers, for the API and metrics.
-    pub targets: Arc<crate::dispatch::targets::Targets>,
-}
 
 /// What `serve` needs, already parsed and validated by the CLI.
 #[derive(Debug, Clone)]
@@ -77,10 +61,14 @@ pub struct ServeOptions {
     pub max_connections: usize,
 }
 
-pub fn router(app: Arc<AppState>) -> Router {
-    crate::admin::router(app.clone())
+/// The admin API and health checks, and every other path to ingest.
+pub fn router(admin: Arc<AdminState>, ingest: Arc<IngestState>) -> Router {
+    let ingest = Router::new()
         .fallback(crate::ingest::handle)
-        .with_state(app)
+        .with_state(ingest);
+    crate::admin::router(admin.clone())
+        .with_state(admin)
+        .fallback_service(ingest)
 }
 
 /// Runs until SIGINT/SIGTERM or `cancel`.
@@ -139,13 +127,19 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
         .map_err(anyhow::Error::msg)?,
     );
     let tasks = crate::supervise::Tasks::default();
-    let app = Arc::new(AppState {
-        rules: live,
+    let ingest = Arc::new(IngestState {
+        rules: live.clone(),
         store: store.clone(),
         rate_limits: RateLimits::default(),
         max_body: opts.max_body,
-        admin_token: opts.admin_token.clone(),
         trusted_proxies: opts.trusted_proxies.clone(),
+        wake: dispatcher.wake.clone(),
+        stream: stream.clone(),
+    });
+    let admin = Arc::new(AdminState {
+        rules: live.clone(),
+        store: store.clone(),
+        admin_token: opts.admin_token.clone(),
         wake: dispatcher.wake.clone(),
         stream,
         tasks: tasks.clone(),
@@ -168,7 +162,7 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
         move || Box::pin(prune_loop(store.clone(), retention, cancel.clone()))
     }));
     let watching = tokio::spawn(supervise("watcher", tasks.clone(), cancel.clone(), {
-        let (live, cancel) = (app.rules.clone(), cancel.clone());
+        let (live, cancel) = (live.clone(), cancel.clone());
         let mut first = Some(first_watcher);
         move || match first.take() {
             Some(w) => w,
@@ -187,7 +181,7 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
     accept_loop(
         listener,
         tls,
-        router(app),
+        router(admin, ingest),
         Limits {
             connections: opts.max_connections.max(1),
             grace: opts.shutdown_grace,

@@ -27,18 +27,32 @@ use serde_json::Value;
 use self::ticket::{StreamTickets, TICKET_TTL};
 use crate::ids::{DeliveryId, EventId, RequestId};
 use crate::rules::RuleSet;
-use crate::server::AppState;
 use crate::store::DeliveryState;
 use crate::store::{Page, RetryOutcome, StoreError, StoredAttempt, StoredDelivery, StoredEvent};
+
+/// What the admin API, the health checks and the dashboard need; built by `server`.
+pub struct AdminState {
+    pub rules: Arc<crate::watch::LiveRules>,
+    pub store: crate::store::SharedStore,
+    pub admin_token: Option<String>,
+    /// Rung after a replay or a retry, so the dispatcher starts at once.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// New events and delivery state changes, for `GET /api/stream`.
+    pub stream: crate::bus::Stream,
+    /// The supervised background tasks, for `/readyz`.
+    pub tasks: crate::supervise::Tasks,
+    /// Delivery targets: in-flight attempts and breakers.
+    pub targets: Arc<crate::dispatch::targets::Targets>,
+}
 
 /// What the admin middleware needs: the app and the stream tickets it handed out.
 #[derive(Clone)]
 struct Gate {
-    app: Arc<AppState>,
+    app: Arc<AdminState>,
     tickets: Arc<StreamTickets>,
 }
 
-pub fn router(app: Arc<AppState>) -> Router<Arc<AppState>> {
+pub fn router(app: Arc<AdminState>) -> Router<Arc<AdminState>> {
     let tickets = Arc::new(StreamTickets::default());
     let gate = Gate { app, tickets };
     let dashboard = Router::new()
@@ -76,7 +90,7 @@ pub fn router(app: Arc<AppState>) -> Router<Arc<AppState>> {
 }
 
 /// Prometheus text; no ids in labels, no secrets, so it is open like the health checks.
-async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+async fn metrics(State(app): State<Arc<AdminState>>) -> Response {
     if let Ok(depth) = app.store.queue_depth().await {
         crate::telemetry::METRICS
             .queue_depth
@@ -158,7 +172,7 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+async fn readyz(State(app): State<Arc<AdminState>>) -> Response {
     let rules_loaded = app.rules.status().loaded;
     let store = app.store.ping().await;
     let tasks_ok = app.tasks.healthy();
@@ -250,7 +264,7 @@ async fn require_admin(
     next.run(req).await
 }
 
-async fn rules(State(app): State<Arc<AppState>>) -> Response {
+async fn rules(State(app): State<Arc<AdminState>>) -> Response {
     let set = app.rules.current();
     let status = app.rules.status();
     answer(json!({
@@ -389,7 +403,7 @@ fn event_summary(set: &RuleSet, e: &StoredEvent) -> Value {
     })
 }
 
-async fn events(State(app): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
+async fn events(State(app): State<Arc<AdminState>>, Query(q): Query<ListQuery>) -> Response {
     match app
         .store
         .event_page(q.source.clone(), q.matched, q.page())
@@ -405,7 +419,7 @@ async fn events(State(app): State<Arc<AppState>>, Query(q): Query<ListQuery>) ->
     }
 }
 
-async fn event(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn event(State(app): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
     let Some(id) = EventId::parse(&id) else {
         return error(StatusCode::NOT_FOUND, format!("no event {id}"));
     };
@@ -465,12 +479,12 @@ fn attempts_json(attempts: &[StoredAttempt]) -> Value {
     )
 }
 
-async fn replay(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn replay(State(app): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
     let request = RequestId::new();
     with_request_id(&request, replay_as(&app, &id, &request).await)
 }
 
-async fn replay_as(app: &AppState, id: &str, request: &RequestId) -> Response {
+async fn replay_as(app: &AdminState, id: &str, request: &RequestId) -> Response {
     let Some(id) = EventId::parse(id) else {
         return error(StatusCode::NOT_FOUND, format!("no event {id}"));
     };
@@ -495,7 +509,7 @@ async fn replay_as(app: &AppState, id: &str, request: &RequestId) -> Response {
     }))
 }
 
-async fn deliveries(State(app): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
+async fn deliveries(State(app): State<Arc<AdminState>>, Query(q): Query<ListQuery>) -> Response {
     if let Some(s) = &q.status
         && DeliveryState::parse(s).is_none()
     {
@@ -516,7 +530,7 @@ async fn deliveries(State(app): State<Arc<AppState>>, Query(q): Query<ListQuery>
     }
 }
 
-async fn delivery(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn delivery(State(app): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
     let Some(id) = DeliveryId::parse(&id) else {
         return error(StatusCode::NOT_FOUND, format!("no delivery {id}"));
     };
@@ -535,12 +549,12 @@ async fn delivery(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> R
     }
 }
 
-async fn retry(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn retry(State(app): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
     let request = RequestId::new();
     with_request_id(&request, retry_as(&app, &id, &request).await)
 }
 
-async fn retry_as(app: &AppState, id: &str, request: &RequestId) -> Response {
+async fn retry_as(app: &AdminState, id: &str, request: &RequestId) -> Response {
     let Some(id) = DeliveryId::parse(id) else {
         return error(StatusCode::NOT_FOUND, format!("no delivery {id}"));
     };
@@ -560,7 +574,7 @@ async fn retry_as(app: &AppState, id: &str, request: &RequestId) -> Response {
 }
 
 /// Where deliveries go: attempts in flight and the state of each breaker.
-async fn targets(State(app): State<Arc<AppState>>) -> Response {
+async fn targets(State(app): State<Arc<AdminState>>) -> Response {
     let list = app.targets.snapshot(std::time::Instant::now());
     answer(json!({ "targets": list }))
 }
@@ -569,7 +583,7 @@ async fn targets(State(app): State<Arc<AppState>>) -> Response {
 // Live stream.
 
 /// Server-sent events: `event: event` for each stored event, `event: delivery` for each delivery state change.
-async fn stream(State(app): State<Arc<AppState>>) -> Response {
+async fn stream(State(app): State<Arc<AdminState>>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let rx = app.stream.subscribe();
     let events = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -22,7 +22,6 @@ use serde_json::json;
 use crate::evaluate::{self, Evaluation, Request};
 use crate::ids::EventId;
 use crate::rules::{HttpBody, RuleSet};
-use crate::server::AppState;
 use crate::store::{IngestOutcome, NewEvent, StoreError};
 use crate::telemetry;
 
@@ -136,9 +135,23 @@ fn set_request_id(resp: &mut Response, id: &EventId) {
     }
 }
 
+/// What the ingest path needs; built by `server`.
+pub struct IngestState {
+    pub rules: Arc<crate::watch::LiveRules>,
+    pub store: crate::store::SharedStore,
+    /// Kept across reloads: a reload never resets a limit.
+    pub rate_limits: guard::RateLimits,
+    pub max_body: u64,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Rung when an event with deliveries is committed, so the dispatcher starts at once.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// New events, for `GET /api/stream`.
+    pub stream: crate::bus::Stream,
+}
+
 /// The fallback handler: every path that is not the admin API or a health check.
 pub async fn handle(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<IngestState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
@@ -198,7 +211,7 @@ pub async fn handle(
 
 #[allow(clippy::too_many_arguments)]
 async fn ingest(
-    app: &AppState,
+    app: &IngestState,
     set: &RuleSet,
     id: &EventId,
     peer: SocketAddr,
