@@ -98,8 +98,6 @@ struct State {
     failures: u32,
     breaker: Breaker,
     opened_at: Option<Instant>,
-    /// Attempts kept waiting while the breaker was open (not counted while closed).
-    held_probes: u64,
     busy_since: Option<Instant>,
     warned: bool,
 }
@@ -111,7 +109,6 @@ impl Default for State {
             failures: 0,
             breaker: Breaker::Closed,
             opened_at: None,
-            held_probes: 0,
             busy_since: None,
             warned: false,
         }
@@ -222,10 +219,7 @@ impl Targets {
                     Some(Change::Reopened { wait })
                 }
                 // Attempts that started before the breaker opened.
-                (Breaker::Open { .. }, _) => {
-                    s.held_probes += 1;
-                    None
-                }
+                (Breaker::Open { .. }, _) => None,
             }
         })
     }

@@ -693,17 +693,12 @@ rules:
     assert_eq!(r.status(), 202);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["matched"], json!(["on-trigger"]));
-    let e: Value = client()
-        .get(d.url(&format!(
+    let e = d
+        .get_json(&format!(
             "/api/events/{}",
             body["event_id"].as_str().unwrap()
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_eq!(e["payload"], Value::Null, "{e:#}");
     assert_eq!(
         e["facts"],

@@ -291,14 +291,7 @@ impl Daemon {
     ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let v: serde_json::Value = client()
-                .get(self.url("/api/rules"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = self.get_json("/api/rules").await;
             if pred(&v) {
                 return v;
             }
