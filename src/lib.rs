@@ -57,6 +57,7 @@ pub mod rules;
 pub mod server;
 pub mod store;
 pub mod supervise;
+pub mod syntax;
 pub mod telemetry;
 pub mod template;
 pub mod verify;

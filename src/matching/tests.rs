@@ -2,10 +2,11 @@
 //! meets, and whether it holds. Every case also checks that `eval` and
 //! `explain` agree.
 
+use super::eval::TRACE_VALUE_CHARS;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::rules::node::parse_yaml;
+use crate::syntax::node::parse_yaml;
 
 const PUSH: &str = include_str!("../../examples/payloads/push-branch.json");
 const TAG_DELETED: &str = include_str!("../../examples/payloads/push-tag-deleted.json");

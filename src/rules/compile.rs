@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::de::{Spanned, from_node};
-use super::node::{Format, Kind, Node, Pos};
-use super::{Diagnostic, LoadOptions, RuleSet, env, node, raw};
+use super::{Diagnostic, LoadOptions, RuleSet, env};
 use crate::matching::{self, Condition};
+use crate::syntax::de::{Spanned, from_node};
+use crate::syntax::node::{Format, Kind, Node, Pos};
+use crate::syntax::{node, raw};
 use crate::template::{JsonTemplate, Template};
 use crate::verify::{SignScheme, Signer, Verifier};
 

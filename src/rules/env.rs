@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::node::{Kind, Node, Pos};
+use crate::syntax::node::{Kind, Node, Pos};
 
 /// What resolving a file produced besides the rewritten tree.
 #[derive(Debug, Default)]

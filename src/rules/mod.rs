@@ -7,10 +7,7 @@
 //! types, so a bad regex, JSONPath, glob or template can only fail here.
 
 pub mod compile;
-pub mod de;
 pub mod env;
-pub mod node;
-pub mod raw;
 
 #[cfg(test)]
 mod tests;
@@ -22,11 +19,11 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::syntax::node::{self, Pos};
 pub use compile::{
     Action, ActionKind, CommandAction, EmailAction, HttpAction, HttpBody, RateLimit, Respond,
     RetryPolicy, Rule, RuleTest, Source, Stdin,
 };
-use node::Pos;
 
 /// A problem (or a warning) at a place in a rule file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use handlebars::Handlebars;
 use serde_json::Value;
 
-use crate::rules::node::{Kind, Node, Pos};
+use crate::syntax::node::{Kind, Node, Pos};
 
 /// Helpers never change, so one registry serves every rule set.
 static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(helpers::registry);
@@ -362,7 +362,7 @@ pub fn context(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::node::parse_yaml;
+    use crate::syntax::node::parse_yaml;
 
     fn ctx(payload: Value) -> Context {
         context(

@@ -9,7 +9,7 @@
 use std::sync::LazyLock;
 
 use hookwire::matching::{self, Condition, Input};
-use hookwire::rules::node::parse_yaml;
+use hookwire::syntax::node::parse_yaml;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

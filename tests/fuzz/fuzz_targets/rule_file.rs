@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use hookwire::matching::Input;
 use hookwire::rules::LoadOptions;
 use hookwire::rules::compile::Builder;
-use hookwire::rules::node::Format;
+use hookwire::syntax::node::Format;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 
@@ -70,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
         // JSON is read through the YAML parser for positions: what serde_json
         // reads from an accepted file, the rule set must read too.
         if let (Ok(node), Ok(value)) = (
-            hookwire::rules::node::parse_json(text),
+            hookwire::syntax::node::parse_json(text),
             serde_json::from_str::<Value>(text),
         ) {
             let read = node.to_json();

@@ -8,7 +8,7 @@
 
 use std::sync::LazyLock;
 
-use hookwire::rules::node::{Kind, Node, Pos};
+use hookwire::syntax::node::{Kind, Node, Pos};
 use hookwire::template::{self, Context, JsonTemplate, Template};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
@@ -68,7 +68,7 @@ static FIXED_BODIES: LazyLock<Vec<JsonTemplate>> = LazyLock::new(|| {
     BODIES
         .iter()
         .map(|s| {
-            let node = hookwire::rules::node::parse_yaml(s).expect("fixed body parses");
+            let node = hookwire::syntax::node::parse_yaml(s).expect("fixed body parses");
             let mut errors = Vec::new();
             JsonTemplate::compile(&node, &mut errors)
                 .unwrap_or_else(|| panic!("fixed body {s}: {errors:?}"))

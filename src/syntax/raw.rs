@@ -1,7 +1,7 @@
 //! What a user writes in a rule file, as serde structs.
 //!
 //! These types only describe the schema (unknown keys are errors, positions are
-//! kept); [`super::compile`] turns them into what runs. Parts with free-form
+//! kept); `rules::compile` turns them into what runs. Parts with free-form
 //! shape (conditions, typed bodies, test expectations) stay [`Node`]s and are
 //! compiled by hand.
 
