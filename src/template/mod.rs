@@ -7,6 +7,7 @@
 //! the document, and a leaf that is exactly one `{{expr}}` keeps the JSON type
 //! of its value. No HTML escaping anywhere.
 
+mod analysis;
 pub mod helpers;
 
 use std::sync::LazyLock;
@@ -86,7 +87,7 @@ impl Template {
                 None => format!("invalid template: {reason}"),
             }
         })?;
-        for path in helpers::literal_jsonpath_args(&compiled) {
+        for path in analysis::literal_jsonpath_args(&compiled) {
             crate::matching::JsonPath::compile(&path)?;
         }
         Ok(Self {
@@ -126,7 +127,7 @@ impl Template {
     pub fn missing_fields(&self, ctx: &Value) -> Vec<String> {
         self.compiled
             .as_ref()
-            .map(|t| helpers::missing_fields(t, ctx))
+            .map(|t| analysis::missing_fields(t, ctx))
             .unwrap_or_default()
     }
 }
