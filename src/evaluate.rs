@@ -7,15 +7,16 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::ingest::decode::{self, DecodeError};
 use crate::matching::{Input, Step};
-use crate::rules::{Rule, RuleSet};
-use crate::template::{self, Context};
+use crate::request::Request;
+use crate::rules::{Rule, RuleSet, Source};
 
-/// The facts of a request that templates and conditions see.
-#[derive(Debug, Clone)]
-pub struct Request {
+/// A request as it arrives at a source, before its body is decoded: from
+/// the wire (ingest), or from a file (`hookwire test`, rule tests).
+pub struct Arrival<'a> {
+    pub source: &'a Source,
     pub event_id: String,
-    pub source: String,
     /// RFC 3339.
     pub received_at: String,
     pub method: String,
@@ -23,87 +24,38 @@ pub struct Request {
     /// Lowercase names, first value each.
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
-    /// The raw body; templates see it as text ([`Request::body_text`]).
+    pub content_type: Option<&'a str>,
     pub body: bytes::Bytes,
-    pub payload: Value,
 }
 
-impl Request {
-    /// The template context (SPEC §4.4) for `rule`.
-    pub fn context(&self, rule: &str, attempt: u32) -> Context {
-        template::context(
-            self.event_facts(),
-            self.payload.clone(),
-            pairs_to_object(&self.headers),
-            pairs_to_object(&self.query),
-            rule,
-            attempt,
-        )
-    }
-
-    /// [`Request::context`] without copying the payload, for the dispatcher.
-    pub fn into_context(self, rule: &str, attempt: u32) -> Context {
-        template::context(
-            self.event_facts(),
-            self.payload,
-            pairs_to_object(&self.headers),
-            pairs_to_object(&self.query),
-            rule,
-            attempt,
-        )
-    }
-
-    /// `event` in templates.
-    fn event_facts(&self) -> Value {
-        serde_json::json!({
-            "id": self.event_id,
-            "source": self.source,
-            "received_at": self.received_at,
-            "method": self.method,
-            "path": self.path,
-            "body": self.body_text(),
-        })
-    }
-
-    /// The request of a stored event, as replay and the API evaluate it again.
-    pub fn from_stored(e: &crate::store::StoredEvent) -> Self {
-        Self {
-            event_id: e.id.to_string(),
-            source: e.source.clone(),
-            received_at: crate::clock::rfc3339_ms(e.received_at_ms),
-            method: e.method.clone(),
-            path: e.path.clone(),
-            headers: e.headers.clone(),
-            query: query_pairs(Some(&e.query)),
-            body: bytes::Bytes::from(e.body.clone()),
-            payload: e.payload.clone(),
-        }
-    }
-
-    /// The body as text (lossy for non-UTF-8), built only when a template
-    /// or command needs it.
-    pub fn body_text(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.body)
-    }
-
-    pub fn input(&self) -> Input<'_> {
-        Input {
-            payload: &self.payload,
-            headers: &self.headers,
-            query: &self.query,
-            method: &self.method,
-        }
-    }
+/// A decoded request, with what decoding found out.
+pub struct Decoded {
+    pub request: Request,
+    /// Decoding facts that explain a miss (see [`decode::Decoded::facts`]).
+    pub facts: Vec<String>,
+    /// The payload is the JSON body itself (the store keeps the body only).
+    pub payload_is_body: bool,
 }
 
-/// First value wins for headers (SPEC §4.4); query keeps the first too.
-fn pairs_to_object(pairs: &[(String, String)]) -> Value {
-    let mut map = serde_json::Map::new();
-    for (k, v) in pairs {
-        map.entry(k.clone())
-            .or_insert_with(|| Value::String(v.clone()));
-    }
-    Value::Object(map)
+/// Decodes the body as the source's content type and `json_fields` say, and
+/// builds the request that conditions and templates see.
+pub async fn decode(a: Arrival<'_>) -> Result<Decoded, DecodeError> {
+    let d = decode::decode(a.content_type, a.body.clone(), &a.source.json_fields).await?;
+    Ok(Decoded {
+        request: Request {
+            event_id: a.event_id,
+            source: a.source.name.clone(),
+            received_at: a.received_at,
+            method: a.method,
+            path: a.path,
+            headers: a.headers,
+            query: a.query,
+            body: a.body,
+            payload: d.payload,
+        },
+        facts: d.facts,
+        payload_is_body: d.payload_is_body,
+    })
 }
 
 /// The trace of one rule (SPEC §4.3).
@@ -187,7 +139,7 @@ pub fn evaluate(set: &RuleSet, req: &Request) -> Evaluation {
 /// Evaluates every rule of `req.source`; with `explain_all` false, rules that
 /// do not match are left out of the trace.
 pub fn evaluate_with(set: &RuleSet, req: &Request, explain_all: bool) -> Evaluation {
-    let input = req.input();
+    let input = Input::of(req);
     let mut out = Evaluation::default();
     for rule in set.rules_of(&req.source) {
         let fires = || rule.enabled && rule.when.as_ref().is_none_or(|c| c.eval(&input));
@@ -211,7 +163,7 @@ pub fn evaluate_with(set: &RuleSet, req: &Request, explain_all: bool) -> Evaluat
         let mut actions = Vec::new();
         if matched {
             out.matched.push(rule.name.clone());
-            let mut ctx: Option<Context> = None;
+            let mut ctx: Option<crate::template::Context> = None;
             for action in &rule.actions {
                 let (create, steps) = match &action.when {
                     Some(c) => c.explain(&input),
@@ -220,7 +172,8 @@ pub fn evaluate_with(set: &RuleSet, req: &Request, explain_all: bool) -> Evaluat
                 let mut error = None;
                 let serialize_key = match (&action.serialize_by, create) {
                     (Some(t), true) => {
-                        let ctx = ctx.get_or_insert_with(|| req.context(&rule.name, 1));
+                        let ctx =
+                            ctx.get_or_insert_with(|| crate::template::context(req, &rule.name, 1));
                         match t.render(ctx) {
                             Ok(k) => Some(k),
                             Err(e) => {
@@ -281,15 +234,4 @@ pub fn explain_missing(set: &RuleSet, req: &Request, trace: &mut Value) {
             items.push(v);
         }
     }
-}
-
-/// The pairs of a raw query string (`a=1&b=2`), decoded.
-pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
-    query
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default()
 }

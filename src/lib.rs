@@ -13,26 +13,39 @@
 //! admin::    /healthz, /readyz, the admin API, the live stream, the dashboard
 //! ```
 //!
+//! Modules in layers, from the ground up; each may use only those listed
+//! above it (`tests/it/layers.rs` holds the crate to that, and the README's
+//! "Architecture" section draws it).
+//!
 //! | module | owns |
 //! |---|---|
+//! | **ground** | |
 //! | [`config`] | durations, sizes and other values shared by flags and rule files |
-//! | [`bus`] | the live event bus: new events and delivery changes, for `/api/stream` |
-//! | [`clock`] | the time now, and stored times in RFC 3339 |
 //! | [`ids`] | prefixed, time-sortable ids (`evt_…`, `dlv_…`, `att_…`) |
+//! | [`clock`] | the time now, and stored times in RFC 3339 |
+//! | [`request`] | the facts one request carries: method, path, headers, query, body, payload |
 //! | [`redact`] | masking every secret in every output: logs, stored attempts, API answers, CLI |
-//! | [`verify`] | each signature scheme of SPEC §4.1, and signing as the providers sign |
-//! | [`rules`] | reading rule files with positions, `${VAR}`, validation, compilation into a [`rules::RuleSet`] |
-//! | [`matching`] | compiled conditions: `eval`, `explain` and the trace |
-//! | [`template`] | handlebars templates, helpers and typed JSON bodies |
-//! | [`evaluate`] | a rule set against one request: which rules fire, the trace, the deliveries it plans |
-//! | [`ingest`] | the HTTP path from request to stored event, and every answer of SPEC §5 |
-//! | [`store`] | the durable store behind one async trait; SQLite with group commit |
-//! | [`dispatch`] | claiming due deliveries, running attempts, the retry policy |
-//! | [`actions`] | rendering and running http, email and command actions |
-//! | [`watch`] | the live rule set and hot reload |
-//! | [`admin`] | health checks, the admin API, server-sent events and the dashboard |
+//! | [`bus`] | the live event bus: new events and delivery changes, for `/api/stream` |
 //! | [`telemetry`] | the log writer and each occurrence's log line and metrics |
 //! | [`supervise`] | background tasks restarted after a panic, and their health |
+//! | **reading a request and a rule file** | |
+//! | [`verify`] | each signature scheme of SPEC §4.1, and signing as the providers sign |
+//! | [`decode`] | bodies by content type: JSON, form, XML, multipart (SPEC §4.2) |
+//! | [`syntax`] | rule files as positioned trees, serde over them, the raw rule-file shapes |
+//! | **compiled rules** | |
+//! | [`matching`] | conditions compiled from the tree: `eval`, `explain` and the trace |
+//! | [`template`] | handlebars templates, helpers, typed JSON bodies and the template context |
+//! | [`rules`] | loading a rule directory into one [`rules::RuleSet`]: `${VAR}`, validation, compilation |
+//! | [`watch`] | the live rule set and hot reload |
+//! | **state and decisions** | |
+//! | [`store`] | the durable store behind one async trait; SQLite with group commit |
+//! | [`evaluate`] | a rule set against one request: which rules fire, the trace, the deliveries it plans |
+//! | **the pipeline** | |
+//! | [`actions`] | rendering http, email and command actions and running one once |
+//! | [`dispatch`] | claiming due deliveries, running attempts, the retry policy, per-target limits |
+//! | [`ingest`] | the HTTP path from request to stored event, and every answer of SPEC §5 |
+//! | **surfaces** | |
+//! | [`admin`] | health checks, the admin API, server-sent events and the dashboard |
 //! | [`server`] | the listener, connection limits, wiring and shutdown |
 //! | [`cli`] | `check`, `test`, `send` and the admin commands |
 
@@ -53,6 +66,7 @@ pub mod ids;
 pub mod ingest;
 pub mod matching;
 pub mod redact;
+pub mod request;
 pub mod rules;
 pub mod server;
 pub mod store;

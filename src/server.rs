@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use crate::actions::email::Mailer;
+use crate::actions::Runner;
 use crate::admin::AdminState;
 use crate::dispatch::Dispatcher;
 use crate::ingest::IngestState;
@@ -113,19 +113,15 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
     let first_watcher = crate::watch::watcher(live.clone(), cancel.clone())
         .with_context(|| format!("cannot watch {}", opts.rules.display()))?;
 
-    let mailer =
-        Mailer::new(opts.smtp_url.as_deref(), &opts.smtp_from).map_err(anyhow::Error::msg)?;
+    let runner = Runner::new(opts.smtp_url.as_deref(), &opts.smtp_from)?;
     let stream = crate::bus::Stream::default();
-    let dispatcher = Arc::new(
-        Dispatcher::new(
-            store.clone(),
-            live.clone(),
-            opts.workers,
-            mailer,
-            stream.clone(),
-        )
-        .map_err(anyhow::Error::msg)?,
-    );
+    let dispatcher = Arc::new(Dispatcher::new(
+        store.clone(),
+        live.clone(),
+        opts.workers,
+        runner,
+        stream.clone(),
+    ));
     let tasks = crate::supervise::Tasks::default();
     let ingest = Arc::new(IngestState {
         rules: live.clone(),

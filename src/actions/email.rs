@@ -7,7 +7,7 @@
 use lettre::message::{Mailbox, MultiPart, header::ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{AttemptResult, Rendered, has_crlf};
+use super::{AttemptResult, Rendered, SetupError, has_crlf};
 use crate::actions::Outcome;
 
 pub struct Mailer {
@@ -17,11 +17,11 @@ pub struct Mailer {
 
 impl Mailer {
     /// `smtp_url` is lettre's URL form (`smtp://user:pass@host:587`, `smtps://…`).
-    pub fn new(smtp_url: Option<&str>, default_from: &str) -> Result<Self, String> {
+    pub fn new(smtp_url: Option<&str>, default_from: &str) -> Result<Self, SetupError> {
         let transport = match smtp_url {
             Some(url) => Some(
                 AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                    .map_err(|e| format!("invalid --smtp-url: {e}"))?
+                    .map_err(SetupError::SmtpUrl)?
                     .timeout(Some(std::time::Duration::from_secs(30)))
                     .build(),
             ),

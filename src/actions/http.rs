@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use super::{AttemptResult, MAX_CAPTURE, Rendered, has_crlf};
 use crate::actions::Outcome;
+use crate::request::Request;
 use crate::rules::HttpAction;
-use crate::store::EventData;
 
 pub const USER_AGENT: &str = concat!("hookwire/", env!("CARGO_PKG_VERSION"));
 
@@ -149,7 +149,7 @@ impl HttpRunner {
         action: &HttpAction,
         rendered: &Rendered,
         delivery_id: &str,
-        event: &EventData,
+        event: &Request,
     ) -> AttemptResult {
         let Rendered::Http {
             method,
@@ -203,7 +203,7 @@ impl HttpRunner {
                     map.append(n, v);
                 }
             }
-            event.body.clone()
+            event.body.to_vec()
         } else {
             match body {
                 None => Vec::new(),

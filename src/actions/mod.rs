@@ -1,8 +1,10 @@
-//! Actions rendered for one event: what would be sent or run.
+//! Actions for one event: rendering what would be sent or run, and running it
+//! once ([`Runner`]).
 //!
 //! Rendering happens from the *current* rule set at each attempt (so a fixed
 //! rule file fixes pending retries) and for `hookwire test`, which prints the
-//! result. Running the rendered actions is the dispatcher's job.
+//! result. Retries, leases and breakers are the dispatcher's job; the runner
+//! only turns one rendered action into one [`AttemptResult`].
 
 pub mod command;
 pub mod email;
@@ -11,6 +13,7 @@ pub mod http;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::request::Request;
 use crate::rules::{Action, ActionKind, HttpBody, Stdin};
 use crate::template::{Context, RenderError, Template};
 
@@ -104,10 +107,55 @@ pub enum Rendered {
     },
 }
 
-/// What `stdin: payload` and `stdin: raw` feed a command.
-pub struct EventData<'a> {
-    pub payload: &'a Value,
-    pub raw_body: &'a str,
+/// Why the runners cannot be built (at start, before anything runs). The
+/// message names the cause itself, so the cause is kept as a field and not
+/// also chained as `source()` (which would print it twice under `{:#}`).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(reqwest::Error),
+    #[error("invalid --smtp-url: {0}")]
+    SmtpUrl(lettre::transport::smtp::Error),
+}
+
+/// Runs a rendered action once: the one place that picks the runner for an
+/// action's type, for the dispatcher and `hookwire test --execute` alike.
+pub struct Runner {
+    http: http::HttpRunner,
+    mailer: email::Mailer,
+}
+
+impl Runner {
+    pub fn new(smtp_url: Option<&str>, smtp_from: &str) -> Result<Self, SetupError> {
+        Ok(Self {
+            http: http::HttpRunner::new().map_err(SetupError::HttpClient)?,
+            mailer: email::Mailer::new(smtp_url, smtp_from)?,
+        })
+    }
+
+    /// `req` is the event's request: forwarded by `forward: true` and named
+    /// in a command's environment.
+    pub async fn run(
+        &self,
+        action: &Action,
+        rendered: &Rendered,
+        delivery_id: &str,
+        rule: &str,
+        req: &Request,
+    ) -> AttemptResult {
+        match &action.kind {
+            ActionKind::Http(h) => self.http.run(h, rendered, delivery_id, req).await,
+            ActionKind::Email(_) => self.mailer.run(rendered).await,
+            ActionKind::Command(c) => {
+                let ids = command::CommandEnv {
+                    event_id: &req.event_id,
+                    rule,
+                    source: &req.source,
+                };
+                command::run(c, rendered, &ids).await
+            }
+        }
+    }
 }
 
 fn all(ts: &[Template], ctx: &Context) -> Result<Vec<String>, RenderError> {
@@ -120,11 +168,7 @@ fn pairs(ts: &[(String, Template)], ctx: &Context) -> Result<Vec<(String, String
         .collect()
 }
 
-pub fn render(
-    action: &Action,
-    ctx: &Context,
-    data: &EventData<'_>,
-) -> Result<Rendered, RenderError> {
+pub fn render(action: &Action, ctx: &Context, req: &Request) -> Result<Rendered, RenderError> {
     Ok(match &action.kind {
         ActionKind::Http(h) => {
             let mut headers = pairs(&h.headers, ctx)?;
@@ -176,8 +220,9 @@ pub fn render(
             env: pairs(&c.env, ctx)?,
             stdin: match &c.stdin {
                 Stdin::None => None,
-                Stdin::Payload => Some(data.payload.to_string()),
-                Stdin::Raw => Some(data.raw_body.to_owned()),
+                // From the context: the dispatcher moves the payload out of `req` into it.
+                Stdin::Payload => Some(ctx.data()["payload"].to_string()),
+                Stdin::Raw => Some(req.body_text().into_owned()),
                 Stdin::Template(t) => Some(t.render(ctx)?),
             },
             cwd: c.cwd.as_ref().map(|p| p.display().to_string()),

@@ -452,7 +452,7 @@ async fn event(State(app): State<Arc<AdminState>>, Path(id): Path<String>) -> Re
         .collect();
     let mut trace = e.trace.clone();
     if set.rule_count(&e.source) > crate::evaluate::EXPLAIN_ALL_UP_TO {
-        let req = crate::evaluate::Request::from_stored(&e);
+        let req = e.request();
         crate::evaluate::explain_missing(&set, &req, &mut trace);
     }
     let body = json!({
@@ -494,7 +494,7 @@ async fn replay_as(app: &AdminState, id: &str, request: &RequestId) -> Response 
         Err(e) => return store_error(e),
     };
     let set = app.rules.current();
-    let req = crate::evaluate::Request::from_stored(&e);
+    let req = e.request();
     let eval = crate::evaluate::evaluate(&set, &req);
     let new = eval.new_deliveries();
     let ids: Vec<String> = new.iter().map(|d| d.id.to_string()).collect();

@@ -8,9 +8,8 @@
 
 use serde_json::Value;
 
-use crate::actions::{self, EventData};
-use crate::evaluate::{self, Request};
-use crate::ingest::decode;
+use crate::actions;
+use crate::evaluate;
 use crate::rules::{RuleSet, RuleTest};
 
 /// Runs every test of the set; returns one line per failure.
@@ -44,7 +43,7 @@ async fn run_one(set: &RuleSet, t: &RuleTest) -> Vec<String> {
         (None, Some(b)) => b.clone().into_bytes(),
         (None, None) => Vec::new(),
     };
-    let mut headers: Vec<(String, String)> = t
+    let headers: Vec<(String, String)> = t
         .headers
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
@@ -68,37 +67,18 @@ async fn run_one(set: &RuleSet, t: &RuleTest) -> Vec<String> {
                 .ok()
                 .map(|_| "application/json".to_owned())
         });
-    if let Some(ct) = &content_type
-        && !headers.iter().any(|(k, _)| k == "content-type")
-    {
-        headers.push(("content-type".to_owned(), ct.clone()));
-    }
-    let decoded = match decode::decode(
-        content_type.as_deref(),
-        bytes::Bytes::from(body.clone()),
-        &source.json_fields,
+    let req = match super::test_request(
+        source,
+        body,
+        headers,
+        t.query.clone(),
+        t.method.clone(),
+        content_type,
     )
     .await
     {
-        Ok(d) => d,
+        Ok(d) => d.request,
         Err(e) => return vec![format!("payload does not decode: {e}")],
-    };
-    let req = Request {
-        event_id: "evt_test".to_owned(),
-        source: source.name.clone(),
-        received_at: crate::clock::rfc3339(std::time::SystemTime::now()),
-        method: t.method.clone().unwrap_or_else(|| {
-            source
-                .methods
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "POST".into())
-        }),
-        path: source.path.clone(),
-        headers,
-        query: t.query.clone(),
-        body: bytes::Bytes::from(body.clone()),
-        payload: decoded.payload,
     };
     let eval = evaluate::evaluate_with(set, &req, true);
     let mut problems = Vec::new();
@@ -149,10 +129,6 @@ async fn run_one(set: &RuleSet, t: &RuleTest) -> Vec<String> {
             problems.push(format!("answer status {got}, expected {status}"));
         }
     }
-    let data = EventData {
-        payload: &req.payload,
-        raw_body: &req.body_text(),
-    };
     for (key, expected) in &t.expect_actions {
         let Some((rule_name, action_name)) = key.split_once('/') else {
             problems.push(format!("`{key}`: name an action as rule/action"));
@@ -175,13 +151,14 @@ async fn run_one(set: &RuleSet, t: &RuleTest) -> Vec<String> {
             ));
             continue;
         }
-        let rendered = match actions::render(action, &req.context(rule_name, 1), &data) {
-            Ok(r) => serde_json::to_value(r).unwrap_or(Value::Null),
-            Err(e) => {
-                problems.push(format!("`{key}`: render error: {e}"));
-                continue;
-            }
-        };
+        let rendered =
+            match actions::render(action, &crate::template::context(&req, rule_name, 1), &req) {
+                Ok(r) => serde_json::to_value(r).unwrap_or(Value::Null),
+                Err(e) => {
+                    problems.push(format!("`{key}`: render error: {e}"));
+                    continue;
+                }
+            };
         let mut diffs = Vec::new();
         subset_diff(&expected.to_json(), &rendered, key, &mut diffs);
         problems.extend(diffs);

@@ -5,15 +5,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::actions::{self, EventData, Rendered};
-use crate::clock::rfc3339;
-use crate::evaluate::{self, Request, RuleTrace};
-use crate::ingest::decode;
+use crate::actions::{self, AttemptResult, Rendered, Runner};
+use crate::evaluate::{self, RuleTrace};
 use crate::matching::Step;
 use crate::rules::{self, LoadOptions, RuleSet};
 
@@ -31,60 +28,6 @@ pub struct TestOptions {
     pub execute: bool,
     pub smtp_url: Option<String>,
     pub smtp_from: String,
-}
-
-/// Runs rendered actions once, without retries, for `--execute`.
-struct Runner {
-    http: crate::actions::http::HttpRunner,
-    mailer: crate::actions::email::Mailer,
-}
-
-impl Runner {
-    fn new(smtp_url: Option<&str>, smtp_from: &str) -> Result<Self, String> {
-        Ok(Self {
-            http: crate::actions::http::HttpRunner::new().map_err(|e| e.to_string())?,
-            mailer: crate::actions::email::Mailer::new(smtp_url, smtp_from)?,
-        })
-    }
-
-    async fn execute(
-        &self,
-        action: &crate::rules::Action,
-        r: &Rendered,
-        req: &Request,
-        rule: &str,
-    ) -> Executed {
-        use crate::rules::ActionKind;
-        let event = crate::store::EventData {
-            source: req.source.clone(),
-            received_at_ms: 0,
-            method: req.method.clone(),
-            path: req.path.clone(),
-            query: String::new(),
-            headers: req.headers.clone(),
-            body: req.body.to_vec(),
-            payload: req.payload.clone(),
-        };
-        let result = match &action.kind {
-            ActionKind::Http(h) => self.http.run(h, r, "dlv_test", &event).await,
-            ActionKind::Email(_) => self.mailer.run(r).await,
-            ActionKind::Command(c) => {
-                let ids = crate::actions::command::CommandEnv {
-                    event_id: &req.event_id,
-                    rule,
-                    source: &req.source,
-                };
-                crate::actions::command::run(c, r, &ids).await
-            }
-        };
-        Executed {
-            outcome: result.outcome.label(),
-            status: result.status_code,
-            exit_code: result.exit_code,
-            error: result.error,
-            response: String::from_utf8_lossy(&result.response).into_owned(),
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -128,6 +71,17 @@ struct Executed {
     response: String,
 }
 
+/// What running an action once with `--execute` came to.
+fn executed(result: AttemptResult) -> Executed {
+    Executed {
+        outcome: result.outcome.label(),
+        status: result.status_code,
+        exit_code: result.exit_code,
+        error: result.error,
+        response: String::from_utf8_lossy(&result.response).into_owned(),
+    }
+}
+
 pub fn run(opts: &TestOptions) -> ExitCode {
     match build(opts) {
         Ok((report, _)) => {
@@ -154,7 +108,7 @@ async fn fetch_event(
     let v = super::ops::get(api, &format!("/api/events/{}", super::ops::segment(id))).await?;
     let body = v["body"].as_str().unwrap_or_default().as_bytes().to_vec();
     let headers = serde_json::from_value(v["headers"].clone()).unwrap_or_default();
-    let query = crate::evaluate::query_pairs(v["query"].as_str());
+    let query = crate::request::query_pairs(v["query"].as_str());
     Ok((body, headers, query))
 }
 
@@ -209,17 +163,14 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
         .find(|(k, _)| k == "content-type")
         .map(|(_, v)| v.clone())
         .or_else(|| opts.payload.as_deref().and_then(super::guess_content_type));
-    if let Some(ct) = &content_type
-        && !headers.iter().any(|(k, _)| k == "content-type")
-    {
-        headers.push(("content-type".to_owned(), ct.clone()));
-    }
-
     let decoded = runtime
-        .block_on(decode::decode(
-            content_type.as_deref(),
-            bytes::Bytes::from(body.clone()),
-            &source.json_fields,
+        .block_on(super::test_request(
+            source,
+            body,
+            headers,
+            query,
+            None,
+            content_type.clone(),
         ))
         .map_err(|e| {
             format!(
@@ -229,39 +180,19 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
                     .map_or_else(|| "the event".to_owned(), |p| p.display().to_string())
             )
         })?;
-
-    let now = SystemTime::now();
-    let req = Request {
-        event_id: "evt_test".to_owned(),
-        source: source.name.clone(),
-        received_at: rfc3339(now),
-        method: source
-            .methods
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "POST".to_owned()),
-        path: source.path.clone(),
-        headers,
-        query,
-        body: bytes::Bytes::from(body.clone()),
-        payload: decoded.payload,
-    };
-    let eval = evaluate::evaluate_with(&set, &req, true);
+    let req = &decoded.request;
+    let eval = evaluate::evaluate_with(&set, req, true);
     let runner = if opts.execute {
-        Some(Runner::new(opts.smtp_url.as_deref(), &opts.smtp_from)?)
+        Some(Runner::new(opts.smtp_url.as_deref(), &opts.smtp_from).map_err(|e| e.to_string())?)
     } else {
         None
     };
     let mut warnings = Vec::new();
-    let data = EventData {
-        payload: &req.payload,
-        raw_body: &req.body_text(),
-    };
     let mut reports = Vec::new();
     for trace in eval.trace {
         let mut rendered = Vec::new();
         if let Some(rule) = set.rule(&trace.rule).filter(|_| trace.matched) {
-            let ctx = req.context(&rule.name, 1);
+            let ctx = crate::template::context(req, &rule.name, 1);
             for action in &rule.actions {
                 for t in actions::templates(action) {
                     for field in t.missing_fields(ctx.data()) {
@@ -278,10 +209,13 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
                 if !created {
                     continue;
                 }
-                match actions::render(action, &ctx, &data) {
+                match actions::render(action, &ctx, req) {
                     Ok(r) => {
                         let executed = runner.as_ref().map(|runner| {
-                            runtime.block_on(runner.execute(action, &r, &req, &rule.name))
+                            executed(
+                                runtime
+                                    .block_on(runner.run(action, &r, "dlv_test", &rule.name, req)),
+                            )
                         });
                         rendered.push(RenderedAction {
                             action: action.name.clone(),

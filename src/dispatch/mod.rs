@@ -23,14 +23,10 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::actions::command::CommandEnv;
-use crate::actions::email::Mailer;
-use crate::actions::http::HttpRunner;
-use crate::actions::{self, AttemptResult, EventData as RenderData};
+use crate::actions::{self, AttemptResult, Runner};
 use crate::clock::now_ms;
-use crate::evaluate::Request;
 use crate::ids::AttemptId;
-use crate::rules::{ActionKind, RetryPolicy};
+use crate::rules::RetryPolicy;
 use crate::store::{Claimed, Finished, NewAttempt, SharedStore};
 use crate::watch::LiveRules;
 use policy::{Outcome, next};
@@ -58,8 +54,7 @@ pub struct Dispatcher {
     pub targets: Arc<Targets>,
     /// The target of each action of the live rule set, by set version.
     target_map: std::sync::Mutex<(u64, Arc<TargetMap>)>,
-    http: HttpRunner,
-    mailer: Mailer,
+    runner: Runner,
     stream: crate::bus::Stream,
 }
 
@@ -68,21 +63,19 @@ impl Dispatcher {
         store: SharedStore,
         rules: Arc<LiveRules>,
         workers: usize,
-        mailer: Mailer,
+        runner: Runner,
         stream: crate::bus::Stream,
-    ) -> Result<Self, String> {
-        let http = HttpRunner::new().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Self {
+    ) -> Self {
+        Self {
             store,
             rules,
             wake: Arc::new(Notify::new()),
             workers: workers.max(1),
             targets: Arc::default(),
             target_map: std::sync::Mutex::new((u64::MAX, Arc::default())),
-            http,
-            mailer,
+            runner,
             stream,
-        })
+        }
     }
 
     /// Runs until `cancel`; then lets running attempts finish for up to
@@ -396,12 +389,8 @@ impl Dispatcher {
         if c.attempt == 1 && crate::supervise::fault("attempt-panic") {
             panic!("injected fault: attempt-panic");
         }
-        let ctx = request(c).into_context(&rule.name, c.attempt);
-        let data = RenderData {
-            payload: &ctx.data()["payload"],
-            raw_body: ctx.data()["event"]["body"].as_str().unwrap_or_default(),
-        };
-        match actions::render(action, &ctx, &data) {
+        let ctx = crate::template::take_context(&mut c.event, &rule.name, c.attempt);
+        match actions::render(action, &ctx, &c.event) {
             // A template that fails may be fixed in the rule file before the next attempt.
             Err(e) => (
                 AttemptResult::fail(
@@ -411,20 +400,9 @@ impl Dispatcher {
                 false,
             ),
             Ok(rendered) => (
-                match &action.kind {
-                    ActionKind::Http(h) => {
-                        self.http.run(h, &rendered, c.id.as_str(), &c.event).await
-                    }
-                    ActionKind::Email(_) => self.mailer.run(&rendered).await,
-                    ActionKind::Command(cmd) => {
-                        let ids = CommandEnv {
-                            event_id: c.event_id.as_str(),
-                            rule: &rule.name,
-                            source: &c.event.source,
-                        };
-                        actions::command::run(cmd, &rendered, &ids).await
-                    }
-                },
+                self.runner
+                    .run(action, &rendered, c.id.as_str(), &rule.name, &c.event)
+                    .await,
                 true,
             ),
         }
@@ -467,19 +445,3 @@ type TargetMap = HashMap<String, Target>;
 /// How soon work held back by busy targets or open breakers is looked at
 /// again, when no attempt ends before.
 const HELD_RECHECK: Duration = Duration::from_millis(50);
-
-/// The request of a claimed delivery; the payload moves out of `c` (the
-/// action runners need only its headers and body).
-fn request(c: &mut Claimed) -> Request {
-    Request {
-        event_id: c.event_id.to_string(),
-        source: c.event.source.clone(),
-        received_at: crate::clock::rfc3339_ms(c.event.received_at_ms),
-        method: c.event.method.clone(),
-        path: c.event.path.clone(),
-        headers: c.event.headers.clone(),
-        query: crate::evaluate::query_pairs(Some(&c.event.query)),
-        body: bytes::Bytes::from(c.event.body.clone()),
-        payload: std::mem::take(&mut c.event.payload),
-    }
-}

@@ -19,8 +19,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::evaluate::{self, Evaluation, Request};
+use crate::evaluate::{self, Arrival, Evaluation};
 use crate::ids::EventId;
+use crate::request::Request;
 use crate::rules::{HttpBody, RuleSet};
 use crate::store::{IngestOutcome, NewEvent, StoreError};
 use crate::telemetry;
@@ -281,31 +282,27 @@ async fn ingest(
         v.verify(&req).map_err(IngestError::Unverified)?;
     }
 
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let decoded = decode::decode(content_type, bytes.clone(), &source.json_fields).await?;
-
-    let payload_is_body = decoded.payload_is_body;
-    let header_pairs = header_pairs(&headers);
-    let query = evaluate::query_pairs(uri.query());
-    let received_at_ms = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let req = Request {
+    let decoded = evaluate::decode(Arrival {
+        source,
         event_id: id.to_string(),
-        source: source.name.clone(),
         received_at: crate::clock::rfc3339(now),
         method: method.to_string(),
         path: path.to_owned(),
-        headers: header_pairs,
-        query,
+        headers: header_pairs(&headers),
+        query: crate::request::query_pairs(uri.query()),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
         body: bytes.clone(),
-        payload: decoded.payload,
-    };
+    })
+    .await?;
+    let req = decoded.request;
+    let received_at_ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
 
     let dedup_key = match &source.dedup {
-        Some(t) => match t.render(&req.context("", 1)) {
+        Some(t) => match t.render(&crate::template::context(&req, "", 1)) {
             Ok(k) if !k.is_empty() => Some(k),
             Ok(_) => None,
             Err(e) => {
@@ -329,7 +326,7 @@ async fn ingest(
         headers: req.headers.clone(),
         body: bytes,
         // A JSON payload is the body again: the store keeps the body only.
-        payload: if payload_is_body {
+        payload: if decoded.payload_is_body {
             None
         } else {
             Some(encode(&req.payload)?)
@@ -391,7 +388,7 @@ fn respond(set: &RuleSet, eval: &Evaluation, req: &Request, id: &EventId) -> Res
     let Some(r) = &rule.respond else {
         return default();
     };
-    let ctx = req.context(&rule.name, 1);
+    let ctx = crate::template::context(req, &rule.name, 1);
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
     let rendered = match &r.body {
         None => Ok((None, Vec::new())),

@@ -31,7 +31,17 @@ pub struct Input<'a> {
     pub method: &'a str,
 }
 
-impl Input<'_> {
+impl<'a> Input<'a> {
+    /// What conditions see of a request.
+    pub fn of(req: &'a crate::request::Request) -> Self {
+        Input {
+            payload: &req.payload,
+            headers: &req.headers,
+            query: &req.query,
+            method: &req.method,
+        }
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

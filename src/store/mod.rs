@@ -18,6 +18,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 use crate::ids::{AttemptId, DeliveryId, EventId, RequestId};
+use crate::request::{Request, query_pairs};
 
 /// An accepted request, ready to be stored with its deliveries.
 #[derive(Debug, Clone)]
@@ -87,6 +88,23 @@ pub struct StoredEvent {
     pub matched: Vec<String>,
     pub dedup_key: Option<String>,
     pub deliveries: Vec<StoredDelivery>,
+}
+
+impl StoredEvent {
+    /// The request as replay, the API and `hookwire test` evaluate it again.
+    pub fn request(&self) -> Request {
+        Request {
+            event_id: self.id.to_string(),
+            source: self.source.clone(),
+            received_at: crate::clock::rfc3339_ms(self.received_at_ms),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            headers: self.headers.clone(),
+            query: query_pairs(Some(&self.query)),
+            body: bytes::Bytes::from(self.body.clone()),
+            payload: self.payload.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -182,20 +200,8 @@ pub struct Claimed {
     /// The request that started this round (see [`StoredAttempt::requested_by`]).
     pub requested_by: Option<String>,
     pub serialize_key: Option<String>,
-    pub event: EventData,
-}
-
-/// What rendering an action needs of its event.
-#[derive(Debug, Clone)]
-pub struct EventData {
-    pub source: String,
-    pub received_at_ms: i64,
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub payload: serde_json::Value,
+    /// The event's request, as the action is rendered from it.
+    pub event: Request,
 }
 
 /// One attempt, as recorded.

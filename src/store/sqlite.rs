@@ -29,10 +29,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::health::{Health, PROBE_EVERY};
 use super::{
-    Claimed, EventData, Finished, IngestOutcome, NewDelivery, NewEvent, Page, Pruned, RetryOutcome,
-    Store, StoreError, StoreStats, StoredAttempt, StoredDelivery, StoredEvent,
+    Claimed, Finished, IngestOutcome, NewDelivery, NewEvent, Page, Pruned, RetryOutcome, Store,
+    StoreError, StoreStats, StoredAttempt, StoredDelivery, StoredEvent,
 };
 use crate::ids::{DeliveryId, EventId, RequestId};
+use crate::request::{Request, query_pairs};
 
 /// How many jobs share one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -785,14 +786,15 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
         round: r.get(16)?,
         requested_by: r.get(17)?,
         serialize_key: r.get(6)?,
-        event: EventData {
+        event: Request {
+            event_id: r.get(1)?,
             source: r.get(7)?,
-            received_at_ms: r.get(8)?,
+            received_at: crate::clock::rfc3339_ms(r.get(8)?),
             method: r.get(9)?,
             path: r.get(10)?,
-            query: r.get(11)?,
+            query: query_pairs(Some(&r.get::<_, String>(11)?)),
             headers: json_column(r, 12)?,
-            body: r.get(13)?,
+            body: bytes::Bytes::from(r.get::<_, Vec<u8>>(13)?),
             payload: payload_column(r, 14, 13)?,
         },
     })

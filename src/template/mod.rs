@@ -15,6 +15,7 @@ use std::sync::LazyLock;
 use handlebars::Handlebars;
 use serde_json::Value;
 
+use crate::request::Request;
 use crate::syntax::node::{Kind, Node, Pos};
 
 /// Helpers never change, so one registry serves every rule set.
@@ -337,8 +338,50 @@ fn typed_source(expr: &str) -> String {
     }
 }
 
-/// The template context of one event (SPEC §4.4).
-pub fn context(
+/// The template context (SPEC §4.4) of `req` for `rule`.
+pub fn context(req: &Request, rule: &str, attempt: u32) -> Context {
+    assemble(req, req.payload.clone(), rule, attempt)
+}
+
+/// [`context`] moving the payload out of `req` instead of copying it: the
+/// dispatcher's path, where the payload is the biggest thing and the
+/// runners need only the headers and the raw body afterwards.
+pub fn take_context(req: &mut Request, rule: &str, attempt: u32) -> Context {
+    let payload = std::mem::take(&mut req.payload);
+    assemble(req, payload, rule, attempt)
+}
+
+fn assemble(req: &Request, payload: Value, rule: &str, attempt: u32) -> Context {
+    let event = serde_json::json!({
+        "id": req.event_id,
+        "source": req.source,
+        "received_at": req.received_at,
+        "method": req.method,
+        "path": req.path,
+        "body": req.body_text(),
+    });
+    context_of(
+        event,
+        payload,
+        pairs_to_object(&req.headers),
+        pairs_to_object(&req.query),
+        rule,
+        attempt,
+    )
+}
+
+/// First value wins for headers (SPEC §4.4); query keeps the first too.
+fn pairs_to_object(pairs: &[(String, String)]) -> Value {
+    let mut map = serde_json::Map::new();
+    for (k, v) in pairs {
+        map.entry(k.clone())
+            .or_insert_with(|| Value::String(v.clone()));
+    }
+    Value::Object(map)
+}
+
+/// The context from its parts.
+fn context_of(
     event: Value,
     payload: Value,
     headers: Value,
@@ -366,7 +409,7 @@ mod tests {
     use crate::syntax::node::parse_yaml;
 
     fn ctx(payload: Value) -> Context {
-        context(
+        context_of(
             serde_json::json!({"id": "evt_1"}),
             payload,
             serde_json::json!({}),
