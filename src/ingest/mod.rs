@@ -174,7 +174,7 @@ pub async fn handle(
             match &e {
                 // The store logs that it cannot commit, and when it can again,
                 // once each: a line per refused request would bury both.
-                IngestError::Store(cause @ StoreError::Unavailable(_)) => {
+                IngestError::Store(cause) if cause.is_unavailable() => {
                     telemetry::event_refused_by_store(
                         id.as_str(),
                         source,
@@ -369,8 +369,7 @@ async fn ingest(
 
 /// JSON text for a store column (only a map with non-string keys could fail).
 fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Database(format!("cannot encode the event: {e}")))
+    Ok(serde_json::to_string(value)?)
 }
 
 /// 202 with the matched rules, or the first matched rule's own `respond`.

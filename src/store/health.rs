@@ -53,7 +53,7 @@ impl Health {
             Some(f) => f.failed_commits += 1,
             None => {
                 // "database or disk is full", without the kind's prefix.
-                let error = error.message().to_owned();
+                let error = error.message();
                 crate::telemetry::StoreFailing { error: &error }.emit();
                 *failure = Some(Failure {
                     since: Instant::now(),

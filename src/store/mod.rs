@@ -234,13 +234,61 @@ pub struct Finished {
     pub next_attempt_at_ms: Option<i64>,
 }
 
+/// Why the store could not do what it was asked.
+///
+/// A driver error is kept whole in [`StoreError::Driver`] (its SQLite code,
+/// say, stays readable); its text is part of the message, so it is not also
+/// chained as `source()`, which would print it twice in an error chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot take the write now (disk full, database down, queue full).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The database refused the operation, and trying again will not help.
     #[error("database error: {0}")]
     Database(String),
+    /// The database driver failed; `transient` when trying again later can
+    /// help (disk full, busy, I/O), and the store counts as unavailable.
+    #[error("{}: {cause}", kind(*.transient))]
+    Driver {
+        transient: bool,
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A value could not be encoded for storage: a bug, not the store's state.
+    #[error("cannot encode the event: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+fn kind(transient: bool) -> &'static str {
+    if transient {
+        "store unavailable"
+    } else {
+        "database error"
+    }
+}
+
+impl StoreError {
+    /// The store cannot take work now but may soon: answered 503 with
+    /// `Retry-After`, and logged once per outage rather than per request.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_)
+                | StoreError::Driver {
+                    transient: true,
+                    ..
+                }
+        )
+    }
+
+    /// The cause without the kind prefix, for wrapping into another kind.
+    pub fn message(&self) -> String {
+        match self {
+            StoreError::Unavailable(m) | StoreError::Database(m) => m.clone(),
+            StoreError::Driver { cause, .. } => cause.to_string(),
+            StoreError::Encode(e) => format!("cannot encode the event: {e}"),
+        }
+    }
 }
 
 /// The durable store. Every method is async and backend-neutral.

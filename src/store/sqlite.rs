@@ -102,7 +102,7 @@ impl WriteJob for Checkpoint {
         let answer = match (committed, self.result) {
             (Ok(()), Some(r)) => r.map_err(db_err),
             (Ok(()), None) => Err(StoreError::Unavailable("checkpoint did not run".into())),
-            (Err(e), _) => Err(StoreError::Unavailable(e.message().to_owned())),
+            (Err(e), _) => Err(StoreError::Unavailable(e.message())),
         };
         let _ = self.reply.send(answer);
     }
@@ -139,7 +139,7 @@ impl<T: Send, F: FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send> WriteJo
             Ok(()) => self
                 .result
                 .unwrap_or_else(|| Err(StoreError::Unavailable("job did not run".into()))),
-            Err(e) => Err(StoreError::Unavailable(e.message().to_owned())),
+            Err(e) => Err(StoreError::Unavailable(e.message())),
         };
         // The caller may have gone (client disconnected); what committed stays committed.
         let _ = self.reply.send(answer);
@@ -202,8 +202,14 @@ fn db_err(e: rusqlite::Error) -> StoreError {
             | ErrorCode::OutOfMemory
             | ErrorCode::ReadOnly
             | ErrorCode::CannotOpen,
-        ) => StoreError::Unavailable(e.to_string()),
-        _ => StoreError::Database(e.to_string()),
+        ) => StoreError::Driver {
+            transient: true,
+            cause: Box::new(e),
+        },
+        _ => StoreError::Driver {
+            transient: false,
+            cause: Box::new(e),
+        },
     }
 }
 
@@ -469,15 +475,6 @@ async fn read_on<T: Send + 'static>(
     .map_err(|e| StoreError::Unavailable(format!("store read failed: {e}")))?
 }
 
-impl StoreError {
-    /// The cause without the kind prefix, for wrapping into another kind.
-    pub(super) fn message(&self) -> &str {
-        match self {
-            StoreError::Unavailable(m) | StoreError::Database(m) => m,
-        }
-    }
-}
-
 fn writer_stopped() -> StoreError {
     StoreError::Unavailable("the store writer has stopped".into())
 }
@@ -622,8 +619,7 @@ struct Prepared {
 impl Prepared {
     fn new(mut event: NewEvent) -> Result<Self, StoreError> {
         fn json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> {
-            serde_json::to_string(v)
-                .map_err(|e| StoreError::Database(format!("cannot encode the event: {e}")))
+            Ok(serde_json::to_string(v)?)
         }
         Ok(Self {
             headers: json(&event.headers)?,
@@ -677,22 +673,14 @@ fn ingest_one(conn: &Connection, p: &Prepared, now: i64) -> rusqlite::Result<Ing
         !e.matched.is_empty(),
         e.dedup_key,
     ])?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0, ?7, ?8, ?8)",
+    insert_deliveries(
+        conn,
+        e.id.as_str(),
+        &e.deliveries,
+        e.received_at_ms,
+        now,
+        None,
     )?;
-    for d in &e.deliveries {
-        insert.execute(params![
-            d.id.as_str(),
-            e.id.as_str(),
-            d.rule,
-            d.action,
-            d.action_type,
-            d.serialize_key,
-            e.received_at_ms,
-            now
-        ])?;
-    }
     Ok(IngestOutcome::Stored)
 }
 
@@ -1081,16 +1069,19 @@ fn retry_delivery(
     })
 }
 
+/// New `pending` deliveries of `event`, due at `due_at_ms`; `replayed_by`
+/// names the request of a replay.
 fn insert_deliveries(
     c: &Connection,
     event: &str,
     deliveries: &[NewDelivery],
-    replayed_by: &str,
+    due_at_ms: i64,
     now: i64,
+    replayed_by: Option<&str>,
 ) -> rusqlite::Result<()> {
     let mut insert = c.prepare_cached(
         "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms, replayed_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0, ?7, ?7, ?7, ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0, ?7, ?8, ?8, ?9)",
     )?;
     for d in deliveries {
         insert.execute(params![
@@ -1100,6 +1091,7 @@ fn insert_deliveries(
             d.action,
             d.action_type,
             d.serialize_key,
+            due_at_ms,
             now,
             replayed_by
         ])?;
@@ -1314,7 +1306,9 @@ impl Store for SqliteStore {
         request: &RequestId,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         let (event, request) = (event.to_string(), request.to_string());
-        Box::pin(self.write(move |c, now| insert_deliveries(c, &event, &deliveries, &request, now)))
+        Box::pin(self.write(move |c, now| {
+            insert_deliveries(c, &event, &deliveries, now, now, Some(&request))
+        }))
     }
 
     fn queue_depth(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -2058,7 +2052,7 @@ mod tests {
         let answers = one_batch(&mut conn, batch, &commits);
         assert!(matches!(answers[0], Ok(IngestOutcome::Stored)));
         assert!(
-            matches!(&answers[1], Err(StoreError::Database(m)) if m.contains("UNIQUE")),
+            matches!(&answers[1], Err(e @ StoreError::Driver { transient: false, .. }) if e.to_string().contains("UNIQUE")),
             "{:?}",
             answers[1]
         );
