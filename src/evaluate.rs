@@ -4,11 +4,8 @@
 //! it) and replay: one function decides which rules fire and which deliveries
 //! are created, and records the trace that explains it.
 
-use serde::Serialize;
-use serde_json::Value;
-
 use crate::ingest::decode::{self, DecodeError};
-use crate::matching::{Input, Step};
+use crate::matching::{ActionTrace, Input, RuleTrace};
 use crate::request::Request;
 use crate::rules::{Rule, RuleSet, Source};
 
@@ -56,31 +53,6 @@ pub async fn decode(a: Arrival<'_>) -> Result<Decoded, DecodeError> {
         facts: d.facts,
         payload_is_body: d.payload_is_body,
     })
-}
-
-/// The trace of one rule (SPEC §4.3).
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct RuleTrace {
-    pub rule: String,
-    pub matched: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub disabled: bool,
-    pub conditions: Vec<Step>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub actions: Vec<ActionTrace>,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct ActionTrace {
-    pub action: String,
-    #[serde(rename = "type")]
-    pub action_type: String,
-    /// Whether a delivery was created (false when the action's own `when` is false).
-    pub delivery: bool,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Step>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// A delivery to create.
@@ -153,6 +125,7 @@ pub fn evaluate_with(set: &RuleSet, req: &Request, explain_all: bool) -> Evaluat
                 disabled: true,
                 conditions: Vec::new(),
                 actions: Vec::new(),
+                explained_on_read: false,
             });
             continue;
         }
@@ -208,30 +181,22 @@ pub fn evaluate_with(set: &RuleSet, req: &Request, explain_all: bool) -> Evaluat
             disabled: false,
             conditions,
             actions,
+            explained_on_read: false,
         });
     }
     out
 }
 
-/// Completes a stored trace (a JSON array of rule traces) with the rules of
-/// the source it leaves out (see [`EXPLAIN_ALL_UP_TO`]), explained now against
-/// `set`, each marked `"explained_on_read": true`.
-pub fn explain_missing(set: &RuleSet, req: &Request, trace: &mut Value) {
-    let Value::Array(items) = trace else {
-        return;
-    };
-    let present: std::collections::HashSet<String> = items
-        .iter()
-        .filter_map(|t| t.get("rule").and_then(Value::as_str).map(str::to_owned))
-        .collect();
+/// Completes a stored trace with the rules of the source it leaves out (see
+/// [`EXPLAIN_ALL_UP_TO`]), explained now against `set`, each marked
+/// `explained_on_read`.
+pub fn explain_missing(set: &RuleSet, req: &Request, trace: &mut Vec<RuleTrace>) {
+    let present: std::collections::HashSet<String> = trace.iter().map(|t| t.rule.clone()).collect();
     let all = evaluate_with(set, req, true);
-    for t in all.trace {
-        if present.contains(&t.rule) {
-            continue;
-        }
-        if let Ok(mut v) = serde_json::to_value(&t) {
-            v["explained_on_read"] = Value::Bool(true);
-            items.push(v);
+    for mut t in all.trace {
+        if !present.contains(&t.rule) {
+            t.explained_on_read = true;
+            trace.push(t);
         }
     }
 }

@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::actions::{self, AttemptResult, Rendered, Runner};
-use crate::evaluate::{self, RuleTrace};
+use crate::evaluate;
+use crate::matching::RuleTrace;
 use crate::matching::Step;
 use crate::rules::{self, LoadOptions, RuleSet};
 

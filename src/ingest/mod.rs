@@ -313,7 +313,7 @@ async fn ingest(
         None => None,
     };
 
-    let eval = evaluate::evaluate(set, &req);
+    let mut eval = evaluate::evaluate(set, &req);
     let deliveries = eval.new_deliveries();
     let delivery_count = deliveries.len();
     let event = NewEvent {
@@ -332,7 +332,7 @@ async fn ingest(
             Some(encode(&req.payload)?)
         },
         facts: decoded.facts,
-        trace: encode(&eval.trace)?,
+        trace: std::mem::take(&mut eval.trace),
         matched: eval.matched.clone(),
         dedup_key,
         deliveries,

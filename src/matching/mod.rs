@@ -16,10 +16,12 @@ use crate::syntax::node::Pos;
 mod compile;
 mod eval;
 mod path;
+mod trace;
 
 pub use compile::compile;
 pub use eval::json_eq;
 pub use path::JsonPath;
+pub use trace::{ActionTrace, RuleTrace};
 
 /// What a condition is evaluated against.
 #[derive(Debug, Clone, Copy)]

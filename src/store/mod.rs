@@ -18,6 +18,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 use crate::ids::{AttemptId, DeliveryId, EventId, RequestId};
+use crate::matching::RuleTrace;
 use crate::request::{Request, query_pairs};
 
 /// An accepted request, ready to be stored with its deliveries.
@@ -40,8 +41,8 @@ pub struct NewEvent {
     pub payload: Option<String>,
     /// Decoding facts that explain misses ("payload is null: Content-Type was text/plain").
     pub facts: Vec<String>,
-    /// The match trace (a JSON array of rule traces), as shown by the API.
-    pub trace: String,
+    /// The match trace, as shown by the API.
+    pub trace: Vec<RuleTrace>,
     /// Names of the rules that matched.
     pub matched: Vec<String>,
     /// Dedup key of the source, if it has one; scoped to the source, 24 h window.
@@ -84,7 +85,7 @@ pub struct StoredEvent {
     pub body: Vec<u8>,
     pub payload: serde_json::Value,
     pub facts: Vec<String>,
-    pub trace: serde_json::Value,
+    pub trace: Vec<RuleTrace>,
     pub matched: Vec<String>,
     pub dedup_key: Option<String>,
     pub deliveries: Vec<StoredDelivery>,

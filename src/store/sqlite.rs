@@ -626,7 +626,7 @@ impl Prepared {
             // '' marks "the payload is the JSON body": see `payload_column`.
             payload: event.payload.take().unwrap_or_default(),
             facts: json(&event.facts)?,
-            trace: std::mem::take(&mut event.trace),
+            trace: json(&event.trace)?,
             matched: json(&event.matched)?,
             event,
         })
@@ -1398,7 +1398,7 @@ mod tests {
             body: bytes::Bytes::from_static(b"{\"k\":\"\xff\x00\"}"),
             payload: Some(r#"{"k":1,"nested":{"a":[true,null]}}"#.into()),
             facts: vec!["a fact".into()],
-            trace: r#"[{"rule":"r","matched":true}]"#.into(),
+            trace: serde_json::from_str(r#"[{"rule":"r","matched":true,"conditions":[]}]"#).unwrap(),
             matched: vec!["r".into()],
             dedup_key: dedup.map(str::to_owned),
             deliveries: vec![
@@ -1512,11 +1512,16 @@ mod tests {
             )
         );
         assert_eq!(
-            (&got.payload, &got.facts, &got.trace, &got.matched),
+            (
+                &got.payload,
+                &got.facts,
+                &serde_json::to_value(&got.trace).unwrap(),
+                &got.matched
+            ),
             (
                 &serde_json::json!({"k": 1, "nested": {"a": [true, null]}}),
                 &e.facts,
-                &serde_json::json!([{"rule": "r", "matched": true}]),
+                &serde_json::json!([{"rule": "r", "matched": true, "conditions": []}]),
                 &e.matched
             )
         );
