@@ -1398,7 +1398,8 @@ mod tests {
             body: bytes::Bytes::from_static(b"{\"k\":\"\xff\x00\"}"),
             payload: Some(r#"{"k":1,"nested":{"a":[true,null]}}"#.into()),
             facts: vec!["a fact".into()],
-            trace: serde_json::from_str(r#"[{"rule":"r","matched":true,"conditions":[]}]"#).unwrap(),
+            trace: serde_json::from_str(r#"[{"rule":"r","matched":true,"conditions":[]}]"#)
+                .unwrap(),
             matched: vec!["r".into()],
             dedup_key: dedup.map(str::to_owned),
             deliveries: vec![
