@@ -27,10 +27,11 @@ use crate::supervise::supervise;
 
 use crate::watch::LiveRules;
 
-/// Requests whose header section is larger than this are answered 431.
-/// hyper counts the request line and headers in its read buffer; the slack
-/// covers the request line so that 64 KiB of headers proper still fit.
-const MAX_HEADER_BYTES: usize = 64 * 1024 + 4 * 1024;
+/// hyper's read buffer for a request head. It counts the request line and
+/// the headers; the slack over [`crate::ingest::MAX_HEADER_BYTES`] covers the
+/// request line, so that ingest sees every header section up to its limit
+/// and answers 431 itself, exactly.
+const HEAD_BUFFER_BYTES: usize = crate::ingest::MAX_HEADER_BYTES + 4 * 1024;
 /// A client that has not sent its whole header section by then is dropped (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection over `--max-connections` waits for a free slot
@@ -286,7 +287,7 @@ async fn accept_loop(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .max_buf_size(MAX_HEADER_BYTES)
+        .max_buf_size(HEAD_BUFFER_BYTES)
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let shutdown = shutdown_signal(cancel.clone());
     tokio::pin!(shutdown);

@@ -11,6 +11,7 @@ mod delivery;
 mod docs;
 mod durability;
 mod hardening;
+mod layers;
 mod operations;
 mod readiness;
 mod reload;
