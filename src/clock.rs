@@ -6,8 +6,12 @@ use std::time::{Duration, SystemTime};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
+    ms(SystemTime::now())
+}
+
+/// A point in time as stored: milliseconds since the Unix epoch.
+pub fn ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 

@@ -297,9 +297,7 @@ async fn ingest(
     })
     .await?;
     let req = decoded.request;
-    let received_at_ms = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let received_at_ms = crate::clock::ms(now);
 
     let dedup_key = match &source.dedup {
         Some(t) => match t.render(&crate::template::context(&req, "", 1)) {
