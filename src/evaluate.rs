@@ -10,19 +10,12 @@ use crate::request::Request;
 use crate::rules::{Rule, RuleSet, Source};
 
 /// A request as it arrives at a source, before its body is decoded: from
-/// the wire (ingest), or from a file (`hookwire test`, rule tests).
+/// the wire (ingest), or from a file (`hookwire test`, rule tests). Its
+/// `request.payload` is filled in by [`decode`].
 pub struct Arrival<'a> {
     pub source: &'a Source,
-    pub event_id: String,
-    /// RFC 3339.
-    pub received_at: String,
-    pub method: String,
-    pub path: String,
-    /// Lowercase names, first value each.
-    pub headers: Vec<(String, String)>,
-    pub query: Vec<(String, String)>,
     pub content_type: Option<&'a str>,
-    pub body: bytes::Bytes,
+    pub request: Request,
 }
 
 /// A decoded request, with what decoding found out.
@@ -37,19 +30,11 @@ pub struct Decoded {
 /// Decodes the body as the source's content type and `json_fields` say, and
 /// builds the request that conditions and templates see.
 pub async fn decode(a: Arrival<'_>) -> Result<Decoded, DecodeError> {
-    let d = decode::decode(a.content_type, a.body.clone(), &a.source.json_fields).await?;
+    let mut request = a.request;
+    let d = decode::decode(a.content_type, request.body.clone(), &a.source.json_fields).await?;
+    request.payload = d.payload;
     Ok(Decoded {
-        request: Request {
-            event_id: a.event_id,
-            source: a.source.name.clone(),
-            received_at: a.received_at,
-            method: a.method,
-            path: a.path,
-            headers: a.headers,
-            query: a.query,
-            body: a.body,
-            payload: d.payload,
-        },
+        request,
         facts: d.facts,
         payload_is_body: d.payload_is_body,
     })

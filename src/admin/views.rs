@@ -259,14 +259,33 @@ pub(super) struct DeliveryPage<'a> {
 // ---------------------------------------------------------------------------
 // Events.
 
-/// An event in a list: what arrived, what matched, its deliveries.
+/// What every view of an event starts with: which request arrived where.
 #[derive(Serialize)]
-pub(super) struct EventSummary<'a> {
+struct EventHead<'a> {
     id: &'a EventId,
     source: &'a str,
     received_at: String,
     method: &'a str,
     path: &'a str,
+}
+
+impl<'a> EventHead<'a> {
+    fn new(e: &'a StoredEvent) -> Self {
+        Self {
+            id: &e.id,
+            source: &e.source,
+            received_at: crate::clock::rfc3339_ms(e.received_at_ms),
+            method: &e.method,
+            path: &e.path,
+        }
+    }
+}
+
+/// An event in a list: what arrived, what matched, its deliveries.
+#[derive(Serialize)]
+pub(super) struct EventSummary<'a> {
+    #[serde(flatten)]
+    head: EventHead<'a>,
     matched: &'a [String],
     deliveries: Vec<DeliveryView<'a>>,
 }
@@ -274,11 +293,7 @@ pub(super) struct EventSummary<'a> {
 impl<'a> EventSummary<'a> {
     pub(super) fn new(set: &RuleSet, e: &'a StoredEvent) -> Self {
         Self {
-            id: &e.id,
-            source: &e.source,
-            received_at: crate::clock::rfc3339_ms(e.received_at_ms),
-            method: &e.method,
-            path: &e.path,
+            head: EventHead::new(e),
             matched: &e.matched,
             deliveries: e
                 .deliveries
@@ -300,11 +315,8 @@ pub(super) struct EventPage<'a> {
 /// the match trace and each delivery with its attempts.
 #[derive(Serialize)]
 pub(super) struct EventDetail<'a> {
-    id: &'a EventId,
-    source: &'a str,
-    received_at: String,
-    method: &'a str,
-    path: &'a str,
+    #[serde(flatten)]
+    head: EventHead<'a>,
     query: &'a str,
     /// `[name, value]` pairs, in the order they arrived.
     headers: Vec<(&'a str, &'a str)>,
@@ -337,11 +349,7 @@ impl<'a> EventDetail<'a> {
             })
             .collect();
         Self {
-            id: &e.id,
-            source: &e.source,
-            received_at: crate::clock::rfc3339_ms(e.received_at_ms),
-            method: &e.method,
-            path: &e.path,
+            head: EventHead::new(e),
             query: &e.query,
             headers,
             body: String::from_utf8_lossy(&e.body),

@@ -28,14 +28,18 @@ pub(crate) async fn test_request(
         .unwrap_or_else(|| "POST".to_owned());
     crate::evaluate::decode(crate::evaluate::Arrival {
         source,
-        event_id: "evt_test".to_owned(),
-        received_at: crate::clock::rfc3339(std::time::SystemTime::now()),
-        method,
-        path: source.path.clone(),
-        headers,
-        query,
         content_type: content_type.as_deref(),
-        body: bytes::Bytes::from(body),
+        request: crate::request::Request {
+            event_id: "evt_test".to_owned(),
+            source: source.name.clone(),
+            received_at: crate::clock::rfc3339(std::time::SystemTime::now()),
+            method,
+            path: source.path.clone(),
+            headers,
+            query,
+            body: bytes::Bytes::from(body),
+            payload: serde_json::Value::Null,
+        },
     })
     .await
 }

@@ -284,16 +284,20 @@ async fn ingest(
 
     let decoded = evaluate::decode(Arrival {
         source,
-        event_id: id.to_string(),
-        received_at: crate::clock::rfc3339(now),
-        method: method.to_string(),
-        path: path.to_owned(),
-        headers: header_pairs(&headers),
-        query: crate::request::query_pairs(uri.query()),
         content_type: headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
-        body: bytes.clone(),
+        request: Request {
+            event_id: id.to_string(),
+            source: source.name.clone(),
+            received_at: crate::clock::rfc3339(now),
+            method: method.to_string(),
+            path: path.to_owned(),
+            headers: header_pairs(&headers),
+            query: crate::request::query_pairs(uri.query()),
+            body: bytes.clone(),
+            payload: serde_json::Value::Null,
+        },
     })
     .await?;
     let req = decoded.request;
