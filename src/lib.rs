@@ -21,6 +21,7 @@
 //! | [`ids`] | prefixed, time-sortable ids (`evt_…`, `dlv_…`, `att_…`) |
 //! | [`redact`] | masking every secret in every output: logs, stored attempts, API answers, CLI |
 //! | [`verify`] | each signature scheme of SPEC §4.1, and signing as the providers sign |
+//! | [`decode`] | a verified body as the JSON payload: JSON, form, XML and multipart (SPEC §4.4) |
 //! | [`rules`] | reading rule files with positions, `${VAR}`, validation, compilation into a [`rules::RuleSet`] |
 //! | [`matching`] | compiled conditions: `eval`, `explain` and the trace |
 //! | [`template`] | handlebars templates, helpers and typed JSON bodies |
@@ -47,6 +48,7 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod decode;
 pub mod dispatch;
 pub mod evaluate;
 pub mod ids;

@@ -9,8 +9,8 @@
 use serde_json::Value;
 
 use crate::actions::{self, EventData};
+use crate::decode;
 use crate::evaluate::{self, Request};
-use crate::ingest::decode;
 use crate::rules::{RuleSet, RuleTest};
 
 /// Runs every test of the set; returns one line per failure.

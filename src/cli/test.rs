@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::actions::{self, EventData, Rendered};
 use crate::clock::rfc3339;
+use crate::decode;
 use crate::evaluate::{self, Request, RuleTrace};
-use crate::ingest::decode;
 use crate::matching::Step;
 use crate::rules::{self, LoadOptions, RuleSet};
 

@@ -6,7 +6,6 @@
 //! [`IngestError`] maps each way a request can fail to its SPEC §5 answer in
 //! one place.
 
-pub mod decode;
 pub mod guard;
 
 use std::net::SocketAddr;
@@ -19,6 +18,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::decode;
 use crate::evaluate::{self, Evaluation, Request};
 use crate::ids::EventId;
 use crate::rules::{HttpBody, RuleSet};
