@@ -4,7 +4,7 @@
 //! it) and replay: one function decides which rules fire and which deliveries
 //! are created, and records the trace that explains it.
 
-use crate::ingest::decode::{self, DecodeError};
+use crate::decode::{self, DecodeError};
 use crate::matching::{ActionTrace, Input, RuleTrace};
 use crate::request::Request;
 use crate::rules::{Rule, RuleSet, Source};

@@ -30,7 +30,7 @@
 //! | [`supervise`] | background tasks restarted after a panic, and their health |
 //! | **reading a request and a rule file** | |
 //! | [`verify`] | each signature scheme of SPEC §4.1, and signing as the providers sign |
-//! | [`decode`] | bodies by content type: JSON, form, XML, multipart (SPEC §4.2) |
+//! | [`decode`] | a verified body as the JSON payload: JSON, form, XML and multipart (SPEC §4.4 `payload`) |
 //! | [`syntax`] | rule files as positioned trees, serde over them, the raw rule-file shapes |
 //! | **compiled rules** | |
 //! | [`matching`] | conditions compiled from the tree: `eval`, `explain` and the trace |
@@ -60,6 +60,7 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod decode;
 pub mod dispatch;
 pub mod evaluate;
 pub mod ids;

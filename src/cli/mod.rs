@@ -17,7 +17,7 @@ pub(crate) async fn test_request(
     query: Vec<(String, String)>,
     method: Option<String>,
     content_type: Option<String>,
-) -> Result<crate::evaluate::Decoded, crate::ingest::decode::DecodeError> {
+) -> Result<crate::evaluate::Decoded, crate::decode::DecodeError> {
     if let Some(ct) = &content_type
         && !headers.iter().any(|(k, _)| k == "content-type")
     {

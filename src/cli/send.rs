@@ -118,10 +118,10 @@ fn send(o: &SendOptions) -> Result<bool, String> {
     made.push(("Content-Type".to_owned(), ct));
     match (&o.sign, &o.secret) {
         (Some(scheme), Some(secret)) => {
-            let scheme: SignScheme = scheme.parse()?;
+            let scheme = scheme.parse::<SignScheme>().map_err(|e| e.to_string())?;
             // The secret is checked before anything is sent: one the
             // provider's verifier could not use is an error, not a guess.
-            let signer = Signer::new(scheme, secret)?;
+            let signer = Signer::new(scheme, secret).map_err(|e| e.to_string())?;
             let now = SystemTime::now();
             made.extend(provider_headers(scheme, o.event.as_deref(), now)?);
             let id = crate::ids::EventId::new()

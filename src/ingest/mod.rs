@@ -6,7 +6,6 @@
 //! [`IngestError`] maps each way a request can fail to its SPEC §5 answer in
 //! one place.
 
-pub mod decode;
 pub mod guard;
 
 use std::net::SocketAddr;
@@ -61,7 +60,7 @@ pub enum IngestError {
     #[error("verification failed")]
     Unverified(#[source] crate::verify::VerifyError),
     #[error("{0}")]
-    Decode(#[from] decode::DecodeError),
+    Decode(#[from] crate::decode::DecodeError),
     #[error("cannot store the event now")]
     Store(#[from] StoreError),
 }
@@ -273,7 +272,7 @@ async fn ingest(
 
     let now = SystemTime::now();
     if let Some(v) = &source.verifier {
-        let req = crate::verify::Request {
+        let req = crate::verify::Received {
             headers: &headers,
             query: uri.query(),
             body: &bytes,

@@ -739,7 +739,7 @@ fn compile_source(
     let verifier = raw.verify.and_then(|v| match Verifier::compile(&v) {
         Ok(v) => Some(v),
         Err(e) => {
-            errs.push(v.pos, e);
+            errs.push(v.pos, e.to_string());
             None
         }
     });
@@ -899,7 +899,7 @@ fn compile_http(h: raw::Http, errs: &mut FileErrors<'_>) -> Option<HttpAction> {
     let sign_standard = h.sign.and_then(|s| {
         let secret = s.standard.secret;
         Signer::new(SignScheme::Standard, secret.as_str())
-            .map_err(|e| errs.push(secret.pos, e))
+            .map_err(|e| errs.push(secret.pos, e.to_string()))
             .ok()
     });
     if errs.list.len() > before {

@@ -11,10 +11,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::crypto::Key;
-use super::{
-    HmacAlgorithm, STANDARD_HEADERS, STRIPE_SIGNATURE, X_GITLAB_TOKEN, X_HUB_SIGNATURE_256,
-    X_SHOPIFY_HMAC_SHA256, X_SLACK_REQUEST_TIMESTAMP, X_SLACK_SIGNATURE, standard_key, unix_secs,
-};
+// Header names come from each scheme's own file, shared with its check so
+// that signing and checking cannot drift.
+use super::github::X_HUB_SIGNATURE_256;
+use super::gitlab::X_GITLAB_TOKEN;
+use super::shopify::X_SHOPIFY_HMAC_SHA256;
+use super::slack::{X_SLACK_REQUEST_TIMESTAMP, X_SLACK_SIGNATURE};
+use super::standard::{STANDARD_HEADERS, standard_key};
+use super::stripe::STRIPE_SIGNATURE;
+use super::{ConfigError, HmacAlgorithm, unix_secs};
 
 /// A provider whose requests `sign` can imitate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,16 +55,19 @@ impl SignScheme {
     }
 }
 
-impl FromStr for SignScheme {
-    type Err = String;
+/// A name [`SignScheme`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scheme `{0}`: github, stripe, slack, standard, shopify or gitlab")]
+pub struct UnknownScheme(String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for SignScheme {
+    type Err = UnknownScheme;
+
+    fn from_str(s: &str) -> Result<Self, UnknownScheme> {
         SignScheme::ALL
             .into_iter()
             .find(|scheme| scheme.name() == s)
-            .ok_or_else(|| {
-                format!("unknown scheme `{s}`: github, stripe, slack, standard, shopify or gitlab")
-            })
+            .ok_or_else(|| UnknownScheme(s.to_owned()))
     }
 }
 
@@ -67,6 +75,19 @@ impl fmt::Display for SignScheme {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Why a secret cannot be used to sign. The text names the scheme, never the
+/// secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("{0} secret must not be empty")]
+    EmptySecret(SignScheme),
+    #[error("{0} secret cannot be used as an HMAC key")]
+    HmacKey(SignScheme),
+    /// A standard secret that `verify:` would refuse, for the same reason.
+    #[error(transparent)]
+    Secret(#[from] ConfigError),
 }
 
 /// GitHub sends the SHA-1 form beside `X-Hub-Signature-256` whenever a
@@ -100,14 +121,14 @@ impl Signer {
     /// The secret is used as the matching `verify:` uses it: raw bytes, or
     /// for `standard` the base64 key (`whsec_` optional, padding optional).
     /// An empty secret, or a standard secret that is not base64, is an error.
-    pub fn new(scheme: SignScheme, secret: &str) -> Result<Self, String> {
+    pub fn new(scheme: SignScheme, secret: &str) -> Result<Self, SignError> {
         if secret.is_empty() {
-            return Err(format!("{scheme} secret must not be empty"));
+            return Err(SignError::EmptySecret(scheme));
         }
         let hmac = |algorithm, key: &[u8]| {
             Key::new(algorithm, key)
                 .map(Box::new)
-                .ok_or_else(|| format!("{scheme} secret cannot be used as an HMAC key"))
+                .ok_or(SignError::HmacKey(scheme))
         };
         let sha256 = |key: &[u8]| hmac(HmacAlgorithm::Sha256, key);
         let raw = secret.as_bytes();
@@ -193,7 +214,7 @@ pub fn sign(
     body: &[u8],
     now: SystemTime,
     id: &str,
-) -> Result<Vec<(&'static str, String)>, String> {
+) -> Result<Vec<(&'static str, String)>, SignError> {
     Ok(Signer::new(scheme, secret)?.sign(body, now, id))
 }
 
@@ -287,7 +308,9 @@ mod tests {
         }
         // What verify refuses, sign refuses too: never a fallback key.
         for bad in ["", "whsec_", "whsec_not base64!", "whsec_***", "plain", "a"] {
-            let err = Signer::new(SignScheme::Standard, bad).unwrap_err();
+            let err = Signer::new(SignScheme::Standard, bad)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("standard secret"), "{bad}: {err}");
             let verify = super::super::Verifier::compile(&super::super::VerifyConfig::Standard {
                 secret: crate::config::OneOrMany(vec![bad.to_owned()]),
@@ -330,14 +353,14 @@ mod tests {
             assert_eq!(scheme.to_string().parse::<SignScheme>(), Ok(scheme));
             assert_eq!(Signer::new(scheme, STANDARD[0].0).unwrap().scheme(), scheme);
         }
-        let err = "GitHub".parse::<SignScheme>().unwrap_err();
+        let err = "GitHub".parse::<SignScheme>().unwrap_err().to_string();
         assert!(err.contains("unknown scheme `GitHub`"), "{err}");
     }
 
     #[test]
     fn empty_secrets_are_refused_and_debug_hides_the_secret() {
         for scheme in SignScheme::ALL {
-            let err = Signer::new(scheme, "").unwrap_err();
+            let err = Signer::new(scheme, "").unwrap_err().to_string();
             assert_eq!(err, format!("{scheme} secret must not be empty"));
         }
         let signer = Signer::new(SignScheme::Gitlab, "hunter2").unwrap();

@@ -428,7 +428,7 @@ impl Received {
     /// This request checked by hookwire's own verifier, now; `verify` is a
     /// rule file's `verify:` block as JSON, e.g. `{"github": {"secret": "s"}}`.
     pub fn verify(&self, verify: serde_json::Value) -> Result<(), hookwire::verify::VerifyError> {
-        use hookwire::verify::{Request, Verifier, VerifyConfig};
+        use hookwire::verify::{Received, Verifier, VerifyConfig};
         let config: VerifyConfig = serde_json::from_value(verify).unwrap();
         let verifier = Verifier::compile(&config).unwrap();
         let mut headers = axum::http::HeaderMap::new();
@@ -438,7 +438,7 @@ impl Received {
                 axum::http::HeaderValue::from_str(v).unwrap(),
             );
         }
-        verifier.verify(&Request {
+        verifier.verify(&Received {
             headers: &headers,
             query: None,
             body: &self.body,

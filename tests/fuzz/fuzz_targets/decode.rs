@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use hookwire::ingest::decode::decode;
+use hookwire::decode::decode;
 use libfuzzer_sys::fuzz_target;
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookwire::config::{self, OneOrMany};
 use hookwire::verify::{
-    Encoding, HmacAlgorithm, Request, SignScheme, Signer, Verifier, VerifyConfig,
+    Encoding, HmacAlgorithm, Received, SignScheme, Signer, Verifier, VerifyConfig,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
@@ -176,7 +176,7 @@ fuzz_target!(|data: &[u8]| {
     let p = parse(data);
     let now = time(p.now.unwrap_or(1_614_265_330));
     for when in [now, UNIX_EPOCH, time(i64::MAX), time(i64::MIN)] {
-        let req = Request {
+        let req = Received {
             headers: &p.headers,
             query: p.query,
             body: p.body,
@@ -190,7 +190,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(secret) = p.secret else {
         return;
     };
-    let req = Request {
+    let req = Received {
         headers: &p.headers,
         query: p.query,
         body: p.body,
@@ -267,7 +267,7 @@ fuzz_target!(|data: &[u8]| {
         let verifier = Verifier::compile(&config).unwrap_or_else(|e| {
             panic!("{scheme}: Signer::new accepted a secret compile refuses: {e}")
         });
-        let req = Request {
+        let req = Received {
             headers: &headers,
             query: None,
             body: p.body,
