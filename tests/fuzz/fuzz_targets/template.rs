@@ -99,12 +99,20 @@ fuzz_target!(|data: &[u8]| {
         },
         None => HOSTILE.clone(),
     };
-    let headers = json!({"x-event": payload.get("a").cloned().unwrap_or(Value::Null)});
-    let query = json!({"q": payload.get("b").cloned().unwrap_or(Value::Null)});
-    let event = json!({"id": "evt_01", "source": "fuzz"});
-    let ctx_json = json!({"payload": payload, "headers": headers, "query": query,
-                          "event": event, "rule": {"name": "r"}, "attempt": 1});
-    let ctx = template::context(event, payload, headers, query, "r", 1);
+    let text = |v: Option<&Value>| v.map(|v| v.to_string()).unwrap_or_default();
+    let req = hookwire::request::Request {
+        event_id: "evt_01".into(),
+        source: "fuzz".into(),
+        received_at: "2026-01-01T00:00:00Z".into(),
+        method: "POST".into(),
+        path: "/hooks/fuzz".into(),
+        headers: vec![("x-event".into(), text(payload.get("a")))],
+        query: vec![("q".into(), text(payload.get("b")))],
+        body: Default::default(),
+        payload,
+    };
+    let ctx = template::context(&req, "r", 1);
+    let ctx_json = ctx.data().clone();
 
     for t in FIXED.iter().chain(FIXED_URL.iter()) {
         render_all(&ctx, &ctx_json, t);
