@@ -29,7 +29,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-pub use json::json_body;
+use json::json_body;
 
 /// A decoded body and what a person should know about how it was decoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +40,7 @@ pub struct Decoded {
     /// "form field `payload` was decoded as JSON (json_fields)".
     pub facts: Vec<String>,
     /// The payload is the body parsed as JSON, nothing more: the store keeps
-    /// the body only and parses it again when the event is read ([`json_body`]).
+    /// the body only and parses it again when the event is read.
     pub payload_is_body: bool,
 }
 
