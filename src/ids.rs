@@ -72,6 +72,13 @@ prefixed_id!(
     "att_"
 );
 prefixed_id!(
+    /// One running hookwire process: the owner of the leases it claims.
+    /// New at every start, in the start-up log line, `/api/rules` and
+    /// `/metrics`.
+    InstanceId,
+    "ins_"
+);
+prefixed_id!(
     /// One operator request that changes deliveries (a manual retry, a
     /// replay): answered in `X-Request-Id` and recorded on what it started.
     RequestId,

@@ -173,6 +173,10 @@ struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "HOOKWIRE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// How long a claimed delivery stays this instance's without a heartbeat
+    /// (renewed every third of it while the attempt runs).
+    #[arg(long, env = "HOOKWIRE_LEASE", default_value = "30s")]
+    lease: Duration,
     /// Connections served at once (each buffers at most one body); more wait up to 5 s, then get 503.
     #[arg(long, env = "HOOKWIRE_MAX_CONNECTIONS", default_value_t = 512)]
     max_connections: u32,
@@ -307,6 +311,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         shutdown_grace: args.shutdown_grace.get(),
         tls: args.tls_cert.zip(args.tls_key),
         max_connections: args.max_connections as usize,
+        lease: args.lease.get(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -18,7 +18,8 @@ use tower::ServiceExt as _;
 
 use crate::actions::Runner;
 use crate::admin::AdminState;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Settings};
+use crate::ids::InstanceId;
 use crate::ingest::IngestState;
 use crate::ingest::guard::RateLimits;
 use crate::rules::LoadOptions;
@@ -60,6 +61,8 @@ pub struct ServeOptions {
     /// Connections served at once; each buffers at most one body, so this
     /// also bounds the memory bodies take (`max_connections × max_body`).
     pub max_connections: usize,
+    /// How long a claim lasts without a heartbeat (`--lease`).
+    pub lease: Duration,
 }
 
 /// The admin API and health checks, and every other path to ingest.
@@ -116,10 +119,16 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
 
     let runner = Runner::new(opts.smtp_url.as_deref(), &opts.smtp_from)?;
     let stream = crate::bus::Stream::default();
+    let instance = InstanceId::new();
+    crate::telemetry::instance_started(instance.as_str(), opts.lease);
     let dispatcher = Arc::new(Dispatcher::new(
         store.clone(),
         live.clone(),
-        opts.workers,
+        Settings {
+            workers: opts.workers,
+            instance: instance.clone(),
+            lease: opts.lease,
+        },
         runner,
         stream.clone(),
     ));

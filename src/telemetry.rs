@@ -102,6 +102,8 @@ pub struct Metrics {
     log_lines_dropped: Gauge,
     task_restarts: Family<Labels, Counter>,
     connections_refused: Counter,
+    leases_lost: Counter,
+    instance: Family<Labels, Gauge>,
     breaker_open: Family<Labels, Gauge>,
     breaker_opened: Family<Labels, Counter>,
     pub target_in_flight: Family<Labels, Gauge>,
@@ -147,6 +149,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         log_lines_dropped: Gauge::default(),
         task_restarts: Family::default(),
         connections_refused: Counter::default(),
+        leases_lost: Counter::default(),
+        instance: Family::default(),
         breaker_open: Family::default(),
         breaker_opened: Family::default(),
         target_in_flight: Family::default(),
@@ -221,6 +225,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "task_restarts",
         "Background tasks restarted after a panic, by task",
         m.task_restarts.clone(),
+    );
+    registry.register(
+        "leases_lost",
+        "Attempt results discarded because their lease had been taken over",
+        m.leases_lost.clone(),
+    );
+    registry.register(
+        "instance",
+        "1, labelled with this process's instance id (the owner of its leases)",
+        m.instance.clone(),
     );
     registry.register(
         "connections_refused",
@@ -457,6 +471,41 @@ pub fn connection_refused(peer: std::net::SocketAddr) {
         *last = Some(std::time::Instant::now());
         tracing::warn!(%peer, "connection limit reached: answered 503 (see --max-connections)");
     }
+}
+
+/// This process starts as `instance`: one line, and the `instance` metric.
+pub fn instance_started(instance: &str, lease: std::time::Duration) {
+    METRICS
+        .instance
+        .get_or_create(&vec![label("instance", instance)])
+        .set(1);
+    tracing::info!(
+        instance,
+        lease_ms = lease.as_millis() as u64,
+        "instance started: it owns the deliveries it claims for a lease, renewed while they run"
+    );
+}
+
+/// A running attempt's lease could not be renewed: it had expired and the
+/// delivery was claimed again (this process was frozen, or the store out of
+/// reach, for longer than `--lease`). The attempt runs on; its result will
+/// be discarded.
+pub fn lease_taken_over(delivery_id: &str) {
+    tracing::warn!(
+        delivery_id,
+        "lease taken over while the attempt runs: its result will not be recorded"
+    );
+}
+
+/// An attempt's result was discarded: its lease had been taken over, and the
+/// delivery's history keeps the result of the claim that holds it.
+pub fn lease_lost(delivery_id: &str, outcome: &str) {
+    METRICS.leases_lost.inc();
+    tracing::warn!(
+        delivery_id,
+        outcome,
+        "lease lost: another claim holds the delivery; this attempt's result is discarded"
+    );
 }
 
 /// An attempt to a target failed in a way the policy retries.

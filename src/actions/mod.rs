@@ -35,13 +35,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn label(self) -> &'static str {
+    /// The outcome as the attempt history records it.
+    pub fn recorded(self) -> crate::store::AttemptOutcome {
+        use crate::store::AttemptOutcome;
         match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Retryable { .. } => "retryable",
-            Outcome::Permanent => "failed",
-            Outcome::Skipped => "skipped",
+            Outcome::Succeeded => AttemptOutcome::Succeeded,
+            Outcome::Retryable { .. } => AttemptOutcome::Retryable,
+            Outcome::Permanent => AttemptOutcome::Failed,
+            Outcome::Skipped => AttemptOutcome::Skipped,
         }
+    }
+
+    pub fn label(self) -> &'static str {
+        self.recorded().as_str()
     }
 }
 

@@ -12,7 +12,7 @@ use crate::dispatch::targets::TargetStatus;
 use crate::ids::{DeliveryId, EventId, RequestId};
 use crate::matching::RuleTrace;
 use crate::rules::{Action, Diagnostic, Respond, Rule, RuleSet, Source};
-use crate::store::{StoredAttempt, StoredDelivery, StoredEvent};
+use crate::store::{AttemptOutcome, DeliveryState, StoredAttempt, StoredDelivery, StoredEvent};
 use crate::watch::ReloadStatus;
 
 // ---------------------------------------------------------------------------
@@ -160,7 +160,7 @@ pub(super) struct DeliveryView<'a> {
     action: &'a str,
     #[serde(rename = "type")]
     action_type: &'a str,
-    status: &'a str,
+    status: DeliveryState,
     attempts: u32,
     attempts_in_budget: u32,
     budget: Option<u32>,
@@ -183,7 +183,7 @@ impl<'a> DeliveryView<'a> {
             rule: &d.rule,
             action: &d.action,
             action_type: &d.action_type,
-            status: &d.status,
+            status: d.status,
             attempts: d.attempts,
             attempts_in_budget: d.attempts_in_budget,
             budget,
@@ -223,7 +223,7 @@ struct AttemptView<'a> {
     requested_by: Option<&'a str>,
     started_at: String,
     duration_ms: i64,
-    outcome: &'a str,
+    outcome: AttemptOutcome,
     status_code: Option<u16>,
     exit_code: Option<i32>,
     error: Option<&'a str>,
@@ -240,7 +240,7 @@ impl<'a> AttemptView<'a> {
             requested_by: a.requested_by.as_deref(),
             started_at: crate::clock::rfc3339_ms(a.started_at_ms),
             duration_ms: a.duration_ms,
-            outcome: &a.outcome,
+            outcome: a.outcome,
             status_code: a.status_code,
             exit_code: a.exit_code,
             error: a.error.as_deref(),

@@ -25,17 +25,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actions::{self, AttemptResult, Runner};
 use crate::clock::now_ms;
-use crate::ids::AttemptId;
+use crate::ids::{AttemptId, DeliveryId, InstanceId};
 use crate::rules::RetryPolicy;
-use crate::store::{Claimed, Finished, NewAttempt, SharedStore};
+use crate::store::{Claimed, Finished, Lease, NewAttempt, Recorded, SharedStore};
 use crate::watch::LiveRules;
 use policy::{Outcome, next};
 use targets::{Change, Target, Targets};
 
-/// How long a claim holds a delivery. Longer than any attempt may run (the
-/// longest action timeouts are minutes), so a live runner never loses its
-/// claim; a dead runner's claims come back after this.
-pub const LEASE: Duration = Duration::from_secs(3600);
+/// How long a claim holds a delivery without a heartbeat (`--lease`): a
+/// dead instance's deliveries are taken over this long after its last one.
+/// Running attempts are renewed every third of it, so attempts of any length
+/// keep their claim.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The longest the dispatcher sleeps without looking for due work.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// After a failed claim (the store cannot commit) the next one waits this
@@ -56,13 +57,26 @@ pub struct Dispatcher {
     target_map: std::sync::Mutex<(u64, Arc<TargetMap>)>,
     runner: Runner,
     stream: crate::bus::Stream,
+    /// This process: the owner of every lease it claims.
+    instance: InstanceId,
+    lease: Duration,
+    /// The leases of the attempts running now (delivery → token), renewed
+    /// together by the heartbeat.
+    held: std::sync::Mutex<HashMap<DeliveryId, i64>>,
+}
+
+/// What the dispatcher is started with.
+pub struct Settings {
+    pub workers: usize,
+    pub instance: InstanceId,
+    pub lease: Duration,
 }
 
 impl Dispatcher {
     pub fn new(
         store: SharedStore,
         rules: Arc<LiveRules>,
-        workers: usize,
+        settings: Settings,
         runner: Runner,
         stream: crate::bus::Stream,
     ) -> Self {
@@ -70,7 +84,10 @@ impl Dispatcher {
             store,
             rules,
             wake: Arc::new(Notify::new()),
-            workers: workers.max(1),
+            workers: settings.workers.max(1),
+            instance: settings.instance,
+            lease: settings.lease,
+            held: std::sync::Mutex::default(),
             targets: Arc::default(),
             target_map: std::sync::Mutex::new((u64::MAX, Arc::default())),
             runner,
@@ -82,14 +99,16 @@ impl Dispatcher {
     /// `grace`. Whatever is cut short stays `running` and is queued again at
     /// the next start.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken, grace: Duration) {
-        // Nothing of this process runs before the dispatcher does: whatever is
-        // `running` was cut short (a previous process, or a dispatcher that
-        // panicked and took its attempts with it) and is due again.
-        match self.store.requeue_running().await {
+        // No attempt of this instance runs before its dispatcher does: what
+        // it holds `running` was cut short (a dispatcher that panicked took
+        // its attempts with it) and is due again.
+        match self.store.requeue_own(&self.instance).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(deliveries = n, "deliveries left running are queued again"),
             Err(e) => tracing::warn!(error = %e, "cannot queue running deliveries again"),
         }
+        self.held_leases().clear();
+        let heartbeat = tokio::spawn(self.clone().heartbeat());
         let slots = Arc::new(Semaphore::new(self.workers));
         let finished = Arc::new(Notify::new());
         let mut running = JoinSet::new();
@@ -123,7 +142,13 @@ impl Dispatcher {
             if free > 0 {
                 match self
                     .store
-                    .claim(now_ms(), free as u32, LEASE, skip.clone())
+                    .claim(
+                        &self.instance,
+                        now_ms(),
+                        free as u32,
+                        self.lease,
+                        skip.clone(),
+                    )
                     .await
                 {
                     Ok(c) => {
@@ -170,7 +195,7 @@ impl Dispatcher {
                         .entry(t.key.as_str())
                         .or_insert_with(|| self.targets.room(t, now));
                     if *r == 0 {
-                        over.push(c.id);
+                        over.push(c.lease());
                         continue;
                     }
                     *r -= 1;
@@ -179,6 +204,7 @@ impl Dispatcher {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     break;
                 };
+                self.held_leases().insert(c.id.clone(), c.token);
                 let (me, done) = (self.clone(), finished.clone());
                 running.spawn(async move {
                     me.attempt(c, target).await;
@@ -187,7 +213,7 @@ impl Dispatcher {
                 });
             }
             let gave_back = !over.is_empty();
-            if gave_back && let Err(e) = self.store.release(over, now_ms()).await {
+            if gave_back && let Err(e) = self.store.release(&self.instance, over, now_ms()).await {
                 tracing::warn!(error = %e, "cannot give back deliveries; they run when their lease ends");
             }
             if full && !gave_back {
@@ -230,6 +256,46 @@ impl Dispatcher {
                     "attempts cut short at shutdown; they run again at the next start"
                 );
                 running.abort_all();
+            }
+        }
+        heartbeat.abort();
+    }
+
+    fn held_leases(&self) -> std::sync::MutexGuard<'_, HashMap<DeliveryId, i64>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Renews the leases of the running attempts, all in one write, every
+    /// third of a lease: an attempt of any length keeps its claim while this
+    /// instance lives, and a dead instance's claims run out after one lease.
+    async fn heartbeat(self: Arc<Self>) {
+        let every = (self.lease / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            let held: Vec<Lease> = self
+                .held_leases()
+                .iter()
+                .map(|(delivery, token)| Lease {
+                    delivery: delivery.clone(),
+                    token: *token,
+                })
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            match self.store.renew(&self.instance, held, self.lease).await {
+                Ok(lost) => {
+                    let mut leases = self.held_leases();
+                    for delivery in lost {
+                        // Found once: the attempt runs on, and its result is discarded.
+                        if leases.remove(&delivery).is_some() {
+                            crate::telemetry::lease_taken_over(delivery.as_str());
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew leases; trying again at the next heartbeat")
+                }
             }
         }
     }
@@ -344,7 +410,7 @@ impl Dispatcher {
         let error = crate::redact::opt(result.error);
         let response = crate::redact::owned_bytes(result.response);
         let finished = Finished {
-            delivery: c.id.clone(),
+            lease: c.lease(),
             attempt: NewAttempt {
                 id: AttemptId::new(),
                 number: c.number,
@@ -353,7 +419,7 @@ impl Dispatcher {
                 requested_by: c.requested_by.clone(),
                 started_at_ms,
                 duration_ms,
-                outcome: result.outcome.label(),
+                outcome: result.outcome.recorded(),
                 status_code: result.status_code,
                 exit_code: result.exit_code,
                 error,
@@ -362,11 +428,16 @@ impl Dispatcher {
             state: decision.state,
             next_attempt_at_ms: decision.next_attempt_at_ms,
         };
-        let (state, delivery) = (finished.state, finished.delivery.clone());
-        match self.store.finish(finished).await {
-            Ok(()) => self.stream.publish(|| {
+        let state = finished.state;
+        let recorded = self.store.finish(&self.instance, finished).await;
+        self.held_leases().remove(&c.id);
+        match recorded {
+            Ok(Recorded::LeaseLost) => {
+                crate::telemetry::lease_lost(c.id.as_str(), result.outcome.label())
+            }
+            Ok(Recorded::Yes) => self.stream.publish(|| {
                 serde_json::json!({
-                    "type": "delivery", "id": delivery, "event_id": c.event_id, "rule": c.rule, "action": c.action,
+                    "type": "delivery", "id": c.id, "event_id": c.event_id, "rule": c.rule, "action": c.action,
                     "status": state.as_str(), "attempt": c.attempt, "number": c.number,
                 })
             }),

@@ -5,11 +5,13 @@
 //! transaction (group commit), so durability does not cost one disk flush per
 //! request. A PostgreSQL backend implements the same trait.
 
+#[cfg(test)]
+mod conformance;
 pub mod health;
 pub mod sqlite;
 mod state;
 
-pub use state::DeliveryState;
+pub use state::{AttemptOutcome, DeliveryState};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
-use crate::ids::{AttemptId, DeliveryId, EventId, RequestId};
+use crate::ids::{AttemptId, DeliveryId, EventId, InstanceId, RequestId};
 use crate::matching::RuleTrace;
 use crate::request::{Request, query_pairs};
 
@@ -115,8 +117,7 @@ pub struct StoredDelivery {
     pub rule: String,
     pub action: String,
     pub action_type: String,
-    /// `pending`, `running`, `succeeded`, `retrying`, `dead`, `skipped`.
-    pub status: String,
+    pub status: DeliveryState,
     pub serialize_key: Option<String>,
     /// Attempts over the delivery's whole life (never reset).
     pub attempts: u32,
@@ -148,7 +149,7 @@ pub struct StoredAttempt {
     pub requested_by: Option<String>,
     pub started_at_ms: i64,
     pub duration_ms: i64,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub status_code: Option<u16>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
@@ -203,6 +204,18 @@ pub struct Claimed {
     pub serialize_key: Option<String>,
     /// The event's request, as the action is rendered from it.
     pub event: Request,
+    /// The claim's lease token (see [`Lease`]).
+    pub token: i64,
+}
+
+impl Claimed {
+    /// The claim, to finish, release or renew it with.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            delivery: self.id.clone(),
+            token: self.token,
+        }
+    }
 }
 
 /// One attempt, as recorded.
@@ -217,8 +230,7 @@ pub struct NewAttempt {
     pub requested_by: Option<String>,
     pub started_at_ms: i64,
     pub duration_ms: i64,
-    /// `succeeded`, `retryable`, `failed` or `skipped`.
-    pub outcome: &'static str,
+    pub outcome: AttemptOutcome,
     pub status_code: Option<u16>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
@@ -226,10 +238,28 @@ pub struct NewAttempt {
     pub response: Vec<u8>,
 }
 
+/// A claim on one delivery: each claim bumps the delivery's token, so a
+/// holder whose lease was taken over can no longer finish, release or renew
+/// it (fencing).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub delivery: DeliveryId,
+    pub token: i64,
+}
+
+/// Whether a finished attempt was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Yes,
+    /// The lease had been taken over: the result is discarded.
+    LeaseLost,
+}
+
 /// The end of an attempt: the record and the delivery's next state.
 #[derive(Debug, Clone)]
 pub struct Finished {
-    pub delivery: DeliveryId,
+    /// The delivery, and the claim that ran the attempt.
+    pub lease: Lease,
     pub attempt: NewAttempt,
     pub state: DeliveryState,
     pub next_attempt_at_ms: Option<i64>,
@@ -313,13 +343,28 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// Deliveries of the actions in `skip` (`rule/action`) are left alone:
     /// their target is busy or its breaker is open.
+    ///
+    /// The claim is `owner`'s until `now_ms + lease`, and bumps the
+    /// delivery's lease token: only this claim's token may finish, release or
+    /// renew it. An expired lease of any owner is taken over the same way.
     fn claim(
         &self,
+        owner: &InstanceId,
         now_ms: i64,
         limit: u32,
         lease: Duration,
         skip: Vec<String>,
     ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>>;
+
+    /// Extends the leases `owner` still holds to `now + lease`, in one write;
+    /// returns the deliveries whose lease it no longer holds (taken over
+    /// after it expired, or finished by someone else).
+    fn renew(
+        &self,
+        owner: &InstanceId,
+        held: Vec<Lease>,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<DeliveryId>, StoreError>>;
 
     /// Makes the waiting deliveries of these actions (`rule/action`) due now,
     /// those on their own backoff included: their target has recovered.
@@ -329,19 +374,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives claimed deliveries back, unattempted, due at `due_at_ms`: the
     /// claim's attempt is not counted (their target had no room for them).
+    /// Leases `owner` no longer holds are left alone.
     fn release(
         &self,
-        ids: Vec<DeliveryId>,
+        owner: &InstanceId,
+        held: Vec<Lease>,
         due_at_ms: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Records an attempt and moves its delivery to the decided state.
-    fn finish(&self, finished: Finished) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Records an attempt and moves its delivery to the decided state, if
+    /// `owner` still holds the lease `finished.lease` names. Otherwise
+    /// nothing is written ([`Recorded::LeaseLost`]): the delivery was taken
+    /// over after the lease expired, and the history keeps one result per
+    /// claim.
+    fn finish(
+        &self,
+        owner: &InstanceId,
+        finished: Finished,
+    ) -> BoxFuture<'_, Result<Recorded, StoreError>>;
 
-    /// Puts every `running` delivery back in the queue, due now: called when
-    /// the dispatcher starts, when no attempt of this process is running (a
-    /// dispatcher that panicked took its attempts with it).
-    fn requeue_running(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Puts the `running` deliveries of `owner` back in the queue, due now:
+    /// called when its dispatcher starts, when no attempt of it runs (a
+    /// dispatcher that panicked took its attempts with it). Other owners'
+    /// leases run out by themselves.
+    fn requeue_own(&self, owner: &InstanceId) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// When the next delivery becomes due (`None` when nothing waits).
     fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>>;

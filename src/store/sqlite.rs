@@ -23,16 +23,19 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use rusqlite::types::Type;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::health::{Health, PROBE_EVERY};
 use super::{
-    Claimed, Finished, IngestOutcome, NewDelivery, NewEvent, Page, Pruned, RetryOutcome, Store,
-    StoreError, StoreStats, StoredAttempt, StoredDelivery, StoredEvent,
+    AttemptOutcome, Claimed, DeliveryState, Finished, IngestOutcome, Lease, NewDelivery, NewEvent,
+    Page, Pruned, Recorded, RetryOutcome, Store, StoreError, StoreStats, StoredAttempt,
+    StoredDelivery, StoredEvent,
 };
-use crate::ids::{DeliveryId, EventId, RequestId};
+use crate::ids::{DeliveryId, EventId, InstanceId, RequestId};
 use crate::request::{Request, query_pairs};
 
 /// How many jobs share one transaction at most.
@@ -51,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_attempt_history.sql"),
     include_str!("migrations/0003_indexes_for_pruning_and_lists.sql"),
+    include_str!("migrations/0004_lease_owner_and_token.sql"),
 ];
 
 /// Limits that tests turn down to provoke overload and lock timeouts.
@@ -157,6 +161,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Writes refused because the queue was full, since the last warning.
     overloaded: Mutex<Overload>,
+    /// This process's hold on the file ([`lock_file`]).
+    _lock: Flock<std::fs::File>,
 }
 
 #[derive(Default)]
@@ -192,6 +198,11 @@ impl Readers {
 
 /// Errors that mean "not now" (disk full, lock held by another process, I/O,
 /// read-only file) become `Unavailable`; the rest are `Database`.
+/// A duration as stored: whole milliseconds.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 fn db_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(
@@ -211,6 +222,30 @@ fn db_err(e: rusqlite::Error) -> StoreError {
             cause: Box::new(e),
         },
     }
+}
+
+/// One SQLite file belongs to one process (SPEC §7): an exclusive `flock`
+/// on the database file, held as long as the store (the kernel drops it
+/// when the process dies, however it dies). SQLite's own locks are `fcntl`
+/// locks, which `flock` does not touch.
+fn lock_file(path: &Path) -> Result<Flock<std::fs::File>, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot open database {}: {e}", path.display()))
+        })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
+        Errno::EWOULDBLOCK => StoreError::Database(format!(
+            "{} is in use by another hookwire process: one SQLite file belongs to one process \
+             (several instances share a PostgreSQL database: --database postgres://…)",
+            path.display()
+        )),
+        e => StoreError::Unavailable(format!("cannot lock {}: {e}", path.display())),
+    })
 }
 
 fn open_conn(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
@@ -293,12 +328,13 @@ impl SqliteStore {
             )));
         }
         let path = Path::new(path);
+        let lock = lock_file(path)?;
         let mut writer = open_conn(path, tuning.busy_timeout)?;
         migrate(&mut writer)?;
         writer
             .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(db_err)?;
-        let orphans = requeue_orphans(&writer).map_err(db_err)?;
+        let orphans = requeue_orphans(&writer, None).map_err(db_err)?;
         if orphans > 0 {
             tracing::warn!(
                 deliveries = orphans,
@@ -332,6 +368,7 @@ impl SqliteStore {
             .spawn(move || probe_loop(&probe_jobs, &probe_health))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store probe: {e}")))?;
         Ok(Self {
+            _lock: lock,
             jobs: tx,
             readers: Arc::new(Readers {
                 conns,
@@ -697,6 +734,7 @@ const NEXT_DUE: &str = "SELECT min(t) FROM (
 /// has expired (its runner died) is due again.
 fn claim(
     c: &Connection,
+    owner: &str,
     now: i64,
     limit: u32,
     lease_ms: i64,
@@ -708,7 +746,8 @@ fn claim(
         "SELECT d.id, d.event_id, d.rule, d.action, d.action_type, d.attempts, d.serialize_key,
                 e.source, e.received_at_ms, e.method, e.path, e.query, e.headers, e.body, e.payload,
                 d.attempts_total, d.manual_retries,
-                CASE WHEN d.manual_retries > 0 THEN d.retried_by ELSE d.replayed_by END
+                CASE WHEN d.manual_retries > 0 THEN d.retried_by ELSE d.replayed_by END,
+                d.lease_token
          FROM deliveries d JOIN events e ON e.id = d.event_id";
     const SERIAL: &str = "(d.serialize_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM deliveries o
@@ -740,26 +779,54 @@ fn claim(
         }
     }
     let mut update = c.prepare_cached(
-        "UPDATE deliveries SET status = 'running', attempts = attempts + 1, attempts_total = attempts_total + 1, lease_until_ms = ?2, updated_at_ms = ?3 WHERE id = ?1",
+        "UPDATE deliveries SET status = 'running', attempts = attempts + 1, attempts_total = attempts_total + 1,
+                lease_until_ms = ?2, updated_at_ms = ?3, owner = ?4, lease_token = ?5
+         WHERE id = ?1",
     )?;
     for d in &claimed {
-        update.execute(params![d.id.as_str(), now + lease_ms, now])?;
+        update.execute(params![d.id.as_str(), now + lease_ms, now, owner, d.token])?;
     }
     Ok(claimed)
 }
 
 /// Undoes claims whose attempts never started.
-fn release(c: &Connection, ids: &[DeliveryId], due_at: i64, now: i64) -> rusqlite::Result<()> {
+fn release(
+    c: &Connection,
+    owner: &str,
+    held: &[Lease],
+    due_at: i64,
+    now: i64,
+) -> rusqlite::Result<()> {
     let mut update = c.prepare_cached(
         "UPDATE deliveries SET status = CASE WHEN attempts_total > 1 OR manual_retries > 0 THEN 'retrying' ELSE 'pending' END,
                 attempts = attempts - 1, attempts_total = attempts_total - 1, lease_until_ms = NULL,
-                next_attempt_at_ms = ?2, updated_at_ms = ?3
-         WHERE id = ?1 AND status = 'running'",
+                next_attempt_at_ms = ?2, updated_at_ms = ?3, owner = NULL
+         WHERE id = ?1 AND status = 'running' AND owner = ?4 AND lease_token = ?5",
     )?;
-    for id in ids {
-        update.execute(params![id.as_str(), due_at, now])?;
+    for l in held {
+        update.execute(params![l.delivery.as_str(), due_at, now, owner, l.token])?;
     }
     Ok(())
+}
+
+/// Extends the leases `owner` holds; returns the deliveries it no longer holds.
+fn renew(
+    c: &Connection,
+    owner: &str,
+    held: &[Lease],
+    until: i64,
+) -> rusqlite::Result<Vec<DeliveryId>> {
+    let mut update = c.prepare_cached(
+        "UPDATE deliveries SET lease_until_ms = ?2
+         WHERE id = ?1 AND status = 'running' AND owner = ?3 AND lease_token = ?4",
+    )?;
+    let mut lost = Vec::new();
+    for l in held {
+        if update.execute(params![l.delivery.as_str(), until, owner, l.token])? == 0 {
+            lost.push(l.delivery.clone());
+        }
+    }
+    Ok(lost)
 }
 
 fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
@@ -774,6 +841,8 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
         round: r.get(16)?,
         requested_by: r.get(17)?,
         serialize_key: r.get(6)?,
+        // The claim bumps it (see `claim`).
+        token: r.get::<_, i64>(18)? + 1,
         event: Request {
             event_id: r.get(1)?,
             source: r.get(7)?,
@@ -788,7 +857,26 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
     })
 }
 
-fn finish(c: &Connection, f: &Finished, now: i64) -> rusqlite::Result<()> {
+fn finish(c: &Connection, owner: &str, f: &Finished, now: i64) -> rusqlite::Result<Recorded> {
+    // The delivery first: only the holder of the lease may move it on, and
+    // only then is its attempt written.
+    let moved = c
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?2, next_attempt_at_ms = coalesce(?3, next_attempt_at_ms),
+                    lease_until_ms = NULL, updated_at_ms = ?4, owner = NULL
+             WHERE id = ?1 AND status = 'running' AND owner = ?5 AND lease_token = ?6",
+        )?
+        .execute(params![
+            f.lease.delivery.as_str(),
+            f.state.as_str(),
+            f.next_attempt_at_ms,
+            now,
+            owner,
+            f.lease.token
+        ])?;
+    if moved == 0 {
+        return Ok(Recorded::LeaseLost);
+    }
     let a = &f.attempt;
     c.prepare_cached(
         "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response, budget_number, round, requested_by)
@@ -796,11 +884,11 @@ fn finish(c: &Connection, f: &Finished, now: i64) -> rusqlite::Result<()> {
     )?
     .execute(params![
         a.id.as_str(),
-        f.delivery.as_str(),
+        f.lease.delivery.as_str(),
         a.number,
         a.started_at_ms,
         a.duration_ms,
-        a.outcome,
+        a.outcome.as_str(),
         a.status_code,
         a.exit_code,
         a.error,
@@ -809,11 +897,7 @@ fn finish(c: &Connection, f: &Finished, now: i64) -> rusqlite::Result<()> {
         a.round,
         a.requested_by,
     ])?;
-    c.prepare_cached(
-        "UPDATE deliveries SET status = ?2, next_attempt_at_ms = coalesce(?3, next_attempt_at_ms), lease_until_ms = NULL, updated_at_ms = ?4 WHERE id = ?1",
-    )?
-    .execute(params![f.delivery.as_str(), f.state.as_str(), f.next_attempt_at_ms, now])?;
-    Ok(())
+    Ok(Recorded::Yes)
 }
 
 /// Events examined per pruning batch at first. Each batch is one writer job,
@@ -896,10 +980,14 @@ fn next_batch_size(size: u32, took: Duration) -> u32 {
 
 /// Deliveries a previous process left `running` (it crashed or was cut off at
 /// shutdown) are due again at once: at-least-once, never stuck.
-fn requeue_orphans(c: &Connection) -> rusqlite::Result<usize> {
+/// Puts `running` deliveries back in the queue, due now: those of `owner`,
+/// or with `None` every one (at open, when the file lock proves that no
+/// other process holds a lease).
+fn requeue_orphans(c: &Connection, owner: Option<&str>) -> rusqlite::Result<usize> {
     c.execute(
-        "UPDATE deliveries SET status = 'retrying', lease_until_ms = NULL, next_attempt_at_ms = ?1 WHERE status = 'running'",
-        [now_ms()],
+        "UPDATE deliveries SET status = 'retrying', lease_until_ms = NULL, owner = NULL, next_attempt_at_ms = ?1
+         WHERE status = 'running' AND (?2 IS NULL OR owner = ?2)",
+        params![now_ms(), owner],
     )
 }
 
@@ -925,6 +1013,16 @@ fn id_column<T>(
 ) -> rusqlite::Result<T> {
     let text: String = r.get(i)?;
     parse(&text).ok_or_else(|| bad_column(i, format_args!("not an id: {text}")))
+}
+
+/// A state or outcome stored as its name.
+fn name_column<T>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).ok_or_else(|| bad_column(i, format_args!("unknown name: {text}")))
 }
 
 fn json_column<T: serde::de::DeserializeOwned>(
@@ -1022,7 +1120,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDelivery> 
         rule: r.get(2)?,
         action: r.get(3)?,
         action_type: r.get(4)?,
-        status: r.get(5)?,
+        status: name_column(r, 5, DeliveryState::parse)?,
         serialize_key: r.get(6)?,
         attempts: r.get(9)?,
         attempts_in_budget: r.get(7)?,
@@ -1115,15 +1213,27 @@ impl Store for SqliteStore {
 
     fn claim(
         &self,
+        owner: &InstanceId,
         now_ms: i64,
         limit: u32,
         lease: Duration,
         skip: Vec<String>,
     ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>> {
-        let lease_ms = lease.as_millis().min(i64::MAX as u128) as i64;
+        let lease_ms = millis(lease);
         // The names of the skipped actions as one JSON array (`json_each`).
         let skip = serde_json::to_string(&skip).unwrap_or_else(|_| "[]".to_owned());
-        Box::pin(self.write(move |c, _| claim(c, now_ms, limit, lease_ms, &skip)))
+        let owner = owner.to_string();
+        Box::pin(self.write(move |c, _| claim(c, &owner, now_ms, limit, lease_ms, &skip)))
+    }
+
+    fn renew(
+        &self,
+        owner: &InstanceId,
+        held: Vec<Lease>,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<DeliveryId>, StoreError>> {
+        let (owner, lease_ms) = (owner.to_string(), millis(lease));
+        Box::pin(self.write(move |c, now| renew(c, &owner, &held, now + lease_ms)))
     }
 
     fn expedite(
@@ -1145,14 +1255,21 @@ impl Store for SqliteStore {
 
     fn release(
         &self,
-        ids: Vec<DeliveryId>,
+        owner: &InstanceId,
+        held: Vec<Lease>,
         due_at_ms: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.write(move |c, now| release(c, &ids, due_at_ms, now)))
+        let owner = owner.to_string();
+        Box::pin(self.write(move |c, now| release(c, &owner, &held, due_at_ms, now)))
     }
 
-    fn finish(&self, f: Finished) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.write(move |c, now| finish(c, &f, now)))
+    fn finish(
+        &self,
+        owner: &InstanceId,
+        f: Finished,
+    ) -> BoxFuture<'_, Result<Recorded, StoreError>> {
+        let owner = owner.to_string();
+        Box::pin(self.write(move |c, now| finish(c, &owner, &f, now)))
     }
 
     fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
@@ -1265,7 +1382,7 @@ impl Store for SqliteStore {
                     requested_by: r.get(11)?,
                     started_at_ms: r.get(2)?,
                     duration_ms: r.get(3)?,
-                    outcome: r.get(4)?,
+                    outcome: name_column(r, 4, AttemptOutcome::parse)?,
                     status_code: r.get(5)?,
                     exit_code: r.get(6)?,
                     error: r.get(7)?,
@@ -1286,8 +1403,9 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn requeue_running(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.write(|c, _| requeue_orphans(c).map(|n| n as u64)))
+    fn requeue_own(&self, owner: &InstanceId) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let owner = owner.to_string();
+        Box::pin(self.write(move |c, _| requeue_orphans(c, Some(&owner)).map(|n| n as u64)))
     }
 
     fn retry(
@@ -1536,7 +1654,7 @@ mod tests {
                     d.rule.clone(),
                     d.action.clone(),
                     d.action_type.clone(),
-                    "pending".to_owned(),
+                    DeliveryState::Pending,
                     d.serialize_key.clone(),
                     0,
                 )
@@ -1552,7 +1670,7 @@ mod tests {
                     d.rule.clone(),
                     d.action.clone(),
                     d.action_type.clone(),
-                    d.status.clone(),
+                    d.status,
                     d.serialize_key.clone(),
                     d.attempts,
                 )
@@ -1598,7 +1716,13 @@ mod tests {
         assert_eq!(column, "");
         // The dispatcher reads the same payload with the delivery it claims.
         let claimed = store
-            .claim(now_ms(), 10, std::time::Duration::from_secs(60), Vec::new())
+            .claim(
+                me(),
+                now_ms(),
+                10,
+                std::time::Duration::from_secs(60),
+                Vec::new(),
+            )
             .await
             .unwrap();
         assert_eq!(claimed[0].event.payload, got.payload);
@@ -1808,6 +1932,70 @@ mod tests {
         assert_eq!((version, mode.as_str()), (MIGRATIONS.len() as i64, "wal"));
     }
 
+    /// The lifecycle contract every backend keeps (`store::conformance`).
+    mod contract {
+        use super::super::super::conformance as c;
+
+        fn store() -> (tempfile::TempDir, super::SqliteStore) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = super::open(&dir);
+            (dir, store)
+        }
+
+        #[tokio::test]
+        async fn leases_are_fenced() {
+            c::leases_are_fenced(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn heartbeats_keep_a_lease() {
+            c::heartbeats_keep_a_lease(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn only_the_holder_releases() {
+            c::only_the_holder_releases(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn a_stale_claim_of_the_same_instance_is_fenced() {
+            c::a_stale_claim_of_the_same_instance_is_fenced(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn an_instance_requeues_only_its_own_leases() {
+            c::an_instance_requeues_only_its_own_leases(&store().1).await;
+        }
+    }
+
+    /// One SQLite file belongs to one process: a second store on the same
+    /// file is refused, naming the file and the way to several instances.
+    #[tokio::test]
+    async fn a_second_store_on_one_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(&dir);
+        let path = db_path(&dir);
+        let Err(e) = SqliteStore::open(&path) else {
+            panic!("a second store opened {path}");
+        };
+        let message = e.to_string();
+        assert!(message.contains(&path), "{message}");
+        assert!(
+            message.contains("in use by another hookwire process"),
+            "{message}"
+        );
+        assert!(message.contains("postgres://"), "{message}");
+        drop(first);
+        // Once the first is gone, the file opens again.
+        assert!(SqliteStore::open(&path).is_ok());
+    }
+
+    /// The instance the tests claim as.
+    fn me() -> &'static InstanceId {
+        static ME: std::sync::OnceLock<InstanceId> = std::sync::OnceLock::new();
+        ME.get_or_init(InstanceId::new)
+    }
+
     /// Records the end of a claimed attempt as the dispatcher does.
     async fn finish_as(store: &SqliteStore, c: &Claimed, state: DeliveryState) {
         let attempt = crate::store::NewAttempt {
@@ -1819,30 +2007,34 @@ mod tests {
             started_at_ms: now_ms(),
             duration_ms: 1,
             outcome: if state == DeliveryState::Succeeded {
-                "succeeded"
+                AttemptOutcome::Succeeded
             } else {
-                "failed"
+                AttemptOutcome::Failed
             },
             status_code: Some(500),
             exit_code: None,
             error: None,
             response: Vec::new(),
         };
-        store
-            .finish(Finished {
-                delivery: c.id.clone(),
-                attempt,
-                state,
-                next_attempt_at_ms: None,
-            })
+        let recorded = store
+            .finish(
+                me(),
+                Finished {
+                    lease: c.lease(),
+                    attempt,
+                    state,
+                    next_attempt_at_ms: None,
+                },
+            )
             .await
             .unwrap();
+        assert_eq!(recorded, Recorded::Yes);
     }
 
     /// Claims the one due delivery.
     async fn claim_one(store: &SqliteStore) -> Claimed {
         let mut claimed = store
-            .claim(now_ms(), 10, Duration::from_secs(60), Vec::new())
+            .claim(me(), now_ms(), 10, Duration::from_secs(60), Vec::new())
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1, "{claimed:?}");

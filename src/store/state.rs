@@ -46,3 +46,38 @@ impl DeliveryState {
         )
     }
 }
+
+/// What one attempt came to, as recorded in its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Succeeded,
+    /// Worth trying again (network error, timeout, 5xx, 429…).
+    Retryable,
+    /// Trying again cannot help (4xx, a refused URL, a permanent SMTP error).
+    Failed,
+    /// The rule or action no longer exists.
+    Skipped,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 4] = [
+        AttemptOutcome::Succeeded,
+        AttemptOutcome::Retryable,
+        AttemptOutcome::Failed,
+        AttemptOutcome::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Retryable => "retryable",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}

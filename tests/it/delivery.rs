@@ -1020,3 +1020,41 @@ async fn a_failing_target_is_held_by_its_breaker_and_drained_when_back() {
     let total = d.db_count("SELECT count(*) FROM attempts");
     assert!(total <= 45, "{total} attempts for 30 deliveries");
 }
+
+/// SPEC §7: a lease lives as long as its attempt. With `--lease 300ms`, a
+/// command that runs 2.5 s (over eight leases) keeps its claim through the
+/// heartbeats and runs exactly once; the instance says which it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_longer_than_its_lease_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs");
+    let rules = format!(
+        "sources:\n  hook: {{}}\nrules:\n  - name: long\n    source: hook\n    actions:\n      - name: job\n        command:\n          argv: [/bin/sh, -c, \"echo start >> '{l}'; sleep 2.5; echo end >> '{l}'\"]\n          timeout: 30s\n",
+        l = log.display()
+    );
+    let d = Daemon::start_with(&[("app.yaml", &rules)], &[], &["--lease", "300ms"]);
+    let ev = send(&d, "/hooks/hook", r#"{"n": 1}"#).await;
+    let id = ev["event_id"].as_str().unwrap();
+    assert_eq!(wait_status(&d, id, "job", "succeeded").await, 1);
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(runs, "start\nend\n", "the attempt ran more than once");
+    let e: Value = d.get_json(&format!("/api/events/{id}")).await;
+    assert_eq!(
+        e["deliveries"][0]["attempt_log"].as_array().unwrap().len(),
+        1,
+        "{e:#}"
+    );
+    d.wait_log("the instance id", |l| {
+        l.contains("instance started") && l.contains("ins_")
+    })
+    .await;
+    let metrics = d.get_text("/metrics").await;
+    assert!(
+        metrics.contains("hookwire_leases_lost_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hookwire_instance{instance=\"ins_"),
+        "{metrics}"
+    );
+}

@@ -606,3 +606,44 @@ impl Drop for KillOnDrop {
         self.kill();
     }
 }
+
+/// SPEC §7: one SQLite file belongs to one process. A second `serve` on the
+/// file of a running daemon stops at once with a message naming the file
+/// and PostgreSQL; the first keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_one_sqlite_file_is_refused() {
+    let d = Daemon::start_with(&[("app.yaml", "sources:\n  app: {}\n")], &[], &[]);
+    let db = d.db_path();
+    let url = format!("sqlite://{}", db.display());
+    let rules = d.rules_dir();
+    let (code, _, stderr) = crate::support::run_cli(
+        d.dir.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &url,
+            "--rules",
+            rules.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is in use by another hookwire process",
+            db.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("postgres://"), "{stderr}");
+    let r = client()
+        .post(d.url("/hooks/app"))
+        .body("{}")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
