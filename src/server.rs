@@ -150,6 +150,7 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
         stream,
         tasks: tasks.clone(),
         targets: dispatcher.targets.clone(),
+        instance,
     });
     // The dispatcher outlives the listener: it stops after requests in flight are answered.
     let stop_dispatch = CancellationToken::new();

@@ -63,7 +63,7 @@ fn with_request_id(request: &RequestId, mut resp: Response) -> Response {
 pub(super) async fn rules(State(app): State<Arc<AdminState>>) -> Result<Response, ApiError> {
     let set = app.rules.current();
     let status = app.rules.status();
-    answer(&RuleSetView::new(&set, &status))
+    answer(&RuleSetView::new(&set, &status, &app.instance))
 }
 
 pub(super) async fn events(

@@ -43,6 +43,8 @@ pub struct AdminState {
     pub tasks: crate::supervise::Tasks,
     /// Delivery targets: in-flight attempts and breakers.
     pub targets: Arc<crate::dispatch::targets::Targets>,
+    /// This process, the owner of the leases it claims (shown by `/api/rules`).
+    pub instance: crate::ids::InstanceId,
 }
 
 pub fn router(app: Arc<AdminState>) -> Router<Arc<AdminState>> {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::dispatch::targets::TargetStatus;
-use crate::ids::{DeliveryId, EventId, RequestId};
+use crate::ids::{DeliveryId, EventId, InstanceId, RequestId};
 use crate::matching::RuleTrace;
 use crate::rules::{Action, Diagnostic, Respond, Rule, RuleSet, Source};
 use crate::store::{AttemptOutcome, DeliveryState, StoredAttempt, StoredDelivery, StoredEvent};
@@ -21,6 +21,8 @@ use crate::watch::ReloadStatus;
 /// `GET /api/rules`: the live set and how reloading it has gone.
 #[derive(Serialize)]
 pub(super) struct RuleSetView<'a> {
+    /// The instance that answers (the owner of the leases it claims).
+    instance: &'a InstanceId,
     version: u64,
     loaded_at: String,
     files: &'a [String],
@@ -31,8 +33,13 @@ pub(super) struct RuleSetView<'a> {
 }
 
 impl<'a> RuleSetView<'a> {
-    pub(super) fn new(set: &'a RuleSet, reload: &'a ReloadStatus) -> Self {
+    pub(super) fn new(
+        set: &'a RuleSet,
+        reload: &'a ReloadStatus,
+        instance: &'a InstanceId,
+    ) -> Self {
         Self {
+            instance,
             version: set.version,
             loaded_at: crate::clock::rfc3339(set.loaded_at),
             files: &set.files,

@@ -1044,8 +1044,12 @@ async fn an_attempt_longer_than_its_lease_runs_once() {
         1,
         "{e:#}"
     );
+    // One instance id, the same in the API, the log and the metrics.
+    let rules: Value = d.get_json("/api/rules").await;
+    let instance = rules["instance"].as_str().unwrap().to_owned();
+    assert!(instance.starts_with("ins_"), "{rules:#}");
     d.wait_log("the instance id", |l| {
-        l.contains("instance started") && l.contains("ins_")
+        l.contains("instance started") && l.contains(&instance)
     })
     .await;
     let metrics = d.get_text("/metrics").await;
@@ -1054,7 +1058,7 @@ async fn an_attempt_longer_than_its_lease_runs_once() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("hookwire_instance{instance=\"ins_"),
+        metrics.contains(&format!("hookwire_instance{{instance=\"{instance}\"}} 1")),
         "{metrics}"
     );
 }
