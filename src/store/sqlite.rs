@@ -675,11 +675,15 @@ fn ingest_one(conn: &Connection, p: &Prepared, now: i64) -> rusqlite::Result<Ing
     if let Some(key) = &e.dedup_key {
         // Jobs of one batch run one after another in one transaction, so a
         // copy later in the same batch sees the row the first copy wrote.
+        // The window runs from when each copy was received.
         let first: Option<String> = conn
             .prepare_cached(
                 "SELECT event_id FROM dedup WHERE source = ?1 AND key = ?2 AND created_at_ms > ?3",
             )?
-            .query_row(params![e.source, key, now - DEDUP_WINDOW_MS], |r| r.get(0))
+            .query_row(
+                params![e.source, key, e.received_at_ms - DEDUP_WINDOW_MS],
+                |r| r.get(0),
+            )
             .optional()?;
         if let Some(first) = first.as_deref().and_then(EventId::parse) {
             return Ok(IngestOutcome::Duplicate { first });
@@ -688,7 +692,7 @@ fn ingest_one(conn: &Connection, p: &Prepared, now: i64) -> rusqlite::Result<Ing
         conn.prepare_cached(
             "INSERT OR REPLACE INTO dedup (source, key, event_id, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![e.source, key, e.id.as_str(), now])?;
+        .execute(params![e.source, key, e.id.as_str(), e.received_at_ms])?;
     }
     conn.prepare_cached(
         "INSERT INTO events (id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, matched_any, dedup_key)
@@ -1965,6 +1969,36 @@ mod tests {
         #[tokio::test]
         async fn an_instance_requeues_only_its_own_leases() {
             c::an_instance_requeues_only_its_own_leases(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn ingest_reads_back_and_queues() {
+            c::ingest_reads_back_and_queues(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn the_dedup_window_is_24_hours() {
+            c::the_dedup_window_is_24_hours(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn serialize_by_runs_one_key_in_order() {
+            c::serialize_by_runs_one_key_in_order(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn a_manual_retry_starts_a_new_budget() {
+            c::a_manual_retry_starts_a_new_budget(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn pruning_keeps_unfinished_events() {
+            c::pruning_keeps_unfinished_events(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn lists_page_newest_first() {
+            c::lists_page_newest_first(&store().1).await;
         }
     }
 
