@@ -99,16 +99,8 @@ async fn stored_events_answer_202_with_matched_rules_and_store_pending_deliverie
     let body: Value = r.json().await.unwrap();
     assert_eq!(body, json!({"event_id": id, "matched": ["push-to-chat"]}));
     assert!(id.starts_with("evt_"));
-    assert_eq!(
-        d.db_count(&format!("SELECT count(*) FROM events WHERE id = '{id}'")),
-        1
-    );
-    assert_eq!(
-        d.db_count(&format!(
-            "SELECT count(*) FROM deliveries WHERE event_id = '{id}'"
-        )),
-        1
-    );
+    let stored = d.event(&id).await.expect("stored");
+    assert_eq!(stored["deliveries"].as_array().unwrap().len(), 1);
 
     // Nothing matched is still stored, and says so.
     let r = post(
@@ -122,16 +114,8 @@ async fn stored_events_answer_202_with_matched_rules_and_store_pending_deliverie
     assert_eq!(r.status(), 202);
     let id = request_id(&r);
     assert_eq!(r.json::<Value>().await.unwrap()["matched"], json!([]));
-    assert_eq!(
-        d.db_count(&format!(
-            "SELECT count(*) FROM deliveries WHERE event_id = '{id}'"
-        )),
-        0
-    );
-    assert_eq!(
-        d.db_count(&format!("SELECT count(*) FROM events WHERE id = '{id}'")),
-        1
-    );
+    let stored = d.event(&id).await.expect("stored");
+    assert_eq!(stored["deliveries"].as_array().unwrap().len(), 0);
 }
 
 #[tokio::test]
@@ -161,16 +145,8 @@ async fn form_posts_decode_repeated_keys_and_json_fields() {
     .await;
     assert_eq!(r.status(), 202);
     let id = request_id(&r);
-    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let payload: String = conn
-        .query_row("SELECT payload FROM events WHERE id = ?1", [&id], |row| {
-            row.get(0)
-        })
-        .unwrap();
-    assert_eq!(
-        serde_json::from_str::<Value>(&payload).unwrap(),
-        json!({"tag": ["a", "b c"], "name": "é"})
-    );
+    let stored = d.event(&id).await.expect("stored");
+    assert_eq!(stored["payload"], json!({"tag": ["a", "b c"], "name": "é"}));
 }
 
 #[tokio::test]
@@ -232,11 +208,8 @@ async fn duplicates_answer_200_with_the_first_event_and_store_once_under_concurr
         duplicates.iter().all(|id| *id == stored[0]),
         "duplicates name the first event"
     );
-    assert_eq!(
-        d.db_count("SELECT count(*) FROM events WHERE source = 'github'"),
-        1
-    );
-    assert_eq!(d.db_count("SELECT count(*) FROM deliveries"), 1);
+    assert_eq!(d.count_events("source=github").await, 1);
+    assert_eq!(d.count_deliveries(&[]).await, 1);
 }
 
 #[tokio::test]
@@ -376,7 +349,7 @@ async fn oversized_streamed_body_is_refused_without_reading_it_all() {
         assert_eq!(r.status(), 413);
     }
     assert!(started.elapsed() < Duration::from_secs(20));
-    assert_eq!(d.db_count("SELECT count(*) FROM events"), 0);
+    assert_eq!(d.count_events("").await, 0);
     assert_healthy(&d).await;
 }
 
@@ -401,20 +374,11 @@ rules:
 async fn stored_payload(d: &Daemon, r: reqwest::Response) -> (Value, Value) {
     assert_eq!(r.status(), 202);
     let body: Value = r.json().await.unwrap();
-    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let (payload, raw): (String, Vec<u8>) = conn
-        .query_row(
-            "SELECT payload, body FROM events WHERE id = ?1",
-            [body["event_id"].as_str().unwrap()],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .unwrap();
-    // '' marks a JSON payload stored only as the body.
-    let payload = if payload.is_empty() {
-        serde_json::from_slice(&raw).unwrap()
-    } else {
-        serde_json::from_str(&payload).unwrap()
-    };
+    let stored = d
+        .event(body["event_id"].as_str().unwrap())
+        .await
+        .expect("stored");
+    let payload = stored["payload"].clone();
     (body, payload)
 }
 
@@ -640,11 +604,9 @@ async fn every_operator_through_the_daemon() {
     want.sort();
     assert_eq!(matched, want);
     // The stored trace explains a miss.
-    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let trace: String = conn
-        .query_row("SELECT trace FROM events", [], |r| r.get(0))
-        .unwrap();
-    let trace: Value = serde_json::from_str(&trace).unwrap();
+    let events = d.list("events", "").await;
+    let stored = d.event(events[0]["id"].as_str().unwrap()).await.unwrap();
+    let trace = &stored["trace"];
     let miss = trace
         .as_array()
         .unwrap()

@@ -27,23 +27,43 @@ async fn send(d: &Daemon, path: &str, body: &str) -> Value {
     r.json().await.unwrap()
 }
 
-fn delivery_status(d: &Daemon, event_id: &str) -> Vec<(String, String, i64)> {
-    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let mut stmt = conn
-        .prepare(
-            "SELECT action, status, attempts FROM deliveries WHERE event_id = ?1 ORDER BY action",
-        )
-        .unwrap();
-    stmt.query_map([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+/// (action, status, attempts in the budget) of each delivery of an event, by action.
+async fn delivery_status(d: &Daemon, event_id: &str) -> Vec<(String, String, i64)> {
+    let Some(event) = d.event(event_id).await else {
+        return Vec::new();
+    };
+    let mut all: Vec<_> = event["deliveries"]
+        .as_array()
         .unwrap()
-        .map(Result::unwrap)
-        .collect()
+        .iter()
+        .map(|x| {
+            (
+                x["action"].as_str().unwrap().to_owned(),
+                x["status"].as_str().unwrap().to_owned(),
+                x["attempts_in_budget"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// The attempts of `event_id`'s delivery of `action`, oldest first.
+async fn attempt_log(d: &Daemon, event_id: &str, action: &str) -> Vec<Value> {
+    let event = d.event(event_id).await.expect("stored");
+    event["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["action"] == action)
+        .map(|x| x["attempt_log"].as_array().unwrap().clone())
+        .unwrap_or_default()
 }
 
 async fn wait_status(d: &Daemon, event_id: &str, action: &str, status: &str) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let all = delivery_status(d, event_id);
+        let all = delivery_status(d, event_id).await;
         if let Some((_, s, n)) = all.iter().find(|(a, _, _)| a == action)
             && s == status
         {
@@ -279,13 +299,15 @@ async fn retries_follow_the_policy_and_keep_the_idempotency_key() {
     assert_eq!(rx.requests("/bad").len(), 1);
 
     // Every attempt is recorded with its outcome.
-    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let outcomes: Vec<(String, Option<i64>)> = conn
-        .prepare("SELECT a.outcome, a.status_code FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.action = 'flaky' ORDER BY a.number")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
+    let outcomes: Vec<(String, Option<i64>)> = attempt_log(&d, &id, "flaky")
+        .await
+        .iter()
+        .map(|a| {
+            (
+                a["outcome"].as_str().unwrap().to_owned(),
+                a["status_code"].as_i64(),
+            )
+        })
         .collect();
     assert_eq!(
         outcomes,
@@ -397,10 +419,8 @@ async fn a_command_past_its_timeout_is_killed_with_its_children() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let error: String = conn
-        .query_row("SELECT error FROM attempts", [], |r| r.get(0))
-        .unwrap();
+    let log = attempt_log(&d, &id, "command-0").await;
+    let error = log[0]["error"].as_str().unwrap();
     assert!(error.starts_with("timed out after 500ms"), "{error}");
 }
 
@@ -521,10 +541,8 @@ async fn email_without_an_smtp_server_fails_with_a_clear_error() {
         .unwrap()
         .to_owned();
     wait_status(&d, &id, "email-0", "dead").await;
-    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let error: String = conn
-        .query_row("SELECT error FROM attempts", [], |r| r.get(0))
-        .unwrap();
+    let log = attempt_log(&d, &id, "email-0").await;
+    let error = log[0]["error"].as_str().unwrap();
     assert!(error.starts_with("no SMTP server is configured"), "{error}");
 }
 
@@ -611,7 +629,7 @@ async fn acknowledged_events_are_delivered_after_sigkill_mid_burst() {
     let sending = tokio::spawn(burst(d.url("/hooks/hook"), 0, 2000, 16, stop.clone()));
     // Kill once over 1,000 events are acknowledged, while requests are still flowing.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while d.db_count("SELECT count(*) FROM events") < 1100 {
+    while d.metric("hookwire_events_stored_total").await < 1100.0 {
         assert!(Instant::now() < deadline, "the burst did not get going");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -650,7 +668,7 @@ async fn sigterm_during_load_exits_zero_and_loses_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let sending = tokio::spawn(burst(d.url("/hooks/hook"), 0, 800, 8, stop.clone()));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while d.db_count("SELECT count(*) FROM events") < 200 {
+    while d.metric("hookwire_events_stored_total").await < 200.0 {
         assert!(Instant::now() < deadline, "the burst did not get going");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -707,13 +725,13 @@ rules:
         rx.requests("/x").is_empty() && rx.requests("/header").is_empty(),
         "a refused request reached the receiver"
     );
-    let conn = rusqlite::Connection::open(d.db_path()).unwrap();
-    let errors: Vec<String> = conn
-        .prepare("SELECT a.error FROM attempts a JOIN deliveries d ON d.id = a.delivery_id ORDER BY d.action")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+    // The one attempt of each delivery, in the order of their actions.
+    let event = d.event(&id).await.unwrap();
+    let mut deliveries = event["deliveries"].as_array().unwrap().clone();
+    deliveries.sort_by_key(|x| x["action"].as_str().unwrap().to_owned());
+    let errors: Vec<String> = deliveries
+        .iter()
+        .map(|x| x["attempt_log"][0]["error"].as_str().unwrap().to_owned())
         .collect();
     assert!(
         errors[0].starts_with("refused: 127.0.0.1 is not a public address"),
@@ -747,12 +765,12 @@ async fn retention_prunes_finished_events() {
     .await;
     all_delivered(&rx, &acked).await;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while d.db_count("SELECT count(*) FROM events") > 0 {
+    while d.count_events("").await > 0 {
         assert!(Instant::now() < deadline, "finished events were not pruned");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(d.db_count("SELECT count(*) FROM deliveries"), 0);
-    assert_eq!(d.db_count("SELECT count(*) FROM attempts"), 0);
+    // Their deliveries (and so their attempts) went with them.
+    assert_eq!(d.count_deliveries(&[]).await, 0);
 }
 
 fn relay_rules(rx: &Receiver) -> String {
@@ -966,9 +984,9 @@ async fn a_failing_target_is_held_by_its_breaker_and_drained_when_back() {
         .await;
     assert!(opened.contains(&format!("127.0.0.1:{port}")), "{opened}");
     // Three seconds of outage with the breaker open: a handful of probes.
-    let before = d.db_count("SELECT count(*) FROM attempts");
+    let before = d.count_attempts().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let during = d.db_count("SELECT count(*) FROM attempts") - before;
+    let during = d.count_attempts().await - before;
     assert!(
         during <= 4,
         "{during} attempts in 3 s with the breaker open"
@@ -995,7 +1013,12 @@ async fn a_failing_target_is_held_by_its_breaker_and_drained_when_back() {
         "{metrics}"
     );
     // Held deliveries spent nothing: most were never attempted.
-    let untried = d.db_count("SELECT count(*) FROM deliveries WHERE attempts_total = 0");
+    let untried = d
+        .list("deliveries", "")
+        .await
+        .iter()
+        .filter(|x| x["attempts"] == 0)
+        .count();
     assert!(untried >= 20, "{untried} of 30 never attempted");
     // The target comes back: everything arrives within seconds.
     let back = Instant::now();
@@ -1013,11 +1036,11 @@ async fn a_failing_target_is_held_by_its_breaker_and_drained_when_back() {
     d.wait_log("the breaker closing", |l| l.contains("breaker closed"))
         .await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while d.db_count("SELECT count(*) FROM deliveries WHERE status = 'succeeded'") < 30 {
+    while d.count_deliveries(&["succeeded"]).await < 30 {
         assert!(Instant::now() < deadline, "not all succeeded");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let total = d.db_count("SELECT count(*) FROM attempts");
+    let total = d.count_attempts().await;
     assert!(total <= 45, "{total} attempts for 30 deliveries");
 }
 

@@ -267,10 +267,108 @@ impl Daemon {
         self.spawn("127.0.0.1:0");
     }
 
-    /// Rows of a query against the daemon's database, read through a separate connection.
-    pub fn db_count(&self, sql: &str) -> i64 {
-        let conn = rusqlite::Connection::open(self.db_path()).unwrap();
-        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    /// `GET path` of the admin API, with the daemon's admin token if it has one.
+    pub async fn api(&self, path: &str) -> reqwest::Response {
+        let mut req = client().get(self.url(path));
+        if let Some(token) = self.admin_token() {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.unwrap()
+    }
+
+    fn admin_token(&self) -> Option<&str> {
+        let at = self.args.iter().position(|a| a == "--admin-token")?;
+        self.args.get(at + 1).map(String::as_str)
+    }
+
+    /// One stored event as the admin API shows it; `None` when there is none.
+    pub async fn event(&self, id: &str) -> Option<serde_json::Value> {
+        let r = self.api(&format!("/api/events/{id}")).await;
+        match r.status().as_u16() {
+            404 => None,
+            200 => Some(r.json().await.unwrap()),
+            other => panic!("GET /api/events/{id}: {other}"),
+        }
+    }
+
+    /// Every item of a paged admin list (`events` or `deliveries`), newest
+    /// first; `query` narrows it (`source=github`, `status=dead`).
+    pub async fn list(&self, what: &str, query: &str) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        let mut before = String::new();
+        loop {
+            let page: serde_json::Value = self
+                .api(&format!("/api/{what}?limit=500&{query}{before}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            let items = page[what].as_array().cloned().unwrap_or_default();
+            all.extend(items);
+            match page["next_before"].as_str() {
+                Some(next) if page[what].as_array().is_some_and(|a| a.len() == 500) => {
+                    before = format!("&before={next}");
+                }
+                _ => return all,
+            }
+        }
+    }
+
+    /// The sum of every series of a counter or gauge in `/metrics`
+    /// (`hookwire_events_stored_total`), 0 when it has none yet.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.get_text("/metrics").await;
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// How many events are stored (of one source, with `source=NAME`).
+    pub async fn count_events(&self, query: &str) -> usize {
+        self.list("events", query).await.len()
+    }
+
+    /// How many deliveries are in any of `states` (every delivery when empty).
+    pub async fn count_deliveries(&self, states: &[&str]) -> usize {
+        if states.is_empty() {
+            return self.list("deliveries", "").await.len();
+        }
+        let mut n = 0;
+        for s in states {
+            n += self.list("deliveries", &format!("status={s}")).await.len();
+        }
+        n
+    }
+
+    /// How many attempts were made, over every stored delivery's life.
+    pub async fn count_attempts(&self) -> i64 {
+        self.list("deliveries", "")
+            .await
+            .iter()
+            .map(|d| d["attempts"].as_i64().unwrap())
+            .sum()
+    }
+
+    /// Stops the daemon (SIGTERM) and opens its database through hookwire's
+    /// own store, to look at what was written at rest. Every attempt of every
+    /// delivery, oldest delivery first.
+    pub async fn stored_attempts(&mut self) -> Vec<hookwire::store::StoredAttempt> {
+        assert!(self.terminate().success());
+        let url = format!("sqlite://{}", self.db_path().display());
+        let store = hookwire::store::open(&url).unwrap();
+        let page = hookwire::store::Page {
+            limit: 1000,
+            before: None,
+        };
+        let mut all = Vec::new();
+        for d in store.delivery_page(None, page).await.unwrap().iter().rev() {
+            all.extend(store.attempts(&d.id).await.unwrap());
+        }
+        all
     }
 
     /// SIGTERM, then the exit status.
