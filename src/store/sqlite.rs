@@ -1010,23 +1010,23 @@ fn bad_column(i: usize, what: impl Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, Type::Text, what.to_string().into())
 }
 
+/// An id column (`"an id"`) or a state column (`"a delivery state"`).
+fn parsed_column<T>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    parse: fn(&str) -> Option<T>,
+    what: &str,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).ok_or_else(|| bad_column(i, format_args!("not {what}: {text}")))
+}
+
 fn id_column<T>(
     r: &rusqlite::Row<'_>,
     i: usize,
     parse: fn(&str) -> Option<T>,
 ) -> rusqlite::Result<T> {
-    let text: String = r.get(i)?;
-    parse(&text).ok_or_else(|| bad_column(i, format_args!("not an id: {text}")))
-}
-
-/// A state or outcome stored as its name.
-fn name_column<T>(
-    r: &rusqlite::Row<'_>,
-    i: usize,
-    parse: fn(&str) -> Option<T>,
-) -> rusqlite::Result<T> {
-    let text: String = r.get(i)?;
-    parse(&text).ok_or_else(|| bad_column(i, format_args!("unknown name: {text}")))
+    parsed_column(r, i, parse, "an id")
 }
 
 fn json_column<T: serde::de::DeserializeOwned>(
@@ -1124,7 +1124,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDelivery> 
         rule: r.get(2)?,
         action: r.get(3)?,
         action_type: r.get(4)?,
-        status: name_column(r, 5, DeliveryState::parse)?,
+        status: parsed_column(r, 5, DeliveryState::parse, "a delivery state")?,
         serialize_key: r.get(6)?,
         attempts: r.get(9)?,
         attempts_in_budget: r.get(7)?,
@@ -1386,7 +1386,7 @@ impl Store for SqliteStore {
                     requested_by: r.get(11)?,
                     started_at_ms: r.get(2)?,
                     duration_ms: r.get(3)?,
-                    outcome: name_column(r, 4, AttemptOutcome::parse)?,
+                    outcome: parsed_column(r, 4, AttemptOutcome::parse, "an attempt outcome")?,
                     status_code: r.get(5)?,
                     exit_code: r.get(6)?,
                     error: r.get(7)?,
