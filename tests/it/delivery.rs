@@ -242,14 +242,17 @@ async fn retries_follow_the_policy_and_keep_the_idempotency_key() {
     rx.script("/flaky", &[(500, None), (503, None)]);
     rx.script("/busy", &[(429, Some("1"))]);
     rx.script("/bad", &[(400, None)]);
-    rx.script("/down", &[(500, None); 10]);
+    // A target of its own: its failures must not open the breaker of the
+    // others' target (five failures in a row) and hold `flaky`'s retries.
+    let down = Receiver::start().await;
+    down.script("/down", &[(500, None); 10]);
     let rules = format!(
         "sources:\n  hook: {{}}\nrules:\n  - name: r\n    source: hook\n    actions:\n{}",
         ["flaky", "busy", "bad", "down", "redirect"]
             .iter()
             .map(|p| format!(
                 "      - name: {p}\n        http: {{ url: \"{}\", forward: true }}\n        {FAST_RETRY}\n",
-                rx.url(&format!("/{p}"))
+                if *p == "down" { &down } else { &rx }.url(&format!("/{p}"))
             ))
             .collect::<String>()
     );
@@ -295,7 +298,7 @@ async fn retries_follow_the_policy_and_keep_the_idempotency_key() {
 
     // Retryable failures end dead after `attempts`.
     assert_eq!(wait_status(&d, &id, "down", "dead").await, 4);
-    assert_eq!(rx.requests("/down").len(), 4);
+    assert_eq!(down.requests("/down").len(), 4);
     assert_eq!(rx.requests("/bad").len(), 1);
 
     // Every attempt is recorded with its outcome.
