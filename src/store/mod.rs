@@ -3,11 +3,14 @@
 //! Ingest only sees [`Store`]; the SQLite backend ([`sqlite`]) runs on a
 //! dedicated writer thread that commits many concurrent requests in one
 //! transaction (group commit), so durability does not cost one disk flush per
-//! request. A PostgreSQL backend implements the same trait.
+//! request. The PostgreSQL backend (`postgres`), for several instances on
+//! one database, implements the same trait; both keep the lifecycle that
+//! `conformance` tests.
 
 #[cfg(test)]
 mod conformance;
 pub mod health;
+mod postgres;
 pub mod sqlite;
 mod state;
 
@@ -478,17 +481,62 @@ pub struct StoreStats {
 
 pub type SharedStore = Arc<dyn Store>;
 
+/// A duplicate is a dedup key seen within this window (SPEC §4).
+const DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// The smallest event id made at `ms` or later: ids are `evt_` and a
+/// lowercase ULID, whose first ten characters are the time in milliseconds,
+/// so every event whose id was made before `ms` sorts below it (pruning
+/// walks the primary key up to it).
+fn first_event_id_at(ms: i64) -> String {
+    let ms = u64::try_from(ms).unwrap_or(0).min((1 << 48) - 1);
+    format!(
+        "{}{}",
+        EventId::PREFIX,
+        ulid::Ulid::from_parts(ms, 0).to_string().to_lowercase()
+    )
+}
+
+/// A database URL as messages may show it: its password (in the user info
+/// or a `password=` option), if any, masked.
+pub fn shown_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return std::borrow::Cow::Borrowed(url);
+    };
+    let in_query = u.query_pairs().any(|(k, _)| k == "password");
+    if u.password().is_none() && !in_query {
+        return std::borrow::Cow::Borrowed(url);
+    }
+    if u.password().is_some() {
+        let _ = u.set_password(Some(crate::redact::MASK));
+    }
+    if in_query {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    crate::redact::MASK.to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    std::borrow::Cow::Owned(u.to_string())
+}
+
 /// Opens the store named by a `--database` URL.
 pub fn open(url: &str) -> Result<SharedStore, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Unavailable(
-            "the PostgreSQL store is not built yet; use sqlite://PATH".into(),
-        ));
+        return Ok(Arc::new(postgres::PostgresStore::open(url)?));
     }
     Err(StoreError::Unavailable(format!(
-        "unknown database URL `{url}`: expected sqlite://PATH"
+        "unknown database URL `{}`: expected sqlite://PATH or postgres://…",
+        shown_url(url)
     )))
 }
