@@ -498,33 +498,41 @@ fn first_event_id_at(ms: i64) -> String {
 }
 
 /// A database URL as messages may show it: its password (in the user info
-/// or a `password=` option), if any, masked.
+/// or a `password=` option), if any, replaced by the mask; the rest as given.
 pub fn shown_url(url: &str) -> std::borrow::Cow<'_, str> {
-    let Ok(mut u) = url::Url::parse(url) else {
+    let Ok(u) = url::Url::parse(url) else {
         return std::borrow::Cow::Borrowed(url);
     };
     let in_query = u.query_pairs().any(|(k, _)| k == "password");
     if u.password().is_none() && !in_query {
         return std::borrow::Cow::Borrowed(url);
     }
-    if u.password().is_some() {
-        let _ = u.set_password(Some(crate::redact::MASK));
+    let mask = crate::redact::MASK;
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = match u.password() {
+        // Exactly as written, when the URL writes it in its normal form.
+        Some(p) if base.contains(&format!(":{p}@")) => {
+            base.replacen(&format!(":{p}@"), &format!(":{mask}@"), 1)
+        }
+        Some(_) => {
+            let mut u = u.clone();
+            let _ = u.set_password(Some(mask));
+            u.set_query(None);
+            u.to_string()
+        }
+        None => base.to_owned(),
+    };
+    if query.is_empty() {
+        return std::borrow::Cow::Owned(base);
     }
-    if in_query {
-        let pairs: Vec<(String, String)> = u
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if k == "password" {
-                    crate::redact::MASK.to_owned()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        u.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    std::borrow::Cow::Owned(u.to_string())
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("password", _)) => format!("password={mask}"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    std::borrow::Cow::Owned(format!("{base}?{}", query.join("&")))
 }
 
 /// Opens the store named by a `--database` URL.

@@ -312,6 +312,26 @@ mod tests {
     }
 
     #[test]
+    fn a_url_is_shown_with_its_password_masked_and_the_rest_as_given() {
+        use crate::store::shown_url;
+        assert_eq!(
+            shown_url("postgres://app:s3cr%40t@db:6432/hooks?sslmode=require"),
+            "postgres://app:[redacted]@db:6432/hooks?sslmode=require"
+        );
+        assert_eq!(
+            shown_url("postgresql://app@db/hooks?password=s3cret&sslmode=disable"),
+            "postgresql://app@db/hooks?password=[redacted]&sslmode=disable"
+        );
+        for plain in [
+            "sqlite://data/hookwire.db",
+            "postgres://db/hooks",
+            "not a url",
+        ] {
+            assert_eq!(shown_url(plain), plain);
+        }
+    }
+
+    #[test]
     fn unknown_ssl_modes_and_bad_urls_are_refused_without_the_password() {
         for url in [
             "postgres://u:hunter2-secret@h/d?sslmode=verify-ca",

@@ -5,7 +5,9 @@
 //! The server lives in a temporary directory: `initdb` (as the `postgres`
 //! user through `runuser` when the tests run as root, since PostgreSQL
 //! refuses to run as root), then `pg_ctl start` on an ephemeral port of
-//! 127.0.0.1 with password (SCRAM) authentication over TCP.
+//! 127.0.0.1 with password (SCRAM) authentication over TCP, and TLS with a
+//! certificate for `localhost` and 127.0.0.1 from a CA of its own
+//! ([`Server::ca`]), so that every `sslmode` can be tried for real.
 //!
 //! Stopping it: statics are never dropped, so no `Drop` can be relied on.
 //! Instead a small watchdog shell, in a process group of its own (so a
@@ -34,6 +36,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub struct Server {
     pub port: u16,
     pub password: String,
+    /// The PEM file of the CA that issued the server's certificate.
+    pub ca: PathBuf,
     bin: PathBuf,
     /// Held open until the process ends: see the module doc.
     _watchdog: ChildStdin,
@@ -143,6 +147,7 @@ impl Server {
                 .arg(&pwfile)
                 .status();
         }
+        let ca = certificates(&dir, as_root);
         let log = dir.join("log");
         let out = || {
             File::options()
@@ -170,9 +175,10 @@ impl Server {
         for _ in 0..5 {
             let port = free_port();
             let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 \
-                 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-                dir.display()
+                "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c max_connections=300 \
+                 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+                 -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
+                dir = dir.display()
             );
             let started = run("pg_ctl")
                 .arg("-D")
@@ -189,6 +195,7 @@ impl Server {
                 return Server {
                     port,
                     password,
+                    ca,
                     bin,
                     _watchdog: watchdog,
                 };
@@ -200,6 +207,44 @@ impl Server {
             read(&dir.join("server.log"))
         );
     }
+}
+
+/// A CA, and a certificate it issued for `localhost` and 127.0.0.1 with its
+/// key (readable by the server only, as PostgreSQL demands), in `dir`.
+/// Returns the CA's file.
+fn certificates(dir: &Path, as_root: bool) -> PathBuf {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "hookwire test CA");
+    let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+    let ca = rcgen::CertifiedIssuer::self_signed(params, ca_key).expect("the CA");
+    let key = rcgen::KeyPair::generate().expect("a server key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("server params")
+        .signed_by(&key, &ca)
+        .expect("the server certificate");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("the CA is written");
+    std::fs::write(dir.join("server.crt"), cert.pem()).expect("the certificate is written");
+    let key_file = dir.join("server.key");
+    std::fs::write(&key_file, key.serialize_pem()).expect("the key is written");
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("the key is private");
+    if as_root {
+        let ok = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&key_file)
+            .arg(dir.join("server.crt"))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot hand the key to the postgres user");
+    }
+    ca_file
 }
 
 /// The newest of Debian's PostgreSQL versions installed.

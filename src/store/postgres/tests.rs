@@ -341,6 +341,88 @@ fn the_password_is_in_no_error() {
     assert!(shown.contains(&format!("127.0.0.1:{port}/db")), "{shown}");
 }
 
+/// Whether the store's connections use TLS.
+async fn over_tls(store: &PostgresStore) -> bool {
+    let client = store.client().await.unwrap();
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Each `sslmode` does what libpq's does, against a server whose
+/// certificate comes from a CA of the test's own.
+#[tokio::test]
+async fn ssl_modes_are_honoured() {
+    let s = server();
+    let url = database();
+    let ca = s.ca.display();
+    let verified = format!("sslmode=verify-full&sslrootcert={ca}");
+    for (query, tls) in [
+        ("", true),
+        ("sslmode=prefer", true),
+        ("sslmode=disable", false),
+        ("sslmode=require", true),
+        (verified.as_str(), true),
+    ] {
+        let store = PostgresStore::open(&format!("{url}?{query}")).unwrap();
+        assert_eq!(over_tls(&store).await, tls, "{query}");
+    }
+    // The certificate names localhost too.
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let store = PostgresStore::open(&format!("{by_name}?{verified}")).unwrap();
+    assert!(over_tls(&store).await);
+    // The Mozilla roots do not know the test's CA.
+    let Err(e) = PostgresStore::open(&format!("{url}?sslmode=verify-full")) else {
+        panic!("an unknown issuer was trusted");
+    };
+    assert!(e.to_string().contains("certificate"), "{e}");
+    // A name the certificate does not hold is refused.
+    let other = url.replace("127.0.0.1", "db.invalid");
+    let Err(e) = PostgresStore::open(&format!("{other}?hostaddr=127.0.0.1&{verified}")) else {
+        panic!("a certificate for another name was accepted");
+    };
+    assert!(e.to_string().contains("certificate"), "{e}");
+    assert!(!e.to_string().contains(&s.password), "{e}");
+}
+
+/// Connections the server closes (an administrator, a restart) fail what
+/// used them as "unavailable" at worst, never anything else, and the store
+/// recovers by itself: new connections replace them, readiness comes back.
+#[tokio::test]
+async fn closed_connections_fail_as_unavailable_and_the_store_recovers() {
+    let url = database();
+    let store = PostgresStore::open(&url).unwrap();
+    let (e, _) = one_delivery();
+    store.ingest(e).await.unwrap();
+    store.ping().await.unwrap();
+    server().psql(
+        "postgres",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            name_of(&url)
+        ),
+    );
+    let mut failed = 0;
+    for _ in 0..5 {
+        let (e, _) = one_delivery();
+        match store.ingest(e).await {
+            Ok(o) => assert_eq!(o, IngestOutcome::Stored),
+            Err(e) => {
+                assert!(e.is_unavailable(), "{e}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(failed < 5, "the store did not recover");
+    store.ping().await.unwrap();
+    assert_eq!(store.queue_depth().await.unwrap(), 6 - failed);
+}
+
 /// `store::open` takes both spellings of the scheme.
 #[tokio::test]
 async fn both_url_schemes_open_the_postgres_store() {
