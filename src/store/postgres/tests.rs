@@ -226,6 +226,76 @@ async fn concurrent_claims_on_two_instances_take_each_delivery_once() {
     assert_eq!(claimed, all);
 }
 
+/// `serialize_by` across instances: workers on two stores claim and finish
+/// at once; a key never has two deliveries running, and each key's
+/// deliveries finish in the order their events arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialize_by_holds_across_instances() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Mutex;
+    let url = database();
+    let stores = [
+        Arc::new(PostgresStore::open(&url).unwrap()),
+        Arc::new(PostgresStore::open(&url).unwrap()),
+    ];
+    let mut sent: HashMap<String, Vec<DeliveryId>> = HashMap::new();
+    for i in 0..36 {
+        let key = format!("site-{}", i % 3);
+        let (mut e, d) = one_delivery();
+        e.deliveries[0].serialize_key = Some(key.clone());
+        stores[i % 2].ingest(e).await.unwrap();
+        sent.entry(key).or_default().push(d);
+    }
+    let running = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let done = Arc::new(Mutex::new(Vec::<(String, DeliveryId)>::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (store, running, done) = (stores[w % 2].clone(), running.clone(), done.clone());
+            tokio::spawn(async move {
+                let owner = InstanceId::new();
+                let mut idle = 0;
+                while idle < 20 {
+                    let claimed = store
+                        .claim(&owner, now_ms(), 2, Duration::from_secs(30), Vec::new())
+                        .await
+                        .unwrap();
+                    if claimed.is_empty() {
+                        idle += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    idle = 0;
+                    for c in claimed {
+                        let key = c.serialize_key.clone().unwrap();
+                        assert!(
+                            running.lock().unwrap().insert(key.clone()),
+                            "two deliveries of {key} ran at once"
+                        );
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        running.lock().unwrap().remove(&key);
+                        done.lock().unwrap().push((key, c.id.clone()));
+                        let ok = finished(&c, AttemptOutcome::Succeeded, DeliveryState::Succeeded);
+                        store.finish(&owner, ok).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let done = done.lock().unwrap();
+    assert_eq!(done.len(), 36);
+    for (key, want) in &sent {
+        let order: Vec<_> = done
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(order, want.iter().collect::<Vec<_>>(), "{key}");
+    }
+}
+
 /// A takeover on another instance fences the first: its late finish is
 /// discarded and the history shows the second's result only.
 #[tokio::test]
