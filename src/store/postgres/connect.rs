@@ -107,6 +107,11 @@ impl Target {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(WAIT);
         }
+        // Data the server does not acknowledge within this fails the
+        // connection, rather than hanging it on a dead network path.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(STATEMENT_TIMEOUT);
+        }
         if config.get_application_name().is_none() {
             config.application_name("hookwire");
         }
