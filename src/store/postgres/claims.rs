@@ -58,7 +58,7 @@ fn claim_sql(state: &str, due: &str) -> String {
 
 /// Pending first, then retrying, then expired leases: the order SQLite
 /// claims in.
-pub fn claim_statements() -> &'static [String; 3] {
+pub(super) fn claim_statements() -> &'static [String; 3] {
     static SQL: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
         [
             claim_sql("pending", "next_attempt_at_ms"),

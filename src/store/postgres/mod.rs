@@ -35,7 +35,7 @@
 //! timing as SQLite's is.
 
 mod claims;
-pub mod connect;
+mod connect;
 mod schema;
 #[cfg(test)]
 pub mod testing;
