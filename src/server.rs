@@ -102,8 +102,12 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
     if let Some(url) = &opts.smtp_url {
         crate::redact::register_url(url);
     }
-    let store = crate::store::open(&opts.database)
-        .with_context(|| format!("cannot open database {}", opts.database))?;
+    let store = crate::store::open(&opts.database).with_context(|| {
+        format!(
+            "cannot open database {}",
+            crate::store::shown_url(&opts.database)
+        )
+    })?;
     let load_opts = LoadOptions {
         smtp_configured: opts.smtp_url.is_some(),
     };
@@ -180,7 +184,7 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
             },
         }
     }));
-    tracing::info!(listen = %addr, rules = %opts.rules.display(), database = %opts.database, "hookwire listening");
+    tracing::info!(listen = %addr, rules = %opts.rules.display(), database = %crate::store::shown_url(&opts.database), "hookwire listening");
     // Tests and scripts read the bound address from this line.
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("hookwire listening on {scheme}://{addr}");

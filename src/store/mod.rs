@@ -3,11 +3,14 @@
 //! Ingest only sees [`Store`]; the SQLite backend ([`sqlite`]) runs on a
 //! dedicated writer thread that commits many concurrent requests in one
 //! transaction (group commit), so durability does not cost one disk flush per
-//! request. A PostgreSQL backend implements the same trait.
+//! request. The PostgreSQL backend (`postgres`), for several instances on
+//! one database, implements the same trait; both keep the lifecycle that
+//! `conformance` tests.
 
 #[cfg(test)]
 mod conformance;
 pub mod health;
+mod postgres;
 pub mod sqlite;
 mod state;
 
@@ -478,17 +481,70 @@ pub struct StoreStats {
 
 pub type SharedStore = Arc<dyn Store>;
 
+/// A duplicate is a dedup key seen within this window (SPEC §4).
+const DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// The smallest event id made at `ms` or later: ids are `evt_` and a
+/// lowercase ULID, whose first ten characters are the time in milliseconds,
+/// so every event whose id was made before `ms` sorts below it (pruning
+/// walks the primary key up to it).
+fn first_event_id_at(ms: i64) -> String {
+    let ms = u64::try_from(ms).unwrap_or(0).min((1 << 48) - 1);
+    format!(
+        "{}{}",
+        EventId::PREFIX,
+        ulid::Ulid::from_parts(ms, 0).to_string().to_lowercase()
+    )
+}
+
+/// A database URL as messages may show it: its password (in the user info
+/// or a `password=` option), if any, replaced by the mask; the rest as given.
+pub fn shown_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Ok(u) = url::Url::parse(url) else {
+        return std::borrow::Cow::Borrowed(url);
+    };
+    let in_query = u.query_pairs().any(|(k, _)| k == "password");
+    if u.password().is_none() && !in_query {
+        return std::borrow::Cow::Borrowed(url);
+    }
+    let mask = crate::redact::MASK;
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = match u.password() {
+        // Exactly as written, when the URL writes it in its normal form.
+        Some(p) if base.contains(&format!(":{p}@")) => {
+            base.replacen(&format!(":{p}@"), &format!(":{mask}@"), 1)
+        }
+        Some(_) => {
+            let mut u = u.clone();
+            let _ = u.set_password(Some(mask));
+            u.set_query(None);
+            u.to_string()
+        }
+        None => base.to_owned(),
+    };
+    if query.is_empty() {
+        return std::borrow::Cow::Owned(base);
+    }
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("password", _)) => format!("password={mask}"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    std::borrow::Cow::Owned(format!("{base}?{}", query.join("&")))
+}
+
 /// Opens the store named by a `--database` URL.
 pub fn open(url: &str) -> Result<SharedStore, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Unavailable(
-            "the PostgreSQL store is not built yet; use sqlite://PATH".into(),
-        ));
+        return Ok(Arc::new(postgres::PostgresStore::open(url)?));
     }
     Err(StoreError::Unavailable(format!(
-        "unknown database URL `{url}`: expected sqlite://PATH"
+        "unknown database URL `{}`: expected sqlite://PATH or postgres://…",
+        shown_url(url)
     )))
 }

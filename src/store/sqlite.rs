@@ -31,9 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::health::{Health, PROBE_EVERY};
 use super::{
-    AttemptOutcome, Claimed, DeliveryState, Finished, IngestOutcome, Lease, NewDelivery, NewEvent,
-    Page, Pruned, Recorded, RetryOutcome, Store, StoreError, StoreStats, StoredAttempt,
-    StoredDelivery, StoredEvent,
+    AttemptOutcome, Claimed, DEDUP_WINDOW_MS, DeliveryState, Finished, IngestOutcome, Lease,
+    NewDelivery, NewEvent, Page, Pruned, Recorded, RetryOutcome, Store, StoreError, StoreStats,
+    StoredAttempt, StoredDelivery, StoredEvent, first_event_id_at,
 };
 use crate::ids::{DeliveryId, EventId, InstanceId, RequestId};
 use crate::request::{Request, query_pairs};
@@ -46,8 +46,6 @@ const QUEUE: usize = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections; two let `/readyz` and the dispatcher answer while a long listing runs.
 const READERS: usize = 2;
-/// A duplicate is a dedup key seen within this window.
-const DEDUP_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// Each migration runs once, in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -915,18 +913,6 @@ const PRUNE_BATCH_TARGET: Duration = Duration::from_millis(10);
 /// The WAL file is cut back to this size whenever SQLite starts it over, so a
 /// burst of deletes does not leave a huge file behind.
 const WAL_SIZE_LIMIT: i64 = 32 << 20;
-
-/// The smallest event id made at `ms` or later: ids are `evt_` and a
-/// lowercase ULID, whose first ten characters are the time in milliseconds,
-/// so every event whose id was made before `ms` sorts below it.
-fn first_event_id_at(ms: i64) -> String {
-    let ms = u64::try_from(ms).unwrap_or(0).min((1 << 48) - 1);
-    format!(
-        "{}{}",
-        EventId::PREFIX,
-        ulid::Ulid::from_parts(ms, 0).to_string().to_lowercase()
-    )
-}
 
 const PRUNE_RANGE: &str = "SELECT max(id), count(*) FROM (SELECT id FROM events WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3)";
 const PRUNE_EVENTS: &str = "DELETE FROM events WHERE id > ?1 AND id <= ?2 AND received_at_ms < ?3 AND NOT EXISTS (

@@ -1,0 +1,304 @@
+//! The delivery lifecycle on PostgreSQL: claims with `FOR UPDATE SKIP
+//! LOCKED`, leases with an owner and a fencing token, heartbeats, releases,
+//! finishes and requeues. Every statement names the lease it acts under, so
+//! an instance whose lease was taken over writes nothing.
+
+use deadpool_postgres::Object;
+use tokio_postgres::Row;
+
+use super::{Pg, Res, col, id_col, json_col, payload_col, u32_col};
+use crate::ids::{DeliveryId, EventId};
+use crate::request::{Request, query_pairs};
+use crate::store::{Claimed, Finished, Lease, Recorded};
+
+/// Due deliveries of one waiting state, oldest due first, locked (skipping
+/// those another claim holds), then marked `running` for the claimer with
+/// the next token. `{state}` and `{due}` name the state and its time column.
+///
+/// A delivery with a `serialize_key` is due only while no earlier delivery
+/// of that key is unfinished: one probe of `deliveries_unfinished_by_key`.
+/// A claim running at the same moment on another instance that took the
+/// earlier one has not committed yet, so this one still sees it unfinished
+/// and passes over the later one: one key runs one delivery at a time.
+///
+/// `$1` now, `$2` limit, `$3` skipped actions, `$4` lease end, `$5` owner.
+fn claim_sql(state: &str, due: &str) -> String {
+    format!(
+        "WITH picked AS (
+             SELECT d.id, d.{due} AS due FROM deliveries d
+             WHERE d.status = '{state}' AND d.{due} {cmp} $1
+               AND NOT (d.rule || '/' || d.action = ANY($3::text[]))
+               AND (d.serialize_key IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM deliveries o
+                   WHERE o.serialize_key = d.serialize_key AND o.id < d.id
+                     AND o.status IN ('pending', 'running', 'retrying')))
+             ORDER BY d.{due}
+             LIMIT $2
+             FOR UPDATE OF d SKIP LOCKED
+         ), claimed AS (
+             UPDATE deliveries d
+                SET status = 'running', attempts = d.attempts + 1, attempts_total = d.attempts_total + 1,
+                    lease_until_ms = $4, updated_at_ms = $1, owner = $5, lease_token = d.lease_token + 1
+               FROM picked p
+              WHERE d.id = p.id
+             RETURNING d.id, d.event_id, d.rule, d.action, d.action_type, d.attempts, d.serialize_key,
+                       d.attempts_total, d.manual_retries,
+                       CASE WHEN d.manual_retries > 0 THEN d.retried_by ELSE d.replayed_by END AS requested_by,
+                       d.lease_token, p.due
+         )
+         SELECT c.id, c.event_id, c.rule, c.action, c.action_type, c.attempts, c.serialize_key,
+                e.source, e.received_at_ms, e.method, e.path, e.query, e.headers, e.body, e.payload,
+                c.attempts_total, c.manual_retries, c.requested_by, c.lease_token
+         FROM claimed c JOIN events e ON e.id = c.event_id
+         ORDER BY c.due, c.id",
+        // A running delivery is due again once its lease has ended.
+        cmp = if state == "running" { "<" } else { "<=" },
+    )
+}
+
+/// Pending first, then retrying, then expired leases: the order SQLite
+/// claims in.
+pub(super) fn claim_statements() -> &'static [String; 3] {
+    static SQL: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
+        [
+            claim_sql("pending", "next_attempt_at_ms"),
+            claim_sql("retrying", "next_attempt_at_ms"),
+            claim_sql("running", "lease_until_ms"),
+        ]
+    });
+    &SQL
+}
+
+/// See [`crate::store::Store::claim`]. One transaction, one statement per state.
+pub async fn claim(
+    client: &mut Object,
+    owner: &str,
+    now: i64,
+    limit: u32,
+    lease_ms: i64,
+    skip: &[String],
+) -> Res<Vec<Claimed>> {
+    let tx = client.transaction().await.pg()?;
+    let mut claimed = Vec::new();
+    for sql in claim_statements() {
+        let room = i64::from(limit).saturating_sub(claimed.len() as i64);
+        if room <= 0 {
+            break;
+        }
+        let stmt = tx.prepare_cached(sql).await.pg()?;
+        let until = now.saturating_add(lease_ms);
+        for row in tx
+            .query(&stmt, &[&now, &room, &skip, &until, &owner])
+            .await
+            .pg()?
+        {
+            claimed.push(claimed_from_row(&row)?);
+        }
+    }
+    tx.commit().await.pg()?;
+    Ok(claimed)
+}
+
+fn claimed_from_row(r: &Row) -> Res<Claimed> {
+    let event_id: String = col(r, 1)?;
+    let body: Vec<u8> = col(r, 13)?;
+    Ok(Claimed {
+        id: id_col(r, 0, DeliveryId::parse)?,
+        event_id: id_col(r, 1, EventId::parse)?,
+        rule: col(r, 2)?,
+        action: col(r, 3)?,
+        action_type: col(r, 4)?,
+        // Read after the claim counted it.
+        attempt: u32_col(r, 5)?,
+        number: u32_col(r, 15)?,
+        round: u32_col(r, 16)?,
+        requested_by: col(r, 17)?,
+        serialize_key: col(r, 6)?,
+        token: col(r, 18)?,
+        event: Request {
+            event_id,
+            source: col(r, 7)?,
+            received_at: crate::clock::rfc3339_ms(col(r, 8)?),
+            method: col(r, 9)?,
+            path: col(r, 10)?,
+            query: query_pairs(Some(&col::<String>(r, 11)?)),
+            headers: json_col(r, 12)?,
+            payload: payload_col(r, 14, &body)?,
+            body: bytes::Bytes::from(body),
+        },
+    })
+}
+
+/// The ids and tokens of `held`, as two arrays for `unnest`.
+fn leases(held: &[Lease]) -> (Vec<&str>, Vec<i64>) {
+    held.iter().map(|l| (l.delivery.as_str(), l.token)).unzip()
+}
+
+/// See [`crate::store::Store::renew`]: one statement for every lease.
+pub async fn renew(
+    client: &Object,
+    owner: &str,
+    held: &[Lease],
+    until: i64,
+) -> Res<Vec<DeliveryId>> {
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (ids, tokens) = leases(held);
+    let stmt = client
+        .prepare_cached(
+            "UPDATE deliveries d SET lease_until_ms = $1
+             FROM unnest($2::text[], $3::bigint[]) AS h(id, token)
+             WHERE d.id = h.id AND d.lease_token = h.token AND d.status = 'running' AND d.owner = $4
+             RETURNING d.id",
+        )
+        .await
+        .pg()?;
+    let kept: std::collections::HashSet<String> = client
+        .query(&stmt, &[&until, &ids, &tokens, &owner])
+        .await
+        .pg()?
+        .iter()
+        .map(|r| col(r, 0))
+        .collect::<Res<_>>()?;
+    Ok(held
+        .iter()
+        .filter(|l| !kept.contains(l.delivery.as_str()))
+        .map(|l| l.delivery.clone())
+        .collect())
+}
+
+/// See [`crate::store::Store::release`]: the claims' attempts are uncounted.
+pub async fn release(
+    client: &Object,
+    owner: &str,
+    held: &[Lease],
+    due_at: i64,
+    now: i64,
+) -> Res<()> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    let (ids, tokens) = leases(held);
+    let stmt = client
+        .prepare_cached(
+            "UPDATE deliveries d
+                SET status = CASE WHEN d.attempts_total > 1 OR d.manual_retries > 0 THEN 'retrying' ELSE 'pending' END,
+                    attempts = d.attempts - 1, attempts_total = d.attempts_total - 1, lease_until_ms = NULL,
+                    next_attempt_at_ms = $1, updated_at_ms = $2, owner = NULL
+             FROM unnest($3::text[], $4::bigint[]) AS h(id, token)
+             WHERE d.id = h.id AND d.lease_token = h.token AND d.status = 'running' AND d.owner = $5",
+        )
+        .await
+        .pg()?;
+    client
+        .execute(&stmt, &[&due_at, &now, &ids, &tokens, &owner])
+        .await
+        .pg()?;
+    Ok(())
+}
+
+/// See [`crate::store::Store::finish`]: the delivery moves on only under
+/// the lease that ran the attempt, and only then is the attempt written,
+/// in the same transaction. A takeover that committed first has bumped the
+/// token, so this update matches nothing.
+pub async fn finish(client: &mut Object, owner: &str, f: &Finished, now: i64) -> Res<Recorded> {
+    let tx = client.transaction().await.pg()?;
+    let moved = tx
+        .prepare_cached(
+            "UPDATE deliveries SET status = $2, next_attempt_at_ms = coalesce($3::bigint, next_attempt_at_ms),
+                    lease_until_ms = NULL, updated_at_ms = $4, owner = NULL
+             WHERE id = $1 AND status = 'running' AND owner = $5 AND lease_token = $6",
+        )
+        .await
+        .pg()?;
+    let n = tx
+        .execute(
+            &moved,
+            &[
+                &f.lease.delivery.as_str(),
+                &f.state.as_str(),
+                &f.next_attempt_at_ms,
+                &now,
+                &owner,
+                &f.lease.token,
+            ],
+        )
+        .await
+        .pg()?;
+    if n == 0 {
+        return Ok(Recorded::LeaseLost);
+    }
+    let a = &f.attempt;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome, status_code,
+                                   exit_code, error, response, budget_number, round, requested_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .await
+        .pg()?;
+    let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    tx.execute(
+        &insert,
+        &[
+            &a.id.as_str(),
+            &f.lease.delivery.as_str(),
+            &int(a.number),
+            &a.started_at_ms,
+            &a.duration_ms,
+            &a.outcome.as_str(),
+            &a.status_code.map(i32::from),
+            &a.exit_code,
+            &a.error,
+            &a.response,
+            &int(a.budget_number),
+            &int(a.round),
+            &a.requested_by,
+        ],
+    )
+    .await
+    .pg()?;
+    tx.commit().await.pg()?;
+    Ok(Recorded::Yes)
+}
+
+/// See [`crate::store::Store::requeue_own`]: `owner`'s running deliveries
+/// only (through `deliveries_leased`: running rows are few).
+pub async fn requeue_own(client: &Object, owner: &str, now: i64) -> Res<u64> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'retrying', lease_until_ms = NULL, owner = NULL, next_attempt_at_ms = $1
+             WHERE status = 'running' AND owner = $2",
+        )
+        .await
+        .pg()?;
+    client.execute(&stmt, &[&now, &owner]).await.pg()
+}
+
+/// See [`crate::store::Store::expedite`].
+pub async fn expedite(client: &Object, actions: &[String], due: i64, now: i64) -> Res<u64> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE deliveries SET next_attempt_at_ms = $1, updated_at_ms = $3
+             WHERE status = 'retrying' AND next_attempt_at_ms > $1
+               AND (rule || '/' || action) = ANY($2::text[])",
+        )
+        .await
+        .pg()?;
+    client.execute(&stmt, &[&due, &actions, &now]).await.pg()
+}
+
+/// When the next delivery is due: the first entry of each state's index.
+pub async fn next_due(client: &Object) -> Res<Option<i64>> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT least(
+                 (SELECT min(next_attempt_at_ms) FROM deliveries WHERE status = 'pending'),
+                 (SELECT min(next_attempt_at_ms) FROM deliveries WHERE status = 'retrying'),
+                 (SELECT min(lease_until_ms) FROM deliveries WHERE status = 'running'))",
+        )
+        .await
+        .pg()?;
+    col(&client.query_one(&stmt, &[]).await.pg()?, 0)
+}

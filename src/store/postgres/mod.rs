@@ -1,0 +1,1011 @@
+//! The shared store: one PostgreSQL database for any number of hookwire
+//! instances (SPEC §7), behind the same [`Store`] trait as SQLite and with
+//! the same semantics, checked by the same conformance suite.
+//!
+//! - **Crates.** tokio-postgres (async, pipelining and binary COPY for the
+//!   later ingest work, no ORM or compile-time database needed), pooled by
+//!   deadpool-postgres (small, with a cache of prepared statements per
+//!   connection and bounded waits); TLS through the rustls the crate already
+//!   uses (tokio-postgres-rustls, ring), so no OpenSSL. sqlx would bring its
+//!   macros and a second SQL layer for no gain here.
+//! - **Connections** ([`connect`]): `sslmode` disable, prefer (the default,
+//!   as libpq), require, verify-full (`sslrootcert=PATH`, else the Mozilla
+//!   roots); `statement_timeout` and `idle_in_transaction_session_timeout`
+//!   set on every connection; a request waits at most 5 s for a connection,
+//!   then gets "unavailable" (503). The URL's password is registered as a
+//!   secret and no message of this module contains the URL.
+//! - **Schema** ([`schema`]): the same tables as SQLite, with partial
+//!   indexes per waiting state, so a claim reads due rows only; migrations
+//!   embedded, applied under an advisory lock.
+//! - **Ingest**: the event, its deliveries and its dedup key in one
+//!   transaction, acknowledged after commit. The dedup key is claimed with
+//!   `INSERT … ON CONFLICT` on `(source, key)`: of two copies arriving at two
+//!   instances at once, the second waits for the first's transaction and
+//!   then sees its key.
+//! - **Claims** ([`claims`]): `FOR UPDATE SKIP LOCKED`, owner and fencing
+//!   token exactly as SQLite; clocks are the instances' own (run NTP).
+//!
+//! Left for later, deliberately: group commit of concurrent ingests into one
+//! transaction (today one transaction per event), multi-row/COPY ingest,
+//! batched finishes, LISTEN/NOTIFY wake-ups across instances, a hot table
+//! of unfinished deliveries apart from their history, a `serialize_by` key
+//! table (today a blocked key's waiting deliveries are each looked at, one
+//! index probe apiece, by the claims that pass over them), maintenance
+//! under a leader lock, a pool-size flag, and pruning paced by its own
+//! timing as SQLite's is.
+
+mod claims;
+mod connect;
+mod schema;
+#[cfg(test)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Object, Pool, PoolError};
+use futures_util::future::BoxFuture;
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, ToSql};
+
+use super::health::Health;
+use super::{
+    AttemptOutcome, Claimed, DEDUP_WINDOW_MS, DeliveryState, Finished, IngestOutcome, Lease,
+    NewDelivery, NewEvent, Page, Pruned, Recorded, RetryOutcome, Store, StoreError, StoreStats,
+    StoredAttempt, StoredDelivery, StoredEvent, first_event_id_at,
+};
+use crate::clock::now_ms;
+use crate::ids::{DeliveryId, EventId, InstanceId, RequestId};
+use connect::Target;
+
+type Res<T> = Result<T, StoreError>;
+
+/// A tokio-postgres error whose text carries its cause: the driver's own
+/// says only "db error" and keeps the server's message as its source.
+#[derive(Debug)]
+pub struct DriverError(pub tokio_postgres::Error);
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        match std::error::Error::source(&self.0) {
+            Some(cause) => write!(f, ": {cause}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+/// Whether trying again later can help: the connection failed or closed,
+/// the server is shutting down or out of resources, a statement timed out,
+/// or the transaction lost a serialization or deadlock race.
+fn transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let class = &code.code()[..2];
+        return matches!(class, "08" | "53" | "57" | "58")
+            || [
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::LOCK_NOT_AVAILABLE,
+            ]
+            .contains(code);
+    }
+    // No answer from the server at all: I/O, TLS, connect timeout.
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        || e.to_string().starts_with("timeout")
+}
+
+fn db_err(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Driver {
+        transient: transient(&e),
+        cause: Box::new(DriverError(e)),
+    }
+}
+
+fn pool_err(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => db_err(e),
+        // Waiting for a connection, or for a new one to be made, timed out;
+        // the pool is closed only when the store is dropped.
+        other => StoreError::Driver {
+            transient: true,
+            cause: Box::new(other),
+        },
+    }
+}
+
+/// `.pg()` turns a driver result into the store's.
+trait Pg<T> {
+    fn pg(self) -> Res<T>;
+}
+
+impl<T> Pg<T> for Result<T, tokio_postgres::Error> {
+    fn pg(self) -> Res<T> {
+        self.map_err(db_err)
+    }
+}
+
+fn col<'a, T: FromSql<'a>>(r: &'a Row, i: usize) -> Res<T> {
+    r.try_get(i).pg()
+}
+
+/// A counter stored as INTEGER.
+fn u32_col(r: &Row, i: usize) -> Res<u32> {
+    let n: i32 = col(r, i)?;
+    u32::try_from(n).map_err(|_| bad_column(i, format_args!("not a count: {n}")))
+}
+
+fn bad_column(i: usize, what: impl fmt::Display) -> StoreError {
+    StoreError::Database(format!("column {i}: {what}"))
+}
+
+fn id_col<T>(r: &Row, i: usize, parse: fn(&str) -> Option<T>) -> Res<T> {
+    parsed_col(r, i, parse, "an id")
+}
+
+/// An id, a delivery state or an attempt outcome, stored as its text.
+fn parsed_col<T>(r: &Row, i: usize, parse: fn(&str) -> Option<T>, what: &str) -> Res<T> {
+    let text: String = col(r, i)?;
+    parse(&text).ok_or_else(|| bad_column(i, format_args!("not {what}: {text}")))
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(r: &Row, i: usize) -> Res<T> {
+    let text: String = col(r, i)?;
+    serde_json::from_str(&text).map_err(|e| bad_column(i, e))
+}
+
+/// The payload column: JSON text, or '' when the payload is the JSON body
+/// itself, parsed again from it (as SQLite stores it).
+fn payload_col(r: &Row, i: usize, body: &[u8]) -> Res<serde_json::Value> {
+    let text: String = col(r, i)?;
+    if text.is_empty() {
+        let json = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+        return serde_json::from_slice(json).map_err(|e| bad_column(i, e));
+    }
+    serde_json::from_str(&text).map_err(|e| bad_column(i, e))
+}
+
+/// A duration as stored: whole milliseconds.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub struct PostgresStore {
+    pool: Pool,
+    health: Arc<Health>,
+}
+
+impl PostgresStore {
+    /// Connects to the database named by a `postgres://` URL, migrates it,
+    /// and makes the connection pool. Blocks until the migration is done:
+    /// it runs on a thread and runtime of its own, so this can be called
+    /// from synchronous code inside a runtime or outside any.
+    pub fn open(url: &str) -> Res<Self> {
+        Self::open_with(url, connect::POOL_SIZE)
+    }
+
+    fn open_with(url: &str, pool_size: usize) -> Res<Self> {
+        let target = Target::parse(url)?;
+        let migrated = std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("hookwire-pg-migrate".into())
+                .spawn_scoped(s, || migrate_on_own_runtime(&target))
+                .map_err(|e| StoreError::Unavailable(format!("cannot start the migration: {e}")))?
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Database("the migration panicked".into())))
+        });
+        migrated?;
+        Ok(Self {
+            pool: target.pool(pool_size)?,
+            health: Arc::new(Health::default()),
+        })
+    }
+
+    async fn client(&self) -> Res<Object> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    /// Tells the health tracker how a write went: a failure that may pass
+    /// (the database is down) turns the store failing; a write that changed
+    /// something turns it back.
+    fn wrote<T>(&self, result: Res<T>, changed: impl FnOnce(&T) -> bool) -> Res<T> {
+        match &result {
+            Ok(v) if changed(v) => self.health.committed(),
+            Err(e) if e.is_unavailable() => self.health.commit_failed(e),
+            _ => {}
+        }
+        result
+    }
+}
+
+/// Connects once, migrates, and disconnects, on a current-thread runtime.
+fn migrate_on_own_runtime(target: &Target) -> Res<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the migration: {e}")))?;
+    rt.block_on(async {
+        let (mut client, connection) =
+            target
+                .config
+                .connect(target.connector()?)
+                .await
+                .map_err(|e| {
+                    let transient = transient(&e);
+                    StoreError::Driver {
+                        transient,
+                        cause: Box::new(CannotConnect {
+                            server: target.name.clone(),
+                            error: DriverError(e),
+                        }),
+                    }
+                })?;
+        let driver = tokio::spawn(connection);
+        let migrated = schema::migrate(&mut client).await;
+        drop(client);
+        let _ = driver.await;
+        migrated
+    })
+}
+
+/// Opening failed: names the server (never the URL, which holds the password).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to PostgreSQL at {server}: {error}")]
+struct CannotConnect {
+    server: String,
+    error: DriverError,
+}
+
+/// An event with its JSON columns encoded before a connection is taken.
+struct Prepared {
+    event: NewEvent,
+    headers: String,
+    payload: String,
+    facts: String,
+    trace: String,
+    matched: String,
+}
+
+impl Prepared {
+    fn new(mut event: NewEvent) -> Res<Self> {
+        fn json<T: serde::Serialize + ?Sized>(v: &T) -> Res<String> {
+            Ok(serde_json::to_string(v)?)
+        }
+        Ok(Self {
+            headers: json(&event.headers)?,
+            // '' marks "the payload is the JSON body": see `payload_col`.
+            payload: event.payload.take().unwrap_or_default(),
+            facts: json(&event.facts)?,
+            trace: json(&event.trace)?,
+            matched: json(&event.matched)?,
+            event,
+        })
+    }
+}
+
+/// Claims a dedup key for an event, or replaces an expired claim of it:
+/// returns the row when this event now holds the key, nothing when a copy
+/// received within the window holds it. A concurrent copy's uncommitted
+/// row makes this wait for its transaction, then see it.
+const DEDUP_CLAIM: &str = "INSERT INTO dedup (source, key, event_id, created_at_ms) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (source, key) DO UPDATE SET event_id = EXCLUDED.event_id, created_at_ms = EXCLUDED.created_at_ms
+     WHERE dedup.created_at_ms <= EXCLUDED.created_at_ms - $5
+     RETURNING event_id";
+
+/// Stores an event, or finds the copy whose dedup key it repeats.
+async fn ingest_one(client: &mut Object, p: &Prepared, now: i64) -> Res<IngestOutcome> {
+    let e = &p.event;
+    let tx = client.transaction().await.pg()?;
+    if let Some(key) = &e.dedup_key {
+        let claim = tx.prepare_cached(DEDUP_CLAIM).await.pg()?;
+        let first = tx
+            .prepare_cached("SELECT event_id FROM dedup WHERE source = $1 AND key = $2")
+            .await
+            .pg()?;
+        // The holder found by the conflict could be gone before it is read
+        // (its transaction rolled back): then claim again.
+        let mut tries = 0;
+        loop {
+            let params: [&(dyn ToSql + Sync); 5] = [
+                &e.source,
+                key,
+                &e.id.as_str(),
+                &e.received_at_ms,
+                &DEDUP_WINDOW_MS,
+            ];
+            if tx.query_opt(&claim, &params).await.pg()?.is_some() {
+                break;
+            }
+            if let Some(row) = tx.query_opt(&first, &[&e.source, key]).await.pg()? {
+                let first = id_col(&row, 0, EventId::parse)?;
+                return Ok(IngestOutcome::Duplicate { first });
+            }
+            tries += 1;
+            if tries == 3 {
+                return Err(StoreError::Unavailable(
+                    "the dedup key kept changing hands; try again".into(),
+                ));
+            }
+        }
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO events (id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, matched_any, dedup_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .await
+        .pg()?;
+    tx.execute(
+        &insert,
+        &[
+            &e.id.as_str(),
+            &e.source,
+            &e.received_at_ms,
+            &e.method,
+            &e.path,
+            &e.query,
+            &p.headers,
+            &e.body.as_ref(),
+            &p.payload,
+            &p.facts,
+            &p.trace,
+            &p.matched,
+            &!e.matched.is_empty(),
+            &e.dedup_key,
+        ],
+    )
+    .await
+    .pg()?;
+    insert_deliveries(
+        &tx,
+        e.id.as_str(),
+        &e.deliveries,
+        e.received_at_ms,
+        now,
+        None,
+    )
+    .await?;
+    tx.commit().await.pg()?;
+    Ok(IngestOutcome::Stored)
+}
+
+/// New `pending` deliveries of `event`, due at `due_at`, in one statement.
+async fn insert_deliveries(
+    tx: &deadpool_postgres::Transaction<'_>,
+    event: &str,
+    deliveries: &[NewDelivery],
+    due_at: i64,
+    now: i64,
+    replayed_by: Option<&str>,
+) -> Res<()> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key,
+                                     next_attempt_at_ms, created_at_ms, updated_at_ms, replayed_by)
+             SELECT d.id, $1, d.rule, d.action, d.action_type, 'pending', d.serialize_key, $2, $3, $3, $4
+             FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+                  AS d(id, rule, action, action_type, serialize_key)",
+        )
+        .await
+        .pg()?;
+    let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
+    let rules: Vec<&str> = deliveries.iter().map(|d| d.rule.as_str()).collect();
+    let actions: Vec<&str> = deliveries.iter().map(|d| d.action.as_str()).collect();
+    let types: Vec<&str> = deliveries.iter().map(|d| d.action_type.as_str()).collect();
+    let keys: Vec<Option<&str>> = deliveries
+        .iter()
+        .map(|d| d.serialize_key.as_deref())
+        .collect();
+    tx.execute(
+        &stmt,
+        &[
+            &event,
+            &due_at,
+            &now,
+            &replayed_by,
+            &ids,
+            &rules,
+            &actions,
+            &types,
+            &keys,
+        ],
+    )
+    .await
+    .pg()?;
+    Ok(())
+}
+
+const EVENT_COLUMNS: &str = "id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, dedup_key";
+
+fn event_from_row(r: &Row) -> Res<StoredEvent> {
+    let body: Vec<u8> = col(r, 7)?;
+    Ok(StoredEvent {
+        id: id_col(r, 0, EventId::parse)?,
+        source: col(r, 1)?,
+        received_at_ms: col(r, 2)?,
+        method: col(r, 3)?,
+        path: col(r, 4)?,
+        query: col(r, 5)?,
+        headers: json_col(r, 6)?,
+        payload: payload_col(r, 8, &body)?,
+        body,
+        facts: json_col(r, 9)?,
+        trace: json_col(r, 10)?,
+        matched: json_col(r, 11)?,
+        dedup_key: col(r, 12)?,
+        deliveries: Vec::new(),
+    })
+}
+
+const DELIVERY_COLUMNS: &str = "id, event_id, rule, action, action_type, status, serialize_key, attempts, created_at_ms, \
+     attempts_total, manual_retries, retried_by, replayed_by";
+
+fn delivery_from_row(r: &Row) -> Res<StoredDelivery> {
+    Ok(StoredDelivery {
+        id: id_col(r, 0, DeliveryId::parse)?,
+        event_id: id_col(r, 1, EventId::parse)?,
+        rule: col(r, 2)?,
+        action: col(r, 3)?,
+        action_type: col(r, 4)?,
+        status: parsed_col(r, 5, DeliveryState::parse, "a delivery state")?,
+        serialize_key: col(r, 6)?,
+        attempts: u32_col(r, 9)?,
+        attempts_in_budget: u32_col(r, 7)?,
+        manual_retries: u32_col(r, 10)?,
+        retried_by: col(r, 11)?,
+        replayed_by: col(r, 12)?,
+        created_at_ms: col(r, 8)?,
+    })
+}
+
+/// Events as read, with their deliveries (one query for all of them).
+async fn with_deliveries(client: &Object, rows: Vec<Row>) -> Res<Vec<StoredEvent>> {
+    let mut events = rows.iter().map(event_from_row).collect::<Res<Vec<_>>>()?;
+    if events.is_empty() {
+        return Ok(events);
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ANY($1::text[]) ORDER BY id"
+        ))
+        .await
+        .pg()?;
+    let mut by_event: HashMap<EventId, Vec<StoredDelivery>> = HashMap::new();
+    for row in client.query(&stmt, &[&ids]).await.pg()? {
+        let d = delivery_from_row(&row)?;
+        by_event.entry(d.event_id.clone()).or_default().push(d);
+    }
+    for e in &mut events {
+        e.deliveries = by_event.remove(&e.id).unwrap_or_default();
+    }
+    Ok(events)
+}
+
+/// A page of events, newest first, with only the filters given in the
+/// statement (numbered in the order source, matched, before, limit): with
+/// a source it walks `events_by_source`, else the primary key.
+fn event_page_sql(source: bool, matched: bool, before: bool) -> String {
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    let mut conditions = Vec::new();
+    if source {
+        conditions.push(format!("source = ${}", next()));
+    }
+    if matched {
+        conditions.push(format!("matched_any = ${}", next()));
+    }
+    if before {
+        conditions.push(format!("id < ${}", next()));
+    }
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events{} ORDER BY id DESC LIMIT ${}",
+        filters(&conditions),
+        next()
+    )
+}
+
+/// ` WHERE a AND b`, or nothing.
+fn filters(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+async fn event_page(
+    client: &Object,
+    source: Option<&str>,
+    matched: Option<bool>,
+    page: &Page,
+) -> Res<Vec<StoredEvent>> {
+    let sql = event_page_sql(source.is_some(), matched.is_some(), page.before.is_some());
+    let limit = i64::from(page.limit);
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    if let Some(s) = &source {
+        params.push(s);
+    }
+    if let Some(m) = &matched {
+        params.push(m);
+    }
+    if let Some(b) = &page.before {
+        params.push(b);
+    }
+    params.push(&limit);
+    let stmt = client.prepare_cached(&sql).await.pg()?;
+    let rows = client.query(&stmt, &params).await.pg()?;
+    with_deliveries(client, rows).await
+}
+
+/// A fresh budget for a dead or skipped delivery; its attempts stay and
+/// numbering goes on after them.
+async fn retry_delivery(
+    client: &mut Object,
+    id: &str,
+    request: &str,
+    now: i64,
+) -> Res<RetryOutcome> {
+    let tx = client.transaction().await.pg()?;
+    let row = tx
+        .query_opt(
+            "SELECT status FROM deliveries WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .pg()?;
+    let Some(row) = row else {
+        return Ok(RetryOutcome::NotFound);
+    };
+    let status: String = col(&row, 0)?;
+    if status != "dead" && status != "skipped" {
+        return Ok(RetryOutcome::NotRetryable(status));
+    }
+    tx.execute(
+        "UPDATE deliveries SET status = 'pending', attempts = 0, manual_retries = manual_retries + 1, retried_by = $3,
+                next_attempt_at_ms = $2, lease_until_ms = NULL, updated_at_ms = $2 WHERE id = $1",
+        &[&id, &now, &request],
+    )
+    .await
+    .pg()?;
+    tx.commit().await.pg()?;
+    Ok(RetryOutcome::Queued)
+}
+
+/// Events examined per pruning batch, and expired dedup keys per batch:
+/// each batch is its own short transaction.
+const PRUNE_BATCH: i64 = 1000;
+
+/// One batch of pruning: the next [`PRUNE_BATCH`] events after `$1` below
+/// `$2` (the first id of the cutoff time) in primary-key order; of these,
+/// those received before `$3` whose deliveries are all finished are
+/// deleted, their deliveries and attempts by cascade. Answers the last id
+/// looked at, how many were looked at, and how many went.
+const PRUNE_EVENTS: &str = "WITH batch AS (
+        SELECT id FROM events WHERE id > $1 AND id < $2 ORDER BY id LIMIT $4
+    ), gone AS (
+        DELETE FROM events e USING batch b
+        WHERE e.id = b.id AND e.received_at_ms < $3
+          AND NOT EXISTS (SELECT 1 FROM deliveries d
+                          WHERE d.event_id = e.id AND d.status IN ('pending', 'running', 'retrying'))
+        RETURNING 1
+    )
+    SELECT (SELECT max(id) FROM batch), (SELECT count(*) FROM batch), (SELECT count(*) FROM gone)";
+
+const PRUNE_DEDUP: &str = "DELETE FROM dedup WHERE (source, key) IN (
+        SELECT source, key FROM dedup WHERE created_at_ms < $1 ORDER BY created_at_ms LIMIT $2)";
+
+async fn prune(store: &PostgresStore, before_ms: i64) -> Res<Pruned> {
+    let mut pruned = Pruned::default();
+    let below = first_event_id_at(before_ms);
+    // "" sorts before every id.
+    let mut after = String::new();
+    loop {
+        let started = Instant::now();
+        let client = store.client().await?;
+        let stmt = client.prepare_cached(PRUNE_EVENTS).await.pg()?;
+        let row = client
+            .query_one(&stmt, &[&after, &below, &before_ms, &PRUNE_BATCH])
+            .await
+            .pg()?;
+        drop(client);
+        let (last, seen, gone): (Option<String>, i64, i64) =
+            (col(&row, 0)?, col(&row, 1)?, col(&row, 2)?);
+        pruned.events += gone.unsigned_abs();
+        count_batch(&mut pruned, started.elapsed());
+        match last {
+            Some(last) if seen == PRUNE_BATCH => after = last,
+            _ => break,
+        }
+    }
+    loop {
+        let started = Instant::now();
+        let client = store.client().await?;
+        let stmt = client.prepare_cached(PRUNE_DEDUP).await.pg()?;
+        let gone = client
+            .execute(&stmt, &[&(now_ms() - DEDUP_WINDOW_MS), &PRUNE_BATCH])
+            .await
+            .pg()?;
+        drop(client);
+        pruned.dedup_keys += gone;
+        count_batch(&mut pruned, started.elapsed());
+        if gone < PRUNE_BATCH.unsigned_abs() {
+            break;
+        }
+    }
+    Ok(pruned)
+}
+
+fn count_batch(pruned: &mut Pruned, took: Duration) {
+    pruned.batches += 1;
+    pruned.longest_batch = pruned.longest_batch.max(took);
+}
+
+/// A write that leaves nothing behind, to learn whether commits work again
+/// (see [`super::health`]): a dedup row no source can have, written and
+/// deleted in one transaction.
+async fn probe(client: &mut Object) -> Res<()> {
+    let tx = client.transaction().await.pg()?;
+    tx.batch_execute(
+        "INSERT INTO dedup (source, key, event_id, created_at_ms) VALUES ('', 'hookwire-probe', '', 0)
+             ON CONFLICT (source, key) DO NOTHING;
+         DELETE FROM dedup WHERE source = '' AND key = 'hookwire-probe';",
+    )
+    .await
+    .pg()?;
+    tx.commit().await.pg()
+}
+
+impl Store for PostgresStore {
+    fn ingest(&self, event: NewEvent) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
+        Box::pin(async move {
+            let prepared = Prepared::new(event)?;
+            let stored = async {
+                let mut client = self.client().await?;
+                ingest_one(&mut client, &prepared, now_ms()).await
+            }
+            .await;
+            let stored = self.wrote(stored, |o| *o == IngestOutcome::Stored);
+            if stored.is_err() {
+                self.health.refused();
+            }
+            stored
+        })
+    }
+
+    fn event(&self, id: &EventId) -> BoxFuture<'_, Result<Option<StoredEvent>, StoreError>> {
+        let id = id.to_string();
+        Box::pin(async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
+                .await
+                .pg()?;
+            let rows = client.query(&stmt, &[&id]).await.pg()?;
+            Ok(with_deliveries(&client, rows).await?.pop())
+        })
+    }
+
+    fn events(
+        &self,
+        source: Option<&str>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        let source = source.map(str::to_owned);
+        Box::pin(async move {
+            let client = self.client().await?;
+            let page = Page {
+                limit,
+                before: None,
+            };
+            event_page(&client, source.as_deref(), None, &page).await
+        })
+    }
+
+    fn claim(
+        &self,
+        owner: &InstanceId,
+        now_ms: i64,
+        limit: u32,
+        lease: Duration,
+        skip: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>> {
+        let owner = owner.to_string();
+        Box::pin(async move {
+            let claimed = async {
+                let mut client = self.client().await?;
+                claims::claim(&mut client, &owner, now_ms, limit, millis(lease), &skip).await
+            }
+            .await;
+            self.wrote(claimed, |c| !c.is_empty())
+        })
+    }
+
+    fn renew(
+        &self,
+        owner: &InstanceId,
+        held: Vec<Lease>,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<DeliveryId>, StoreError>> {
+        let owner = owner.to_string();
+        Box::pin(async move {
+            let client = self.client().await?;
+            let until = now_ms().saturating_add(millis(lease));
+            let lost = claims::renew(&client, &owner, &held, until).await;
+            self.wrote(lost, |_| false)
+        })
+    }
+
+    fn expedite(
+        &self,
+        actions: Vec<String>,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            claims::expedite(&client, &actions, now_ms, crate::clock::now_ms()).await
+        })
+    }
+
+    fn release(
+        &self,
+        owner: &InstanceId,
+        held: Vec<Lease>,
+        due_at_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let owner = owner.to_string();
+        Box::pin(async move {
+            let client = self.client().await?;
+            claims::release(&client, &owner, &held, due_at_ms, now_ms()).await
+        })
+    }
+
+    fn finish(
+        &self,
+        owner: &InstanceId,
+        finished: Finished,
+    ) -> BoxFuture<'_, Result<Recorded, StoreError>> {
+        let owner = owner.to_string();
+        Box::pin(async move {
+            let recorded = async {
+                let mut client = self.client().await?;
+                claims::finish(&mut client, &owner, &finished, now_ms()).await
+            }
+            .await;
+            self.wrote(recorded, |r| *r == Recorded::Yes)
+        })
+    }
+
+    fn requeue_own(&self, owner: &InstanceId) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let owner = owner.to_string();
+        Box::pin(async move {
+            let client = self.client().await?;
+            claims::requeue_own(&client, &owner, now_ms()).await
+        })
+    }
+
+    fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move { claims::next_due(&self.client().await?).await })
+    }
+
+    fn prune(&self, before_ms: i64) -> BoxFuture<'_, Result<Pruned, StoreError>> {
+        Box::pin(prune(self, before_ms))
+    }
+
+    fn event_page(
+        &self,
+        source: Option<String>,
+        matched: Option<bool>,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            event_page(&client, source.as_deref(), matched, &page).await
+        })
+    }
+
+    fn delivery_page(
+        &self,
+        status: Option<String>,
+        page: Page,
+    ) -> BoxFuture<'_, Result<Vec<StoredDelivery>, StoreError>> {
+        Box::pin(async move {
+            let mut conditions = Vec::new();
+            let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+            if let Some(s) = &status {
+                params.push(s);
+                conditions.push(format!("status = ${}", params.len()));
+            }
+            if let Some(b) = &page.before {
+                params.push(b);
+                conditions.push(format!("id < ${}", params.len()));
+            }
+            let limit = i64::from(page.limit);
+            params.push(&limit);
+            // With a status it walks `deliveries_by_status`, else the primary key.
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries{} ORDER BY id DESC LIMIT ${}",
+                filters(&conditions),
+                params.len()
+            );
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(&sql).await.pg()?;
+            client
+                .query(&stmt, &params)
+                .await
+                .pg()?
+                .iter()
+                .map(delivery_from_row)
+                .collect()
+        })
+    }
+
+    fn delivery(
+        &self,
+        id: &DeliveryId,
+    ) -> BoxFuture<'_, Result<Option<StoredDelivery>, StoreError>> {
+        let id = id.to_string();
+        Box::pin(async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"
+                ))
+                .await
+                .pg()?;
+            client
+                .query_opt(&stmt, &[&id])
+                .await
+                .pg()?
+                .map(|r| delivery_from_row(&r))
+                .transpose()
+        })
+    }
+
+    fn attempts(&self, id: &DeliveryId) -> BoxFuture<'_, Result<Vec<StoredAttempt>, StoreError>> {
+        let id = id.to_string();
+        Box::pin(async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response,
+                            budget_number, round, requested_by
+                     FROM attempts WHERE delivery_id = $1 ORDER BY number",
+                )
+                .await
+                .pg()?;
+            client
+                .query(&stmt, &[&id])
+                .await
+                .pg()?
+                .iter()
+                .map(|r| {
+                    let response: Option<Vec<u8>> = col(r, 8)?;
+                    let status_code: Option<i32> = col(r, 5)?;
+                    Ok(StoredAttempt {
+                        id: col(r, 0)?,
+                        number: u32_col(r, 1)?,
+                        budget_number: u32_col(r, 9)?,
+                        round: u32_col(r, 10)?,
+                        requested_by: col(r, 11)?,
+                        started_at_ms: col(r, 2)?,
+                        duration_ms: col(r, 3)?,
+                        outcome: parsed_col(r, 4, AttemptOutcome::parse, "an attempt outcome")?,
+                        status_code: status_code.and_then(|c| u16::try_from(c).ok()),
+                        exit_code: col(r, 6)?,
+                        error: col(r, 7)?,
+                        response: String::from_utf8_lossy(&response.unwrap_or_default())
+                            .into_owned(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn retry(
+        &self,
+        id: &DeliveryId,
+        request: &RequestId,
+    ) -> BoxFuture<'_, Result<RetryOutcome, StoreError>> {
+        let (id, request) = (id.to_string(), request.to_string());
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            retry_delivery(&mut client, &id, &request, now_ms()).await
+        })
+    }
+
+    fn add_deliveries(
+        &self,
+        event: &EventId,
+        deliveries: Vec<NewDelivery>,
+        request: &RequestId,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let (event, request) = (event.to_string(), request.to_string());
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.pg()?;
+            let now = now_ms();
+            insert_deliveries(&tx, &event, &deliveries, now, now, Some(&request)).await?;
+            tx.commit().await.pg()
+        })
+    }
+
+    fn queue_depth(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'retrying')",
+                    &[],
+                )
+                .await
+                .pg()?;
+            Ok(col::<i64>(&row, 0)?.unsigned_abs())
+        })
+    }
+
+    fn oldest_waiting(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_one(
+                    "SELECT min(created_at_ms) FROM deliveries WHERE status IN ('pending', 'retrying')",
+                    &[],
+                )
+                .await
+                .pg()?;
+            col(&row, 0)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            if self.health.is_failing() {
+                // Ready again only once a write commits.
+                let probed = probe(&mut client).await;
+                self.wrote(probed, |_| true)?;
+                return self.health.check();
+            }
+            client.simple_query("SELECT 1").await.pg()?;
+            Ok(())
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, StoreStats> {
+        Box::pin(async move {
+            let status = self.pool.status();
+            let database_bytes = match self.client().await {
+                Ok(client) => client
+                    .query_one("SELECT pg_database_size(current_database())", &[])
+                    .await
+                    .ok()
+                    .and_then(|r| r.try_get::<_, i64>(0).ok())
+                    .map(i64::unsigned_abs),
+                Err(_) => None,
+            };
+            StoreStats {
+                // Requests waiting for a connection.
+                writer_queue: status.waiting as u64,
+                database_bytes,
+                wal_bytes: None,
+                disk_free_bytes: None,
+            }
+        })
+    }
+}

@@ -1,0 +1,556 @@
+//! The PostgreSQL store against a real server ([`super::testing`]): the
+//! lifecycle contract every backend keeps, and what only a shared database
+//! has to get right (concurrent copies across instances, migrations racing,
+//! credentials in errors).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::testing::{database, name_of, server};
+use super::{PostgresStore, schema::MIGRATIONS};
+use crate::clock::now_ms;
+use crate::ids::{DeliveryId, InstanceId};
+use crate::store::conformance::{finished, one_delivery};
+use crate::store::{AttemptOutcome, DeliveryState, IngestOutcome, NewDelivery, Store, StoreError};
+
+fn open() -> PostgresStore {
+    PostgresStore::open(&database()).unwrap()
+}
+
+/// The lifecycle contract every backend keeps (`store::conformance`).
+mod contract {
+    use crate::store::conformance as c;
+
+    fn store() -> super::PostgresStore {
+        super::open()
+    }
+
+    #[tokio::test]
+    async fn leases_are_fenced() {
+        c::leases_are_fenced(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn heartbeats_keep_a_lease() {
+        c::heartbeats_keep_a_lease(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn only_the_holder_releases() {
+        c::only_the_holder_releases(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn a_stale_claim_of_the_same_instance_is_fenced() {
+        c::a_stale_claim_of_the_same_instance_is_fenced(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn an_instance_requeues_only_its_own_leases() {
+        c::an_instance_requeues_only_its_own_leases(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn ingest_reads_back_and_queues() {
+        c::ingest_reads_back_and_queues(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn the_dedup_window_is_24_hours() {
+        c::the_dedup_window_is_24_hours(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn serialize_by_runs_one_key_in_order() {
+        c::serialize_by_runs_one_key_in_order(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn a_manual_retry_starts_a_new_budget() {
+        c::a_manual_retry_starts_a_new_budget(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_unfinished_events() {
+        c::pruning_keeps_unfinished_events(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn lists_page_newest_first() {
+        c::lists_page_newest_first(&store()).await;
+    }
+}
+
+/// Every field comes back as it went in: a binary body, headers in the
+/// order received (repeats included), the query, payload, facts, trace.
+#[tokio::test]
+async fn events_round_trip_with_every_field() {
+    let store = open();
+    let (mut e, _) = one_delivery();
+    e.query = "a=1&b=%20".into();
+    e.headers = vec![
+        ("x-b".into(), "2".into()),
+        ("content-type".into(), "application/json".into()),
+        ("x-b".into(), "1".into()),
+    ];
+    e.body = bytes::Bytes::from_static(b"{\"k\":\"\xff\x00\"}");
+    e.payload = Some(r#"{"k":1,"nested":{"a":[true,null]}}"#.into());
+    e.facts = vec!["a fact".into()];
+    e.trace = serde_json::from_str(r#"[{"rule":"r","matched":true,"conditions":[]}]"#).unwrap();
+    e.dedup_key = Some("guid-1".into());
+    e.deliveries.push(NewDelivery {
+        id: DeliveryId::new(),
+        rule: "r".into(),
+        action: "cmd".into(),
+        action_type: "command".into(),
+        serialize_key: Some("deploy-a/b".into()),
+    });
+    assert_eq!(
+        store.ingest(e.clone()).await.unwrap(),
+        IngestOutcome::Stored
+    );
+    let got = store.event(&e.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            &got.query,
+            &got.headers,
+            &got.body[..],
+            got.dedup_key.as_deref()
+        ),
+        (&e.query, &e.headers, &e.body[..], Some("guid-1"))
+    );
+    assert_eq!(
+        got.payload,
+        serde_json::json!({"k": 1, "nested": {"a": [true, null]}})
+    );
+    assert_eq!(
+        serde_json::to_value(&got.trace).unwrap(),
+        serde_json::json!([{"rule": "r", "matched": true, "conditions": []}])
+    );
+    assert_eq!((&got.facts, &got.matched), (&e.facts, &e.matched));
+    let keys: Vec<_> = got
+        .deliveries
+        .iter()
+        .map(|d| d.serialize_key.clone())
+        .collect();
+    assert_eq!(keys, [None, Some("deploy-a/b".to_owned())]);
+    // A JSON body stored as its own payload (BOM and all) reads back parsed,
+    // for the API and for the dispatcher's claim alike.
+    let (mut e, _) = one_delivery();
+    e.body = bytes::Bytes::from_static(b"\xEF\xBB\xBF{\"ref\": \"main\"}");
+    store.ingest(e.clone()).await.unwrap();
+    let got = store.event(&e.id).await.unwrap().unwrap();
+    assert_eq!(got.payload, serde_json::json!({"ref": "main"}));
+    let owner = InstanceId::new();
+    let claimed = store
+        .claim(&owner, now_ms(), 10, Duration::from_secs(30), Vec::new())
+        .await
+        .unwrap();
+    let of_e = claimed.iter().find(|c| c.event_id == e.id).unwrap();
+    assert_eq!(of_e.event.payload, got.payload);
+}
+
+/// Two instances (two stores on one database) get the same dedup key at
+/// the same moment, many times over: one event is stored, and every other
+/// copy is answered with its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_copies_on_two_instances_store_one() {
+    let url = database();
+    let stores = [
+        Arc::new(PostgresStore::open(&url).unwrap()),
+        Arc::new(PostgresStore::open(&url).unwrap()),
+    ];
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            let (mut e, _) = one_delivery();
+            e.dedup_key = Some("delivery-1".into());
+            let id = e.id.clone();
+            tokio::spawn(async move { (id, store.ingest(e).await.unwrap()) })
+        })
+        .collect();
+    let (mut stored, mut firsts) = (Vec::new(), Vec::new());
+    for t in tasks {
+        match t.await.unwrap() {
+            (id, IngestOutcome::Stored) => stored.push(id),
+            (_, IngestOutcome::Duplicate { first }) => firsts.push(first),
+        }
+    }
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(firsts.len(), 39);
+    assert!(firsts.iter().all(|f| *f == stored[0]));
+    let all = stores[1].events(None, 100).await.unwrap();
+    assert_eq!(all.iter().map(|e| &e.id).collect::<Vec<_>>(), [&stored[0]]);
+}
+
+/// Two instances claiming at once never take the same delivery: each is
+/// claimed once, by one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_on_two_instances_take_each_delivery_once() {
+    let url = database();
+    let stores = [
+        Arc::new(PostgresStore::open(&url).unwrap()),
+        Arc::new(PostgresStore::open(&url).unwrap()),
+    ];
+    let mut all = Vec::new();
+    for _ in 0..60 {
+        let (e, d) = one_delivery();
+        stores[0].ingest(e).await.unwrap();
+        all.push(d);
+    }
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move {
+                let owner = InstanceId::new();
+                let mut mine = Vec::new();
+                loop {
+                    let got = store
+                        .claim(&owner, now_ms(), 4, Duration::from_secs(30), Vec::new())
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|c| c.id));
+                }
+            })
+        })
+        .collect();
+    let mut claimed: Vec<DeliveryId> = Vec::new();
+    for t in tasks {
+        claimed.extend(t.await.unwrap());
+    }
+    claimed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(claimed, all);
+}
+
+/// `serialize_by` across instances: workers on two stores claim and finish
+/// at once; a key never has two deliveries running, and each key's
+/// deliveries finish in the order their events arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialize_by_holds_across_instances() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Mutex;
+    let url = database();
+    let stores = [
+        Arc::new(PostgresStore::open(&url).unwrap()),
+        Arc::new(PostgresStore::open(&url).unwrap()),
+    ];
+    let mut sent: HashMap<String, Vec<DeliveryId>> = HashMap::new();
+    for i in 0..36 {
+        let key = format!("site-{}", i % 3);
+        let (mut e, d) = one_delivery();
+        e.deliveries[0].serialize_key = Some(key.clone());
+        stores[i % 2].ingest(e).await.unwrap();
+        sent.entry(key).or_default().push(d);
+    }
+    let running = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let done = Arc::new(Mutex::new(Vec::<(String, DeliveryId)>::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (store, running, done) = (stores[w % 2].clone(), running.clone(), done.clone());
+            tokio::spawn(async move {
+                let owner = InstanceId::new();
+                let mut idle = 0;
+                while idle < 20 {
+                    let claimed = store
+                        .claim(&owner, now_ms(), 2, Duration::from_secs(30), Vec::new())
+                        .await
+                        .unwrap();
+                    if claimed.is_empty() {
+                        idle += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    idle = 0;
+                    for c in claimed {
+                        let key = c.serialize_key.clone().unwrap();
+                        assert!(
+                            running.lock().unwrap().insert(key.clone()),
+                            "two deliveries of {key} ran at once"
+                        );
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        running.lock().unwrap().remove(&key);
+                        done.lock().unwrap().push((key, c.id.clone()));
+                        let ok = finished(&c, AttemptOutcome::Succeeded, DeliveryState::Succeeded);
+                        store.finish(&owner, ok).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let done = done.lock().unwrap();
+    assert_eq!(done.len(), 36);
+    for (key, want) in &sent {
+        let order: Vec<_> = done
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(order, want.iter().collect::<Vec<_>>(), "{key}");
+    }
+}
+
+/// A takeover on another instance fences the first: its late finish is
+/// discarded and the history shows the second's result only.
+#[tokio::test]
+async fn a_takeover_on_another_instance_fences_the_first() {
+    let url = database();
+    let (first, second) = (
+        PostgresStore::open(&url).unwrap(),
+        PostgresStore::open(&url).unwrap(),
+    );
+    let (a, b) = (InstanceId::new(), InstanceId::new());
+    let (e, d) = one_delivery();
+    first.ingest(e).await.unwrap();
+    let now = now_ms();
+    let lease = Duration::from_secs(30);
+    let held = first.claim(&a, now, 1, lease, Vec::new()).await.unwrap();
+    let taken = second
+        .claim(&b, now + 31_000, 1, lease, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(taken[0].id, d);
+    let ok = finished(
+        &taken[0],
+        AttemptOutcome::Succeeded,
+        DeliveryState::Succeeded,
+    );
+    assert_eq!(
+        second.finish(&b, ok).await.unwrap(),
+        crate::store::Recorded::Yes
+    );
+    let late = finished(&held[0], AttemptOutcome::Failed, DeliveryState::Dead);
+    assert_eq!(
+        first.finish(&a, late).await.unwrap(),
+        crate::store::Recorded::LeaseLost
+    );
+    let history = first.attempts(&d).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].outcome, AttemptOutcome::Succeeded);
+}
+
+/// Instances starting together on an empty database: both open, the
+/// schema is applied once (the advisory lock), and a third finds it done.
+#[test]
+fn instances_opening_at_once_migrate_once() {
+    let url = database();
+    let opened: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| PostgresStore::open(&url).map(drop)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in opened {
+        o.unwrap();
+    }
+    PostgresStore::open(&url).unwrap();
+    let versions = server().psql(
+        name_of(&url),
+        "SELECT string_agg(version::text, ',' ORDER BY version) FROM hookwire_schema",
+    );
+    let want: Vec<String> = (1..=MIGRATIONS.len()).map(|v| v.to_string()).collect();
+    assert_eq!(versions, want.join(","));
+}
+
+#[test]
+fn a_schema_newer_than_this_build_is_refused() {
+    let url = database();
+    drop(PostgresStore::open(&url).unwrap());
+    server().psql(
+        name_of(&url),
+        "INSERT INTO hookwire_schema (version) VALUES (99)",
+    );
+    match PostgresStore::open(&url) {
+        Err(StoreError::Database(msg)) => {
+            assert!(msg.contains("newer"), "{msg}");
+            assert!(msg.contains("version 99"), "{msg}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// The password in the URL is in no error: not for a wrong password, not
+/// for a server that is not there. Both say what went wrong and where.
+#[test]
+fn the_password_is_in_no_error() {
+    let s = server();
+    let url = database();
+    let secret = "Wr0ng-Pa55word-zq";
+    let wrong = url.replace(&s.password, secret);
+    let Err(e) = PostgresStore::open(&wrong) else {
+        panic!("a wrong password was accepted");
+    };
+    let text = format!("{e} {e:?}");
+    assert!(!text.contains(secret), "{text}");
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{}", s.port)), "{text}");
+    assert!(!e.is_unavailable(), "a wrong password will not pass: {e}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let unreachable = format!("postgresql://hookwire:{secret}@127.0.0.1:{port}/db?sslmode=disable");
+    let Err(e) = crate::store::open(&unreachable) else {
+        panic!("nothing listens on {port}");
+    };
+    let text = format!("{e} {e:?}");
+    assert!(!text.contains(secret), "{text}");
+    assert!(
+        e.is_unavailable(),
+        "a server that is down may come back: {e}"
+    );
+    // The daemon's own message names the URL with the password masked.
+    let shown = crate::store::shown_url(&unreachable);
+    assert!(!shown.contains(secret), "{shown}");
+    assert!(shown.contains(&format!("127.0.0.1:{port}/db")), "{shown}");
+}
+
+/// Whether the store's connections use TLS.
+async fn over_tls(store: &PostgresStore) -> bool {
+    let client = store.client().await.unwrap();
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Each `sslmode` does what libpq's does, against a server whose
+/// certificate comes from a CA of the test's own.
+#[tokio::test]
+async fn ssl_modes_are_honoured() {
+    let s = server();
+    let url = database();
+    let ca = s.ca.display();
+    let verified = format!("sslmode=verify-full&sslrootcert={ca}");
+    for (query, tls) in [
+        ("", true),
+        ("sslmode=prefer", true),
+        ("sslmode=disable", false),
+        ("sslmode=require", true),
+        (verified.as_str(), true),
+    ] {
+        let store = PostgresStore::open(&format!("{url}?{query}")).unwrap();
+        assert_eq!(over_tls(&store).await, tls, "{query}");
+    }
+    // The certificate names localhost too.
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let store = PostgresStore::open(&format!("{by_name}?{verified}")).unwrap();
+    assert!(over_tls(&store).await);
+    // The Mozilla roots do not know the test's CA.
+    let Err(e) = PostgresStore::open(&format!("{url}?sslmode=verify-full")) else {
+        panic!("an unknown issuer was trusted");
+    };
+    assert!(e.to_string().contains("certificate"), "{e}");
+    // A name the certificate does not hold is refused.
+    let other = url.replace("127.0.0.1", "db.invalid");
+    let Err(e) = PostgresStore::open(&format!("{other}?hostaddr=127.0.0.1&{verified}")) else {
+        panic!("a certificate for another name was accepted");
+    };
+    assert!(e.to_string().contains("certificate"), "{e}");
+    assert!(!e.to_string().contains(&s.password), "{e}");
+}
+
+/// Connections the server closes (an administrator, a restart) fail what
+/// used them as "unavailable" at worst, never anything else, and the store
+/// recovers by itself: new connections replace them, readiness comes back.
+#[tokio::test]
+async fn closed_connections_fail_as_unavailable_and_the_store_recovers() {
+    let url = database();
+    let store = PostgresStore::open(&url).unwrap();
+    let (e, _) = one_delivery();
+    store.ingest(e).await.unwrap();
+    store.ping().await.unwrap();
+    server().psql(
+        "postgres",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            name_of(&url)
+        ),
+    );
+    let mut failed = 0;
+    for _ in 0..5 {
+        let (e, _) = one_delivery();
+        match store.ingest(e).await {
+            Ok(o) => assert_eq!(o, IngestOutcome::Stored),
+            Err(e) => {
+                assert!(e.is_unavailable(), "{e}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(failed < 5, "the store did not recover");
+    store.ping().await.unwrap();
+    assert_eq!(store.queue_depth().await.unwrap(), 6 - failed);
+}
+
+/// `store::open` takes both spellings of the scheme.
+#[tokio::test]
+async fn both_url_schemes_open_the_postgres_store() {
+    let url = database();
+    for url in [url.clone(), url.replacen("postgres://", "postgresql://", 1)] {
+        let store = crate::store::open(&url).unwrap();
+        store.ping().await.unwrap();
+        assert_eq!(store.queue_depth().await.unwrap(), 0);
+        assert!(store.stats().await.database_bytes.is_some());
+    }
+}
+
+/// Claims, pruning and the lists use indexes: with sequential scans priced
+/// out, no generic plan (the one for any parameters) reads a whole table.
+#[tokio::test]
+async fn claims_pruning_and_lists_walk_indexes() {
+    let store = open();
+    let client = store.client().await.unwrap();
+    client
+        .batch_execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
+        .await
+        .unwrap();
+    let mut checked: Vec<String> = super::claims::claim_statements().to_vec();
+    checked.push(super::PRUNE_EVENTS.to_owned());
+    checked.push(super::PRUNE_DEDUP.to_owned());
+    for (source, matched, before) in [
+        (true, true, true),
+        (false, false, false),
+        (true, false, true),
+    ] {
+        checked.push(super::event_page_sql(source, matched, before));
+    }
+    let param = regex::Regex::new(r"\$(\d+)").unwrap();
+    for (i, sql) in checked.iter().enumerate() {
+        let n = param
+            .captures_iter(sql)
+            .map(|c| c[1].parse::<usize>().unwrap())
+            .max()
+            .unwrap_or(0);
+        client
+            .batch_execute(&format!("PREPARE p{i} AS {sql}"))
+            .await
+            .unwrap();
+        let nulls = vec!["NULL"; n].join(", ");
+        let plan: Vec<String> = client
+            .simple_query(&format!("EXPLAIN EXECUTE p{i}({nulls})"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !plan.iter().any(|l| l.contains("Seq Scan")),
+            "{sql}\n{}",
+            plan.join("\n")
+        );
+    }
+}
