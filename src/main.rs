@@ -129,7 +129,8 @@ struct ServeArgs {
     /// Directory of rule files, watched for changes.
     #[arg(long, env = "HOOKWIRE_RULES", default_value = "./rules")]
     rules: PathBuf,
-    /// Where events are stored: sqlite://PATH.
+    /// Where events are stored: sqlite://PATH (one process), or
+    /// postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=prefer for several instances.
     #[arg(
         long,
         env = "HOOKWIRE_DATABASE",

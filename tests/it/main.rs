@@ -7,6 +7,7 @@ mod admin;
 mod answers;
 mod authoring;
 mod browser;
+mod cluster;
 mod delivery;
 mod docs;
 mod durability;

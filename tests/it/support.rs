@@ -32,6 +32,8 @@ pub struct Daemon {
     pub scheme: String,
     /// The SQLite file, `hookwire.db` in `dir` unless the test chose one.
     db: PathBuf,
+    /// `--database`: `sqlite://` of `db`, or a PostgreSQL URL.
+    database: String,
 }
 
 impl Daemon {
@@ -59,7 +61,27 @@ impl Daemon {
         Self::start_full(files, &[], &[], &[], Some(db.to_owned()))
     }
 
+    /// A daemon on `database` (a `postgres://` URL), with `args`.
+    pub fn start_on_url(files: &[(&str, &str)], args: &[&str], database: &str) -> Daemon {
+        let mut d = Self::prepare(files, &[], args, &[], None);
+        d.database = database.to_owned();
+        d.spawn("127.0.0.1:0");
+        d
+    }
+
     fn start_full(
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+        args: &[&str],
+        wrapper: &[&str],
+        db: Option<PathBuf>,
+    ) -> Daemon {
+        let mut d = Self::prepare(files, env, args, wrapper, db);
+        d.spawn("127.0.0.1:0");
+        d
+    }
+
+    fn prepare(
         files: &[(&str, &str)],
         env: &[(&str, &str)],
         args: &[&str],
@@ -72,7 +94,7 @@ impl Daemon {
         for (name, content) in files {
             write(&dir.path().join("rules").join(name), content);
         }
-        let mut d = Daemon {
+        Daemon {
             dir,
             addr: "127.0.0.1:0".parse().unwrap(),
             child: None,
@@ -84,10 +106,9 @@ impl Daemon {
             args: args.iter().map(|s| s.to_string()).collect(),
             wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
             scheme: "http".into(),
+            database: format!("sqlite://{}", db.display()),
             db,
-        };
-        d.spawn("127.0.0.1:0");
-        d
+        }
     }
 
     fn spawn(&mut self, listen: &str) {
@@ -114,7 +135,7 @@ impl Daemon {
         cmd.arg("--rules")
             .arg(self.rules_dir())
             .arg("--database")
-            .arg(format!("sqlite://{}", self.db_path().display()))
+            .arg(&self.database)
             .args(&self.args)
             .env_remove("HOOKWIRE_ADMIN_TOKEN")
             .env("RUST_LOG", "info")
@@ -358,7 +379,7 @@ impl Daemon {
     /// delivery, oldest delivery first.
     pub async fn stored_attempts(&mut self) -> Vec<hookwire::store::StoredAttempt> {
         assert!(self.terminate().success());
-        let url = format!("sqlite://{}", self.db_path().display());
+        let url = self.database.clone();
         let store = hookwire::store::open(&url).unwrap();
         let page = hookwire::store::Page {
             limit: 1000,

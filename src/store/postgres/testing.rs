@@ -39,6 +39,12 @@ pub struct Server {
     /// The PEM file of the CA that issued the server's certificate.
     pub ca: PathBuf,
     bin: PathBuf,
+    /// `pg_ctl`, as the user the server runs as, with its data directory.
+    #[allow(dead_code)] // stop/start: used by tests/it only
+    pg_ctl: Vec<std::ffi::OsString>,
+    /// The `-o` options it was started with (port, socket, TLS).
+    #[allow(dead_code)]
+    options: String,
     /// Held open until the process ends: see the module doc.
     _watchdog: ChildStdin,
 }
@@ -68,7 +74,40 @@ pub fn name_of(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or_default()
 }
 
+/// A server of the caller's own, for a test that stops and starts it (the
+/// shared one serves the other tests meanwhile). Used by tests/it only.
+#[allow(dead_code)]
+pub fn own_server() -> Server {
+    Server::start()
+}
+
+#[allow(dead_code)] // stop and start: used by tests/it only
 impl Server {
+    /// `pg_ctl stop -m fast`: every connection is cut and the server is down.
+    pub fn stop(&self) {
+        self.pg_ctl(&["-w", "-m", "fast", "stop"]);
+    }
+
+    /// Starts the stopped server again, on the same port.
+    pub fn start_again(&self) {
+        self.pg_ctl(&["-w", "-t", "60", "-o", &self.options, "start"]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let (program, rest) = self.pg_ctl.split_first().expect("pg_ctl");
+        let out = Command::new(program)
+            .args(rest)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("pg_ctl runs");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn url(&self, db: &str) -> String {
         format!(
             "postgres://postgres:{}@127.0.0.1:{}/{db}",
@@ -192,11 +231,18 @@ impl Server {
                 .status()
                 .is_ok_and(|s| s.success());
             if started {
+                let ctl = run("pg_ctl");
+                let mut pg_ctl = vec![ctl.get_program().to_owned()];
+                pg_ctl.extend(ctl.get_args().map(ToOwned::to_owned));
+                pg_ctl.extend(["-D".into(), data.clone().into_os_string()]);
+                pg_ctl.extend(["-l".into(), dir.join("server.log").into_os_string()]);
                 return Server {
                     port,
                     password,
                     ca,
                     bin,
+                    pg_ctl,
+                    options,
                     _watchdog: watchdog,
                 };
             }

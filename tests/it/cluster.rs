@@ -1,0 +1,411 @@
+//! Several instances on one PostgreSQL (SPEC §7): two daemon processes with
+//! the same rules on one database, against a real server started by the
+//! tests (`pg`, one per test run, a database per test).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+#[path = "../../src/store/postgres/testing.rs"]
+#[allow(dead_code)]
+mod pg;
+
+/// Relays each event's `n` to the receiver.
+fn relay_rules(rx: &Receiver) -> String {
+    format!(
+        "sources:\n  hook: {{}}\nrules:\n  - name: relay\n    source: hook\n    actions:\n      - name: out\n        http: {{ url: \"{}\", body: {{ n: \"{{{{payload.n}}}}\" }} }}\n        retry: {{ attempts: 8, initial: 200ms, max: 1s }}\n",
+        rx.url("/sink")
+    )
+}
+
+/// Two instances with the same rules on one fresh database.
+fn pair(rules: &str, args: &[&str]) -> (Daemon, Daemon) {
+    let db = pg::database();
+    let a = Daemon::start_on_url(&[("r.yaml", rules)], args, &db);
+    let b = Daemon::start_on_url(&[("r.yaml", rules)], args, &db);
+    (a, b)
+}
+
+/// Sends events numbered `0..total` from `senders` tasks, alternately to each
+/// of `urls`; returns the acknowledged numbers.
+async fn send_alternately(urls: Vec<String>, total: usize, senders: usize) -> Vec<usize> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..senders {
+        let (urls, next) = (urls.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut acked = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return acked;
+                }
+                let r = c
+                    .post(&urls[n % urls.len()])
+                    .header("content-type", "application/json")
+                    .body(json!({ "n": n }).to_string())
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status() == 202) {
+                    acked.push(n);
+                }
+            }
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    acked
+}
+
+/// Waits until every acknowledged number reached the receiver; how many
+/// arrived more than once.
+async fn all_arrive(rx: &Receiver, acked: &[usize], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut seen: HashMap<usize, usize> = HashMap::new();
+        for r in rx.requests("/sink") {
+            *seen
+                .entry(r.json()["n"].as_u64().unwrap() as usize)
+                .or_default() += 1;
+        }
+        let missing: Vec<&usize> = acked.iter().filter(|n| !seen.contains_key(n)).collect();
+        if missing.is_empty() {
+            return seen.values().map(|c| c - 1).sum();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged events never arrived, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 1. 2,000 events sent alternately to both instances: every one is stored
+/// once and delivered; with nobody dying, nothing arrives twice. Both
+/// instances deliver, whichever ingested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_ingest_and_delivery() {
+    let rx = Receiver::start().await;
+    let (a, b) = pair(&relay_rules(&rx), &[]);
+    let urls = vec![a.url("/hooks/hook"), b.url("/hooks/hook")];
+    let acked = send_alternately(urls, 2000, 16).await;
+    assert_eq!(acked.len(), 2000);
+    let twice = all_arrive(&rx, &acked, Duration::from_secs(120)).await;
+    assert_eq!(twice, 0, "deliveries ran twice with no instance dying");
+    // One database: each instance lists every event.
+    assert_eq!(a.count_events("").await, 2000);
+    assert_eq!(b.count_events("").await, 2000);
+    let by_a = a.metric("hookwire_deliveries_total").await;
+    let by_b = b.metric("hookwire_deliveries_total").await;
+    assert_eq!(by_a + by_b, 2000.0);
+    assert!(
+        by_a > 0.0 && by_b > 0.0,
+        "one instance delivered all: {by_a} / {by_b}"
+    );
+}
+
+/// 2. One instance is SIGKILLed mid-burst with deliveries in flight: once its
+/// leases have run out the other takes them over; no acknowledged event is
+/// lost, and a delivery arrives twice only where a takeover explains it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instances_deliveries_are_taken_over() {
+    let rx = Receiver::start().await;
+    let (mut a, b) = pair(&relay_rules(&rx), &["--lease", "2s"]);
+    let urls = vec![a.url("/hooks/hook"), b.url("/hooks/hook")];
+    let sending = tokio::spawn(send_alternately(urls, 1000, 8));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.metric("hookwire_events_stored_total").await < 200.0 {
+        assert!(Instant::now() < deadline, "the burst did not get going");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let killed_at = Instant::now();
+    a.kill();
+    // What the dead instance held: running under its leases.
+    let held = b.count_deliveries(&["running"]).await;
+    let acked = sending.await.unwrap();
+    assert!(acked.len() >= 500, "only {} acknowledged", acked.len());
+    let twice = all_arrive(&rx, &acked, Duration::from_secs(60)).await;
+    // Every stored delivery ends, those of events the dead instance stored
+    // but never answered for included: taken over once their lease ran out.
+    let deadline = killed_at + Duration::from_secs(2 + 5);
+    loop {
+        let open = b
+            .count_deliveries(&["running", "pending", "retrying"])
+            .await;
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} deliveries not finished {:?} after the kill (lease 2 s)",
+            killed_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let taken = killed_at.elapsed();
+    // A delivery arrives twice only when the dead instance sent it and died
+    // before recording it: at most what it held.
+    assert!(twice <= held, "{twice} arrived twice, {held} were held");
+    eprintln!(
+        "{} acknowledged; {held} held by the killed instance; all finished {taken:?} after the kill; {twice} twice",
+        acked.len()
+    );
+}
+
+/// 3. An attempt that runs longer than three leases runs exactly once: its
+/// instance's heartbeats keep the other from taking it over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_attempt_runs_once_across_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs");
+    let rules = format!(
+        "sources:\n  hook: {{}}\nrules:\n  - name: long\n    source: hook\n    actions:\n      - name: job\n        command:\n          argv: [/bin/sh, -c, \"echo start >> '{l}'; sleep 2; echo end >> '{l}'\"]\n          timeout: 30s\n",
+        l = log.display()
+    );
+    let (a, b) = pair(&rules, &["--lease", "500ms"]);
+    let id = a.post_json("/hooks/hook", r#"{"n": 1}"#).await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = b.event(&id).await.unwrap();
+        if e["deliveries"][0]["status"] == "succeeded" {
+            assert_eq!(e["deliveries"][0]["attempts"], 1, "{e:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not finish: {e:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "start\nend\n");
+}
+
+/// 4. Fencing: an instance frozen (SIGSTOP) past its lease loses the
+/// delivery to the other, which runs it and records success; thawed
+/// (SIGCONT), the first one's late result is discarded — `lease lost`, the
+/// metric — and the history shows one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_instances_late_result_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("runs");
+    let rules = format!(
+        "sources:\n  hook: {{}}\nrules:\n  - name: job\n    source: hook\n    actions:\n      - name: run\n        command:\n          argv: [/bin/sh, -c, \"echo start >> '{l}'; sleep 2; echo end >> '{l}'\"]\n          timeout: 30s\n",
+        l = log.display()
+    );
+    let (a, b) = pair(&rules, &["--lease", "1s"]);
+    let id = a.post_json("/hooks/hook", r#"{"n": 1}"#).await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The ingesting instance starts it at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.starts_with("start")) {
+        assert!(Instant::now() < deadline, "the attempt did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(a.pid(), nix::sys::signal::Signal::SIGSTOP);
+    // B takes it over once A's lease has run out, and records its success.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = b.event(&id).await.unwrap();
+        if e["deliveries"][0]["status"] == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not taken over: {e:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(a.pid(), nix::sys::signal::Signal::SIGCONT);
+    a.wait_log("the late result discarded", |l| l.contains("lease lost"))
+        .await;
+    assert_eq!(a.metric("hookwire_leases_lost_total").await, 1.0);
+    let e = b.event(&id).await.unwrap();
+    let attempts = e["deliveries"][0]["attempt_log"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{e:#}");
+    assert_eq!(attempts[0]["outcome"], "succeeded");
+    assert_eq!(e["deliveries"][0]["status"], "succeeded");
+}
+
+/// 5. The same provider delivery sent to both instances at the same moment,
+/// again and again: one event is stored, every other answer names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicates_on_two_instances_store_one() {
+    let rules = "sources:\n  hook:\n    dedup: \"{{headers.x-delivery}}\"\n";
+    let (a, b) = pair(rules, &[]);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let url = if i % 2 == 0 {
+            a.url("/hooks/hook")
+        } else {
+            b.url("/hooks/hook")
+        };
+        tasks.push(tokio::spawn(async move {
+            let r = client()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut stored = Vec::new();
+    let mut duplicates = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            202 => stored.push(body["event_id"].as_str().unwrap().to_owned()),
+            200 => {
+                assert_eq!(body["duplicate"], true, "{body}");
+                duplicates.push(body["event_id"].as_str().unwrap().to_owned());
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(duplicates.iter().all(|d| *d == stored[0]), "{duplicates:?}");
+    assert_eq!(a.count_events("").await, 1);
+}
+
+/// 6. `serialize_by` holds across instances: deliveries of one key, ingested
+/// by either instance and run by either, run one at a time in arrival order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialize_by_order_holds_across_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let rules = format!(
+        "sources:\n  hook: {{}}\nrules:\n  - name: deploy\n    source: hook\n    actions:\n      - name: step\n        command:\n          argv: [/bin/sh, -c, \"echo start $1 >> '{l}'; sleep 0.1; echo end $1 >> '{l}'\", sh, \"{{{{payload.n}}}}\"]\n        serialize_by: \"site\"\n",
+        l = log.display()
+    );
+    let (a, b) = pair(&rules, &[]);
+    for n in 0..12 {
+        let d = if n % 2 == 0 { &a } else { &b };
+        d.post_json("/hooks/hook", json!({ "n": n }).to_string())
+            .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() == 24 {
+            let want: String = (0..12).map(|n| format!("start {n}\nend {n}\n")).collect();
+            assert_eq!(text, want, "interleaved or out of order");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all ran: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 7. PostgreSQL stopped (`pg_ctl stop -m fast`) and started again under
+/// load: meanwhile ingest answers 503, never 2xx; afterwards every
+/// acknowledged event is delivered, without restarting hookwire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_answered_503_and_recovered_from() {
+    let server = pg::own_server();
+    server.psql("postgres", "CREATE DATABASE outage");
+    let db = server.url("outage");
+    let rx = Receiver::start().await;
+    let rules = relay_rules(&rx);
+    let a = Daemon::start_on_url(&[("r.yaml", &rules)], &[], &db);
+    let b = Daemon::start_on_url(&[("r.yaml", &rules)], &[], &db);
+    let urls = vec![a.url("/hooks/hook"), b.url("/hooks/hook")];
+    // Senders that keep going through the outage and record every answer.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (urls, stop, next) = (urls.clone(), stop.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let r = c
+                    .post(&urls[n % 2])
+                    .header("content-type", "application/json")
+                    .body(json!({ "n": n }).to_string())
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+                answers.push((n, r.map(|r| r.status().as_u16()).unwrap_or(0)));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            answers
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.start_again();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.extend(t.await.unwrap());
+    }
+    let acked: Vec<usize> = answers.iter().filter(|a| a.1 == 202).map(|a| a.0).collect();
+    let refused = answers.iter().filter(|a| a.1 == 503).count();
+    let other: Vec<_> = answers
+        .iter()
+        .filter(|a| ![202, 503].contains(&a.1))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "answers other than 202 and 503: {other:?}"
+    );
+    assert!(refused > 0, "the outage was never seen");
+    assert!(acked.len() > 20, "only {} acknowledged", acked.len());
+    // Acknowledged after the restart too: the instances recovered by themselves.
+    let last = *answers
+        .iter()
+        .filter(|a| a.1 == 202)
+        .map(|(n, _)| n)
+        .max()
+        .unwrap();
+    assert!(
+        answers.iter().any(|(n, s)| *s == 503 && *n < last),
+        "nothing was acknowledged after the outage"
+    );
+    all_arrive(&rx, &acked, Duration::from_secs(60)).await;
+    for d in [&a, &b] {
+        let r = client().get(d.url("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    eprintln!(
+        "{} acknowledged, {refused} refused during the outage",
+        acked.len()
+    );
+}
+
+/// 8. Retention pruning on PostgreSQL: finished events go, with their
+/// deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_on_postgres() {
+    let rx = Receiver::start().await;
+    let (a, _b) = pair(&relay_rules(&rx), &["--retention", "2s"]);
+    let acked = send_alternately(vec![a.url("/hooks/hook")], 50, 4).await;
+    all_arrive(&rx, &acked, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.count_events("").await > 0 {
+        assert!(Instant::now() < deadline, "finished events were not pruned");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(a.count_deliveries(&[]).await, 0);
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, sig).unwrap();
+}
