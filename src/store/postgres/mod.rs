@@ -610,7 +610,33 @@ const PRUNE_EVENTS: &str = "WITH batch AS (
 const PRUNE_DEDUP: &str = "DELETE FROM dedup WHERE (source, key) IN (
         SELECT source, key FROM dedup WHERE created_at_ms < $1 ORDER BY created_at_ms LIMIT $2)";
 
+/// The session advisory lock that makes one instance at a time the one that
+/// prunes ("hookwire maintenance" in ASCII).
+const MAINTENANCE_LOCK: i64 = 0x686f_6f6b_6d61_696e;
+
+/// Retention pruning by one instance at a time: the pass runs only on the
+/// instance that takes the maintenance lock; the others skip it (an empty
+/// result). The lock is held by a connection taken out of the pool for the
+/// pass: dropping it — the pass finished, was cancelled, or the instance
+/// died — closes the session and frees the lock, so the next pass of any
+/// instance can take over.
 async fn prune(store: &PostgresStore, before_ms: i64) -> Res<Pruned> {
+    let leader = Object::take(store.client().await?);
+    let took: bool = leader
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&MAINTENANCE_LOCK])
+        .await
+        .pg()
+        .and_then(|row| col(&row, 0))?;
+    if !took {
+        tracing::debug!("another instance holds the maintenance lock; this pass is theirs");
+        return Ok(Pruned::default());
+    }
+    let pruned = prune_batches(store, before_ms).await;
+    drop(leader);
+    pruned
+}
+
+async fn prune_batches(store: &PostgresStore, before_ms: i64) -> Res<Pruned> {
     let mut pruned = Pruned::default();
     let below = first_event_id_at(before_ms);
     // "" sorts before every id.

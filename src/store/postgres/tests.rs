@@ -554,3 +554,70 @@ async fn claims_pruning_and_lists_walk_indexes() {
         );
     }
 }
+
+/// Pruning runs on one instance at a time: while another session holds the
+/// maintenance lock a pass prunes nothing; once that session is gone (its
+/// instance finished or died) the next pass does the work.
+#[tokio::test]
+async fn one_instance_at_a_time_prunes() {
+    let url = database();
+    let store = PostgresStore::open(&url).unwrap();
+    let owner = InstanceId::new();
+    let (event, _) = one_delivery();
+    store.ingest(event).await.unwrap();
+    let claimed = store
+        .claim(&owner, now_ms(), 1, Duration::from_secs(30), Vec::new())
+        .await
+        .unwrap();
+    let done = finished(
+        &claimed[0],
+        AttemptOutcome::Succeeded,
+        DeliveryState::Succeeded,
+    );
+    store.finish(&owner, done).await.unwrap();
+
+    // Another instance's pass holds the lock.
+    let other = PostgresStore::open(&url).unwrap();
+    let leader = other.client().await.unwrap();
+    let took: bool = leader
+        .query_one(
+            "SELECT pg_try_advisory_lock($1)",
+            &[&super::MAINTENANCE_LOCK],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(took);
+    assert_eq!(store.prune(now_ms() + 1000).await.unwrap().events, 0);
+    // That instance goes away (its session closes): this one prunes.
+    drop(deadpool_postgres::Object::take(leader));
+    drop(other);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pruned = store.prune(now_ms() + 1000).await.unwrap();
+        if pruned.events == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the pass let go of the lock: the next one runs too (nothing left).
+    assert_eq!(store.prune(now_ms() + 1000).await.unwrap().events, 0);
+    let again = other_session_can_lock(&url).await;
+    assert!(again, "the maintenance lock stayed held after the pass");
+}
+
+async fn other_session_can_lock(url: &str) -> bool {
+    let store = PostgresStore::open(url).unwrap();
+    let c = deadpool_postgres::Object::take(store.client().await.unwrap());
+    c.query_one(
+        "SELECT pg_try_advisory_lock($1)",
+        &[&super::MAINTENANCE_LOCK],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
