@@ -174,6 +174,9 @@ struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, env = "HOOKWIRE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Connections to PostgreSQL this instance keeps at most (SQLite: unused).
+    #[arg(long, env = "HOOKWIRE_DATABASE_POOL", default_value_t = 16)]
+    database_pool: u32,
     /// How long a claimed delivery stays this instance's without a heartbeat
     /// (renewed every third of it while the attempt runs).
     #[arg(long, env = "HOOKWIRE_LEASE", default_value = "30s")]
@@ -313,6 +316,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         tls: args.tls_cert.zip(args.tls_key),
         max_connections: args.max_connections as usize,
         lease: args.lease.get(),
+        database_pool: args.database_pool as usize,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -63,6 +63,8 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// How long a claim lasts without a heartbeat (`--lease`).
     pub lease: Duration,
+    /// Connections to PostgreSQL at most (`--database-pool`).
+    pub database_pool: usize,
 }
 
 /// The admin API and health checks, and every other path to ingest.
@@ -102,7 +104,7 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
     if let Some(url) = &opts.smtp_url {
         crate::redact::register_url(url);
     }
-    let store = crate::store::open(&opts.database).with_context(|| {
+    let store = crate::store::open_with(&opts.database, opts.database_pool).with_context(|| {
         format!(
             "cannot open database {}",
             crate::store::shown_url(&opts.database)

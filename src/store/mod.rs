@@ -537,11 +537,20 @@ pub fn shown_url(url: &str) -> std::borrow::Cow<'_, str> {
 
 /// Opens the store named by a `--database` URL.
 pub fn open(url: &str) -> Result<SharedStore, StoreError> {
+    open_with(url, postgres::POOL_SIZE)
+}
+
+/// [`open`], with up to `pool_size` connections to PostgreSQL per instance
+/// (`--database-pool`; SQLite has its own fixed set).
+pub fn open_with(url: &str, pool_size: usize) -> Result<SharedStore, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(postgres::PostgresStore::open(url)?));
+        return Ok(Arc::new(postgres::PostgresStore::open_with(
+            url,
+            pool_size.max(1),
+        )?));
     }
     Err(StoreError::Unavailable(format!(
         "unknown database URL `{}`: expected sqlite://PATH or postgres://…",

@@ -241,7 +241,8 @@ async fn a_frozen_instances_late_result_is_discarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_on_two_instances_store_one() {
     let rules = "sources:\n  hook:\n    dedup: \"{{headers.x-delivery}}\"\n";
-    let (a, b) = pair(rules, &[]);
+    // Two connections each: the copies also queue for the pool.
+    let (a, b) = pair(rules, &["--database-pool", "2"]);
     let mut tasks = Vec::new();
     for i in 0..20 {
         let url = if i % 2 == 0 {

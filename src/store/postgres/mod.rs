@@ -61,6 +61,7 @@ use super::{
 };
 use crate::clock::now_ms;
 use crate::ids::{DeliveryId, EventId, InstanceId, RequestId};
+pub use connect::POOL_SIZE;
 use connect::Target;
 
 type Res<T> = Result<T, StoreError>;
@@ -189,11 +190,13 @@ impl PostgresStore {
     /// and makes the connection pool. Blocks until the migration is done:
     /// it runs on a thread and runtime of its own, so this can be called
     /// from synchronous code inside a runtime or outside any.
+    #[cfg(test)]
     pub fn open(url: &str) -> Res<Self> {
         Self::open_with(url, connect::POOL_SIZE)
     }
 
-    fn open_with(url: &str, pool_size: usize) -> Res<Self> {
+    /// [`PostgresStore::open`] with a pool of up to `pool_size` connections.
+    pub fn open_with(url: &str, pool_size: usize) -> Res<Self> {
         let target = Target::parse(url)?;
         let migrated = std::thread::scope(|s| {
             std::thread::Builder::new()
