@@ -23,7 +23,7 @@ use crate::store::StoreError;
 pub const POOL_SIZE: usize = 16;
 /// How long a request waits for a connection (a free one, or a new one to
 /// be made) before the store answers unavailable (SPEC §7: 5 s, then 503).
-const WAIT: Duration = Duration::from_secs(5);
+pub(super) const WAIT: Duration = Duration::from_secs(5);
 /// A statement that runs longer is cancelled by the server.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection left inside a transaction this long is closed by the server,

@@ -704,11 +704,20 @@ impl Store for PostgresStore {
     fn ingest(&self, event: NewEvent) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
         Box::pin(async move {
             let prepared = Prepared::new(event)?;
-            let stored = async {
+            // SPEC §7: ingest waits at most this long for the database, then
+            // answers 503. A commit that lands just after is not acknowledged:
+            // the sender sends again, and a dedup key makes that a duplicate.
+            let stored = tokio::time::timeout(connect::WAIT, async {
                 let mut client = self.client().await?;
                 ingest_one(&mut client, &prepared, now_ms()).await
-            }
-            .await;
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "the database did not answer within {} s",
+                    connect::WAIT.as_secs()
+                )))
+            });
             let stored = self.wrote(stored, |o| *o == IngestOutcome::Stored);
             if stored.is_err() {
                 self.health.refused();

@@ -621,3 +621,35 @@ async fn other_session_can_lock(url: &str) -> bool {
     .unwrap()
     .get(0)
 }
+
+/// SPEC §7: ingest waits at most 5 s for the database, then the store says
+/// unavailable (503 with Retry-After). Here another session holds the row
+/// the event's dedup key needs.
+#[tokio::test]
+async fn ingest_waits_at_most_five_seconds() {
+    let url = database();
+    let store = PostgresStore::open(&url).unwrap();
+    let other = PostgresStore::open(&url).unwrap();
+    let mut blocker = other.client().await.unwrap();
+    let tx = blocker.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO dedup (source, key, event_id, created_at_ms) VALUES ('app', 'k', 'evt_x', $1)",
+        &[&now_ms()],
+    )
+    .await
+    .unwrap();
+    let (mut event, _) = one_delivery();
+    event.dedup_key = Some("k".into());
+    let started = std::time::Instant::now();
+    let answer = store.ingest(event).await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(&answer, Err(e) if e.is_unavailable() && e.to_string().contains("within 5 s")),
+        "{answer:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(7),
+        "{waited:?}"
+    );
+    tx.rollback().await.unwrap();
+}
