@@ -348,7 +348,17 @@ async fn a_database_outage_is_answered_503_and_recovered_from() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.stop();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Not ready while the database is down.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = client().get(a.url("/readyz")).send().await.unwrap();
+        if r.status() == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz stayed {}", r.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     server.start_again();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
