@@ -21,6 +21,7 @@ Only the standard library is used, so a fresh machine needs nothing from PyPI.
 """
 
 import argparse
+import glob
 import hashlib
 import hmac
 import json
@@ -300,6 +301,44 @@ def file_size(path):
         return 0
 
 
+# ---------------------------------------------------------------- PostgreSQL
+
+
+class Postgres:
+    """Debian's PostgreSQL in `work`, durable as shipped (fsync and
+    synchronous_commit on), on an ephemeral port; trust auth on 127.0.0.1.
+    As root, initdb and the server run as the `postgres` user."""
+
+    def __init__(self, work):
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not bins:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+        self.bin = bins[-1]
+        # A directory of its own: the server's user cannot enter `work` (0700, root's).
+        self.dir = tempfile.mkdtemp(prefix="hookwire-bench-pg-")
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.run("initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C")
+        self.run("pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.dir, "log"), "-o",
+                 f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200", "start")
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres?sslmode=disable"
+
+    def run(self, program, *args):
+        argv = [os.path.join(self.bin, program), *args]
+        if self.as_root:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if done.returncode:
+            raise RuntimeError(f"{program} failed: {done.stderr.decode(errors='replace')}")
+
+    def stop(self):
+        self.run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- scenarios
 
 
@@ -326,7 +365,7 @@ class Bench:
         r["started"] = t0
         return r
 
-    def start_hookwire(self, work, rules_text, extra=()):
+    def start_hookwire(self, work, rules_text, extra=(), database=None):
         rules = os.path.join(work, "rules")
         os.makedirs(rules, exist_ok=True)
         with open(os.path.join(rules, "bench.yaml"), "w") as f:
@@ -339,7 +378,7 @@ class Bench:
             "--rules",
             rules,
             "--database",
-            "sqlite://" + os.path.join(work, "hookwire.db"),
+            database or "sqlite://" + os.path.join(work, "hookwire.db"),
             "--log-format",
             "json",
             *extra,
@@ -373,13 +412,14 @@ class Bench:
         finally:
             srv.stop()
 
-    def hookwire_scenario(self, work, action, n_rules=1):
+    def hookwire_scenario(self, work, action, n_rules=1, postgres=False):
         count_file = os.path.join(work, "executed")
         receiver = None
         if action == "http":
             receiver = Server([self.ceiling, "127.0.0.1:0"], work, banner="ceiling listening")
         rules = hookwire_rules(n_rules, action, count_file, receiver.addr if receiver else None)
-        srv = self.start_hookwire(work, rules)
+        pg = Postgres(work) if postgres else None
+        srv = self.start_hookwire(work, rules, database=pg.url if pg else None)
         try:
             r = self.measure(srv, f"http://{srv.addr}/hooks/github", work)
             if action == "command":
@@ -397,6 +437,8 @@ class Bench:
             srv.stop()
             if receiver:
                 receiver.stop()
+            if pg:
+                pg.stop()
 
     def retention(self, work, old_events):
         """Requests while the first retention pass prunes `old_events` finished
@@ -580,6 +622,8 @@ SCENARIOS = [
     ("hw-command", "hookwire, match → command"),
     ("hw-http", "hookwire, match → http (delivered)"),
     ("hw-1000", "hookwire, 1,000 rules (one matches → http)"),
+    ("pg-nomatch", "hookwire on PostgreSQL, no match"),
+    ("pg-http", "hookwire on PostgreSQL, match → http (delivered)"),
 ]
 
 
@@ -705,6 +749,13 @@ def report(results, reloads, idle, args, retention=()):
     goal("5a. cost of 1,000 rules (1-rule req/s / 1,000-rule req/s)", ratio(g("hw-http", "rps"), g("hw-1000", "rps")), "<=", 2.0)
     goal("5b. reload of 1,000 rules", median(reloads), "<", 100.0, "{:.0f} ms")
     goal("6. idle RSS", median(idle) and median(idle) / 1024, "<", 30.0, "{:.1f} MB")
+    goal("7a. no-match req/s, PostgreSQL / SQLite", ratio(g("pg-nomatch", "rps"), g("hw-nomatch", "rps")), ">=", 0.6)
+    goal("7b. PostgreSQL delivered/s / its own no-match req/s", ratio(g("pg-http", "done_rate"), g("pg-nomatch", "rps")), ">=", 0.5)
+    pg_http = med.get("pg-http", {})
+    pg_lost = None
+    if pg_http.get("done") is not None:
+        pg_lost = max(0.0, pg_http["acked"] - pg_http["done"])
+    goal("7c. PostgreSQL: acknowledged but not delivered", pg_lost, "<=", 0.0, "{:.0f}")
 
     lines.append("| goal | measured | target | |")
     lines.append("|---|---:|---:|---|")
@@ -739,6 +790,8 @@ def main():
         "hw-command": lambda w: bench.hookwire_scenario(w, "command"),
         "hw-http": lambda w: bench.hookwire_scenario(w, "http"),
         "hw-1000": lambda w: bench.hookwire_scenario(w, "http", n_rules=1000),
+        "pg-nomatch": lambda w: bench.hookwire_scenario(w, None, postgres=True),
+        "pg-http": lambda w: bench.hookwire_scenario(w, "http", postgres=True),
     }
     started = time.time()
     for rnd in range(1, args.rounds + 1):
