@@ -24,10 +24,13 @@
 //!   then sees its key.
 //! - **Claims** ([`claims`]): `FOR UPDATE SKIP LOCKED`, owner and fencing
 //!   token exactly as SQLite; clocks are the instances' own (run NTP).
+//! - **Wake-ups and the live feed across instances** ([`notify`]):
+//!   `LISTEN`/`NOTIFY` on a connection of each instance's own, sent after
+//!   commit and debounced, never inside a transaction.
 //!
 //! Left for later, deliberately: group commit of concurrent ingests into one
 //! transaction (today one transaction per event), multi-row/COPY ingest,
-//! batched finishes, LISTEN/NOTIFY wake-ups across instances, a hot table
+//! batched finishes, a hot table
 //! of unfinished deliveries apart from their history, a `serialize_by` key
 //! table (today a blocked key's waiting deliveries are each looked at, one
 //! index probe apiece, by the claims that pass over them), maintenance
@@ -36,6 +39,7 @@
 
 mod claims;
 mod connect;
+mod notify;
 mod schema;
 #[cfg(test)]
 pub mod testing;
@@ -182,6 +186,8 @@ fn millis(d: Duration) -> i64 {
 pub struct PostgresStore {
     pool: Pool,
     health: Arc<Health>,
+    /// This instance's line to the others on the database.
+    link: notify::Link,
 }
 
 impl PostgresStore {
@@ -207,6 +213,7 @@ impl PostgresStore {
         Ok(Self {
             pool: target.pool(pool_size)?,
             health: Arc::new(Health::default()),
+            link: notify::Link::new(target),
         })
     }
 
@@ -684,6 +691,11 @@ impl Store for PostgresStore {
             if stored.is_err() {
                 self.health.refused();
             }
+            if stored.as_ref().is_ok_and(|o| *o == IngestOutcome::Stored)
+                && !prepared.event.deliveries.is_empty()
+            {
+                self.link.work_added();
+            }
             stored
         })
     }
@@ -758,7 +770,11 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;
-            claims::expedite(&client, &actions, now_ms, crate::clock::now_ms()).await
+            let due = claims::expedite(&client, &actions, now_ms, crate::clock::now_ms()).await?;
+            if due > 0 {
+                self.link.work_added();
+            }
+            Ok(due)
         })
     }
 
@@ -771,7 +787,12 @@ impl Store for PostgresStore {
         let owner = owner.to_string();
         Box::pin(async move {
             let client = self.client().await?;
-            claims::release(&client, &owner, &held, due_at_ms, now_ms()).await
+            claims::release(&client, &owner, &held, due_at_ms, now_ms()).await?;
+            // Given back for want of room here: another instance may have some.
+            if !held.is_empty() {
+                self.link.work_added();
+            }
+            Ok(())
         })
     }
 
@@ -795,7 +816,11 @@ impl Store for PostgresStore {
         let owner = owner.to_string();
         Box::pin(async move {
             let client = self.client().await?;
-            claims::requeue_own(&client, &owner, now_ms()).await
+            let queued = claims::requeue_own(&client, &owner, now_ms()).await?;
+            if queued > 0 {
+                self.link.work_added();
+            }
+            Ok(queued)
         })
     }
 
@@ -925,7 +950,11 @@ impl Store for PostgresStore {
         let (id, request) = (id.to_string(), request.to_string());
         Box::pin(async move {
             let mut client = self.client().await?;
-            retry_delivery(&mut client, &id, &request, now_ms()).await
+            let retried = retry_delivery(&mut client, &id, &request, now_ms()).await?;
+            if retried == RetryOutcome::Queued {
+                self.link.work_added();
+            }
+            Ok(retried)
         })
     }
 
@@ -941,7 +970,11 @@ impl Store for PostgresStore {
             let tx = client.transaction().await.pg()?;
             let now = now_ms();
             insert_deliveries(&tx, &event, &deliveries, now, now, Some(&request)).await?;
-            tx.commit().await.pg()
+            tx.commit().await.pg()?;
+            if !deliveries.is_empty() {
+                self.link.work_added();
+            }
+            Ok(())
         })
     }
 
@@ -1007,5 +1040,9 @@ impl Store for PostgresStore {
                 disk_free_bytes: None,
             }
         })
+    }
+
+    fn peers(&self, me: &InstanceId) -> Option<super::peers::Peers> {
+        Some(self.link.open(me))
     }
 }
