@@ -21,7 +21,9 @@
 //!   rule names; secrets masked; never a body), packed up to
 //!   [`MAX_PAYLOAD`] bytes, below PostgreSQL's 8,000 — or
 //!   `{"from": id, "listening": true}`: a dashboard there listens, so
-//!   relay the feed for a while (an instance nobody watches sends none).
+//!   relay the feed for a while (an instance nobody watches sends none);
+//!   `"hello": true` when a line opens, answered by the instances whose
+//!   dashboards listen, so that one that starts later relays at once too.
 //!   Each instance hears its own notifications too, and skips them by id.
 
 use std::collections::VecDeque;
@@ -84,6 +86,10 @@ pub(super) struct Link {
 struct Pending {
     work: AtomicBool,
     listening: AtomicBool,
+    hello: AtomicBool,
+    /// Until when someone here counts as listening to the feed (ms since
+    /// the epoch), to answer a hello with.
+    listened_until_ms: AtomicI64,
     /// Live-feed messages as JSON text, oldest first.
     feed: Mutex<VecDeque<String>>,
     /// Live-feed messages dropped since the last flush.
@@ -99,6 +105,19 @@ impl Pending {
     fn feed(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
         self.feed.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Says, with the next flush, that someone here listens, if anyone does.
+    fn listening_again(&self) {
+        if now_ms() < self.listened_until_ms.load(Ordering::Relaxed) {
+            self.listening.store(true, Ordering::SeqCst);
+            self.ready.notify_one();
+        }
+    }
+}
+
+/// How long a wish for the live feed holds, here and at the others.
+fn listening_ttl_ms() -> i64 {
+    i64::try_from((LISTENING_REFRESH * 3).as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Link {
@@ -121,12 +140,7 @@ impl Link {
     pub(super) fn open(&self, me: &InstanceId) -> Peers {
         let (heard, rx) = mpsc::channel(HEARD_QUEUE);
         let me = me.to_string();
-        tokio::spawn(run(
-            self.target.clone(),
-            self.pending.clone(),
-            me,
-            heard,
-        ));
+        tokio::spawn(run(self.target.clone(), self.pending.clone(), me, heard));
         Peers {
             heard: rx,
             relay: Arc::new(FeedOut(self.pending.clone())),
@@ -158,6 +172,10 @@ impl crate::bus::Relay for FeedOut {
     }
 
     fn listening(&self) {
+        self.0.listened_until_ms.store(
+            now_ms().saturating_add(listening_ttl_ms()),
+            Ordering::Relaxed,
+        );
         self.0.listening.store(true, Ordering::SeqCst);
         self.0.ready.notify_one();
     }
@@ -181,8 +199,12 @@ async fn run(target: Target, pending: Arc<Pending>, me: String, heard: mpsc::Sen
                 }
                 backoff = RECONNECT_FIRST;
                 // Anything said before this connection listened is missed:
-                // the dispatcher looks at the queue once.
+                // the dispatcher looks at the queue once, and the others are
+                // asked whether anyone wants this instance's feed.
                 let _ = heard.try_send(Heard::Work);
+                pending.hello.store(true, Ordering::SeqCst);
+                pending.ready.notify_one();
+                pending.listening_again();
                 let lost = tokio::select! {
                     served = serve(&mut line, &pending, &me, &heard) => match served {
                         Err(e) => e,
@@ -332,10 +354,13 @@ fn hear(channel: &str, payload: &str, pending: &Pending, me: &str, heard: &mpsc:
                 return;
             }
             if said["listening"] == true {
-                let ttl = i64::try_from((LISTENING_REFRESH * 3).as_millis()).unwrap_or(i64::MAX);
-                pending
-                    .wanted_until_ms
-                    .store(now_ms().saturating_add(ttl), Ordering::Relaxed);
+                pending.wanted_until_ms.store(
+                    now_ms().saturating_add(listening_ttl_ms()),
+                    Ordering::Relaxed,
+                );
+            }
+            if said["hello"] == true {
+                pending.listening_again();
             }
             if let Some(Value::Array(messages)) = said.get_mut("messages").map(Value::take)
                 && !messages.is_empty()
@@ -351,6 +376,7 @@ fn hear(channel: &str, payload: &str, pending: &Pending, me: &str, heard: &mpsc:
 async fn flush(client: &Client, notify: &Statement, pending: &Pending, me: &str) -> Res<()> {
     let work = pending.work.swap(false, Ordering::SeqCst);
     let listening = pending.listening.swap(false, Ordering::SeqCst);
+    let hello = pending.hello.swap(false, Ordering::SeqCst);
     let (feed, more) = feed_payloads(pending, me);
     if more {
         // The rest goes with the next flush.
@@ -369,9 +395,15 @@ async fn flush(client: &Client, notify: &Statement, pending: &Pending, me: &str)
         channels.push(WORK);
         payloads.push(me.to_owned());
     }
-    if listening {
+    if listening || hello {
+        let mut presence = serde_json::json!({ "from": me });
+        for (flag, set) in [("listening", listening), ("hello", hello)] {
+            if set {
+                presence[flag] = true.into();
+            }
+        }
         channels.push(FEED);
-        payloads.push(serde_json::json!({ "from": me, "listening": true }).to_string());
+        payloads.push(presence.to_string());
     }
     for p in feed {
         channels.push(FEED);
@@ -388,6 +420,9 @@ async fn flush(client: &Client, notify: &Statement, pending: &Pending, me: &str)
         }
         if listening {
             pending.listening.store(true, Ordering::SeqCst);
+        }
+        if hello {
+            pending.hello.store(true, Ordering::SeqCst);
         }
     }
     sent.map(|_| ())
@@ -437,7 +472,11 @@ mod tests {
             out.send(&serde_json::json!({ "type": "delivery", "n": n, "pad": pad }));
         }
         out.send(&serde_json::json!({ "pad": "y".repeat(MAX_PAYLOAD) }));
-        assert_eq!(out.0.dropped.load(Ordering::Relaxed), 1, "too long to relay");
+        assert_eq!(
+            out.0.dropped.load(Ordering::Relaxed),
+            1,
+            "too long to relay"
+        );
         let mut seen = Vec::new();
         loop {
             let (payloads, more) = feed_payloads(&out.0, "ins_01");
@@ -471,10 +510,25 @@ mod tests {
             hear(WORK, from, &pending, "ins_me", &tx);
             hear(FEED, &said(from, feed.clone()), &pending, "ins_me", &tx);
             let wanted = FeedOut(Arc::new(Pending::default()));
-            hear(FEED, &said(from, listening.clone()), &wanted.0, "ins_me", &tx);
+            hear(
+                FEED,
+                &said(from, listening.clone()),
+                &wanted.0,
+                "ins_me",
+                &tx,
+            );
             assert_eq!(wanted.wanted(), from != "ins_me", "{from}");
         }
         hear(FEED, "not json", &pending, "ins_me", &tx);
+        // A hello is answered only by an instance where someone listens.
+        let hello = said("ins_other", serde_json::json!({ "hello": true }));
+        let quiet = FeedOut(Arc::new(Pending::default()));
+        hear(FEED, &hello, &quiet.0, "ins_me", &tx);
+        assert!(!quiet.0.listening.load(Ordering::SeqCst));
+        quiet.listening();
+        quiet.0.listening.store(false, Ordering::SeqCst);
+        hear(FEED, &hello, &quiet.0, "ins_me", &tx);
+        assert!(quiet.0.listening.load(Ordering::SeqCst));
         assert_eq!(rx.try_recv().unwrap(), Heard::Work);
         assert_eq!(
             rx.try_recv().unwrap(),
@@ -512,18 +566,24 @@ mod tests {
         a.ingest(one_delivery().0).await.unwrap();
         assert_eq!(next(&mut pb).await, Heard::Work);
         let took = started.elapsed();
+        eprintln!("work committed on A heard on B after {took:?}");
         assert!(took < Duration::from_millis(500), "{took:?}");
 
         assert!(!pa.relay.wanted(), "nobody listens to A's feed yet");
         pb.relay.listening();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !pa.relay.wanted() {
-            assert!(std::time::Instant::now() < deadline, "A never heard B listen");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "A never heard B listen"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(!pb.relay.wanted(), "A does not listen");
-        pa.relay.send(&serde_json::json!({ "type": "event", "id": "evt_1" }));
-        pa.relay.send(&serde_json::json!({ "type": "delivery", "id": "dlv_1" }));
+        pa.relay
+            .send(&serde_json::json!({ "type": "event", "id": "evt_1" }));
+        pa.relay
+            .send(&serde_json::json!({ "type": "delivery", "id": "dlv_1" }));
         let mut got = Vec::new();
         while got.len() < 2 {
             match next(&mut pb).await {
@@ -535,5 +595,60 @@ mod tests {
         assert_eq!(got[1]["id"], "dlv_1");
         // A never hears its own.
         assert!(pa.heard.try_recv().is_err());
+
+        // An instance that starts after B listens learns it from B's
+        // answer to its hello.
+        let c = PostgresStore::open(&url).unwrap();
+        let pc = c.peers(&InstanceId::new()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !pc.relay.wanted() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "C never heard that B listens"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The line is made again after its connection is killed: the
+    /// dispatcher is told to look at the queue once (what was said meanwhile
+    /// is missed), and new work is heard again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_line_is_made_again() {
+        let url = database();
+        let (a, b) = (
+            PostgresStore::open(&url).unwrap(),
+            PostgresStore::open(&url).unwrap(),
+        );
+        let mut pa = a.peers(&InstanceId::new()).unwrap();
+        let mut pb = b.peers(&InstanceId::new()).unwrap();
+        // Both lines open.
+        assert_eq!(next(&mut pa).await, Heard::Work);
+        assert_eq!(next(&mut pb).await, Heard::Work);
+        // Both lines: the connections whose last statement listened or notified.
+        let killed = a
+            .client()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND (query LIKE 'LISTEN%' OR query LIKE '%pg_notify%')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        assert_eq!(killed, 2);
+        let started = std::time::Instant::now();
+        assert_eq!(
+            next(&mut pb).await,
+            Heard::Work,
+            "look once after reconnecting"
+        );
+        eprintln!("line made again after {:?}", started.elapsed());
+        // A's line may still be connecting again: its flag waits for it.
+        a.ingest(one_delivery().0).await.unwrap();
+        assert_eq!(next(&mut pb).await, Heard::Work);
     }
 }
