@@ -131,8 +131,10 @@ impl Link {
     /// Work was committed that is due now: the other instances are told
     /// with the next flush. Never waits.
     pub(super) fn work_added(&self) {
-        self.pending.work.store(true, Ordering::SeqCst);
-        self.pending.ready.notify_one();
+        // Rung once per flush however many commits raise it meanwhile.
+        if !self.pending.work.swap(true, Ordering::SeqCst) {
+            self.pending.ready.notify_one();
+        }
     }
 
     /// Starts listening and sending, on a task of its own that ends when
