@@ -480,8 +480,7 @@ pub trait Store: Send + Sync + 'static {
     /// (ingest with deliveries, retry, replay, released claims) raises it
     /// after its commit, so no write path can forget it and none waits for
     /// it.
-    fn peers(&self, me: &InstanceId) -> Option<peers::Peers> {
-        let _ = me;
+    fn peers(&self, _me: &InstanceId) -> Option<peers::Peers> {
         None
     }
 }
