@@ -24,6 +24,7 @@ use crate::ingest::IngestState;
 use crate::ingest::guard::RateLimits;
 use crate::rules::LoadOptions;
 use crate::store::SharedStore;
+use crate::store::peers::{Heard, LISTENING_REFRESH, Peers};
 use crate::supervise::supervise;
 
 use crate::watch::LiveRules;
@@ -124,9 +125,15 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
         .with_context(|| format!("cannot watch {}", opts.rules.display()))?;
 
     let runner = Runner::new(opts.smtp_url.as_deref(), &opts.smtp_from)?;
-    let stream = crate::bus::Stream::default();
     let instance = InstanceId::new();
     crate::telemetry::instance_started(instance.as_str(), opts.lease);
+    // Other instances on a shared database: their new work wakes this
+    // dispatcher, and the live feed flows both ways.
+    let peers = store.peers(&instance);
+    let stream = match &peers {
+        Some(p) => crate::bus::Stream::relayed(p.relay.clone()),
+        None => crate::bus::Stream::default(),
+    };
     let dispatcher = Arc::new(Dispatcher::new(
         store.clone(),
         live.clone(),
@@ -147,6 +154,14 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
         trusted_proxies: opts.trusted_proxies.clone(),
         wake: dispatcher.wake.clone(),
         stream: stream.clone(),
+    });
+    let hearing = peers.map(|p| {
+        tokio::spawn(hear_peers(
+            p,
+            dispatcher.wake.clone(),
+            stream.clone(),
+            cancel.clone(),
+        ))
     });
     let admin = Arc::new(AdminState {
         rules: live.clone(),
@@ -207,8 +222,42 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
     let _ = dispatching.await;
     let _ = pruning.await;
     let _ = watching.await;
+    if let Some(h) = hearing {
+        let _ = h.await;
+    }
     tracing::info!("hookwire stopped");
     Ok(())
+}
+
+/// Acts on what the other instances say until `cancel`: their new work
+/// wakes the dispatcher, their live feed goes to this instance's listeners;
+/// and while anyone listens here, the others are reminded to relay theirs.
+async fn hear_peers(
+    mut peers: Peers,
+    wake: Arc<tokio::sync::Notify>,
+    stream: crate::bus::Stream,
+    cancel: CancellationToken,
+) {
+    let mut remind = tokio::time::interval(LISTENING_REFRESH);
+    loop {
+        tokio::select! {
+            heard = peers.heard.recv() => match heard {
+                Some(Heard::Work) => wake.notify_one(),
+                Some(Heard::Feed(messages)) => {
+                    for m in messages {
+                        stream.publish_remote(m);
+                    }
+                }
+                None => break,
+            },
+            _ = remind.tick() => {
+                if stream.listeners() > 0 {
+                    peers.relay.listening();
+                }
+            }
+            _ = cancel.cancelled() => break,
+        }
+    }
 }
 
 /// How often finished events older than `--retention` are pruned.

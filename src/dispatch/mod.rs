@@ -37,7 +37,9 @@ use targets::{Change, Target, Targets};
 /// Running attempts are renewed every third of it, so attempts of any length
 /// keep their claim.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-/// The longest the dispatcher sleeps without looking for due work.
+/// The longest the dispatcher sleeps without looking for due work: on a
+/// shared database, the backstop for a wake-up from another instance that
+/// was missed.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// After a failed claim (the store cannot commit) the next one waits this
 /// long, doubling up to [`CLAIM_BACKOFF_MAX`]: a full disk must not turn
@@ -48,7 +50,8 @@ const CLAIM_BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub struct Dispatcher {
     store: SharedStore,
     rules: Arc<LiveRules>,
-    /// Rung by ingest when an event with deliveries is committed.
+    /// Rung by ingest when an event with deliveries is committed, and (on a
+    /// shared database) when another instance says it committed work.
     pub wake: Arc<Notify>,
     workers: usize,
     /// What each target may run at once, and its breaker.

@@ -10,6 +10,7 @@
 #[cfg(test)]
 mod conformance;
 pub mod health;
+pub mod peers;
 mod postgres;
 pub mod sqlite;
 mod state;
@@ -466,6 +467,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Sizes and queue lengths for `/metrics`.
     fn stats(&self) -> BoxFuture<'_, StoreStats>;
+
+    /// Opens this instance's line to the other instances on the same
+    /// database ([`peers`]): `None` for a store that one process owns
+    /// (SQLite), where nobody else is there to tell. Call it once, from
+    /// within the runtime; dropping [`peers::Peers::heard`] hangs up.
+    ///
+    /// A handle rather than a callback into the dispatcher or the bus, so
+    /// that the store stays below them: it carries the signals, and the
+    /// server decides what they mean. Telling the others of new work is the
+    /// store's own business, though: every write that makes work due now
+    /// (ingest with deliveries, retry, replay, released claims) raises it
+    /// after its commit, so no write path can forget it and none waits for
+    /// it.
+    fn peers(&self, _me: &InstanceId) -> Option<peers::Peers> {
+        None
+    }
 }
 
 /// What the store reports of itself for `/metrics`; `None` when unknown.

@@ -420,3 +420,185 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
     nix::sys::signal::kill(pid, sig).unwrap();
 }
+
+/// A source `slow` whose command holds a worker for 20 s, and a source
+/// `quick` relayed over HTTP to the receiver.
+fn busy_rules(rx: &Receiver) -> String {
+    format!(
+        "sources:\n  slow: {{}}\n  quick: {{}}\nrules:\n  - name: hold\n    source: slow\n    actions:\n      - name: sleep\n        command: {{ argv: [/bin/sleep, \"20\"], timeout: 60s }}\n  - name: relay\n    source: quick\n    actions:\n      - name: out\n        http: {{ url: \"{}\", body: {{ n: \"{{{{payload.n}}}}\" }} }}\n",
+        rx.url("/sink")
+    )
+}
+
+/// An instance alone on `db` with `--workers 1`, its only worker held by
+/// a long command it ingested and runs itself.
+async fn busy_instance(rules: &str, db: &str) -> Daemon {
+    let d = Daemon::start_on_url(&[("r.yaml", rules)], &["--workers", "1"], db);
+    d.post_json("/hooks/slow", "{}").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.count_deliveries(&["running"]).await == 0 {
+        assert!(Instant::now() < deadline, "the long command did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d
+}
+
+/// Wake-ups across instances (issue 12, "within a second on any
+/// instance"): A's only worker is busy, so the deliveries of the events it
+/// ingests are run by B, which is woken by A's NOTIFY rather than finding
+/// them at its next look at the queue (up to a second later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_starts_new_work_at_once() {
+    let rx = Receiver::start().await;
+    let rules = busy_rules(&rx);
+    let db = pg::database();
+    let a = busy_instance(&rules, &db).await;
+    let b = Daemon::start_on_url(&[("r.yaml", &rules)], &[], &db);
+    let mut took = Vec::new();
+    for n in 0..5 {
+        // B idle: its last attempt recorded, and its dispatcher back to
+        // sleep (the scenario, not a wait for a result: with nothing due,
+        // B sleeps up to a second, and only a wake-up cuts that short).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.count_deliveries(&["succeeded"]).await < n {
+            assert!(Instant::now() < deadline, "delivery {n} not recorded");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = Instant::now();
+        a.post_json("/hooks/quick", json!({ "n": n }).to_string())
+            .await;
+        let got = rx.wait_for("/sink", n + 1, Duration::from_secs(5)).await;
+        took.push(got[n].at - sent);
+    }
+    eprintln!("from A's ingest to B's delivery: {took:?}");
+    assert_eq!(
+        b.metric("hookwire_deliveries_total").await,
+        5.0,
+        "B ran them all"
+    );
+    assert!(
+        took.iter().all(|t| *t < Duration::from_millis(1500)),
+        "{took:?}"
+    );
+    // Polling alone would start each some way into B's one-second sleep;
+    // woken, B starts it in milliseconds.
+    took.sort();
+    assert!(
+        took[2] < Duration::from_millis(300),
+        "median {:?}: B was not woken",
+        took[2]
+    );
+}
+
+/// `GET /api/stream` as a test reads it: the messages so far, as JSON.
+struct Sse {
+    response: reqwest::Response,
+    text: String,
+}
+
+impl Sse {
+    async fn open(d: &Daemon) -> Sse {
+        let response = client().get(d.url("/api/stream")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        Sse {
+            response,
+            text: String::new(),
+        }
+    }
+
+    /// Every `data:` message received so far.
+    fn messages(&self) -> Vec<Value> {
+        self.text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| serde_json::from_str(d.trim()).unwrap())
+            .collect()
+    }
+
+    /// Reads until `pred` holds of the messages, for at most `within`.
+    async fn until(&mut self, within: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        while !pred(&self.messages()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if let Ok(Ok(Some(chunk))) = tokio::time::timeout(left, self.response.chunk()).await {
+                self.text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        }
+        true
+    }
+}
+
+/// The live feed across instances (issue 12): the dashboard's stream on B
+/// shows the event A ingested and the changes of its delivery, which A ran
+/// (B's only worker is busy), within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_shows_other_instances_events_and_deliveries() {
+    let rx = Receiver::start().await;
+    let rules = busy_rules(&rx);
+    let db = pg::database();
+    let b = busy_instance(&rules, &db).await;
+    let a = Daemon::start_on_url(&[("r.yaml", &rules)], &[], &db);
+    let mut stream = Sse::open(&b).await;
+    // A relays its feed once it has heard that B's stream listens: the
+    // first events may come before that.
+    let mut warm = false;
+    for n in 0..20 {
+        let id = a
+            .post_json("/hooks/quick", json!({ "n": n }).to_string())
+            .await["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if stream
+            .until(Duration::from_millis(500), |m| {
+                m.iter().any(|m| m["type"] == "event" && m["id"] == id)
+            })
+            .await
+        {
+            eprintln!("A's feed reached B's stream from its event {n} on");
+            warm = true;
+            break;
+        }
+    }
+    assert!(warm, "nothing of A's came through: {}", stream.text);
+    let sent = Instant::now();
+    let id = a
+        .post_json("/hooks/quick", json!({ "n": 100 }).to_string())
+        .await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let of_it = |m: &[Value], kind: &str, status: Option<&str>| {
+        m.iter().any(|m| {
+            m["type"] == kind
+                && (m["id"] == id.as_str() || m["event_id"] == id.as_str())
+                && status.is_none_or(|s| m["status"] == s)
+        })
+    };
+    let all_seen = stream
+        .until(Duration::from_millis(1500), |m| {
+            of_it(m, "event", None)
+                && of_it(m, "delivery", Some("running"))
+                && of_it(m, "delivery", Some("succeeded"))
+        })
+        .await;
+    let took = sent.elapsed();
+    assert!(all_seen, "B's stream after {took:?}:\n{}", stream.text);
+    eprintln!("A's event, its claim and its success on B's stream after {took:?}");
+    assert_eq!(
+        b.metric("hookwire_deliveries_total").await,
+        0.0,
+        "A ran them, not B"
+    );
+    let event = stream
+        .messages()
+        .into_iter()
+        .find(|m| m["type"] == "event" && m["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(event["source"], "quick");
+    assert_eq!(event["deliveries"], 1);
+}

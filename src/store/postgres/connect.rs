@@ -61,6 +61,7 @@ impl Tls {
 
 /// A parsed `postgres://` URL: what tokio-postgres connects with, and what
 /// hookwire reads from it itself.
+#[derive(Clone)]
 pub struct Target {
     pub config: tokio_postgres::Config,
     pub tls: Tls,

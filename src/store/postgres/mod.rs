@@ -24,10 +24,13 @@
 //!   then sees its key.
 //! - **Claims** ([`claims`]): `FOR UPDATE SKIP LOCKED`, owner and fencing
 //!   token exactly as SQLite; clocks are the instances' own (run NTP).
+//! - **Wake-ups and the live feed across instances** ([`notify`]):
+//!   `LISTEN`/`NOTIFY` on a connection of each instance's own, sent after
+//!   commit and debounced, never inside a transaction.
 //!
 //! Left for later, deliberately: group commit of concurrent ingests into one
 //! transaction (today one transaction per event), multi-row/COPY ingest,
-//! batched finishes, LISTEN/NOTIFY wake-ups across instances, a hot table
+//! batched finishes, a hot table
 //! of unfinished deliveries apart from their history, a `serialize_by` key
 //! table (today a blocked key's waiting deliveries are each looked at, one
 //! index probe apiece, by the claims that pass over them), maintenance
@@ -36,6 +39,7 @@
 
 mod claims;
 mod connect;
+mod notify;
 mod schema;
 #[cfg(test)]
 pub mod testing;
@@ -183,6 +187,8 @@ fn millis(d: Duration) -> i64 {
 pub struct PostgresStore {
     pool: Pool,
     health: Arc<Health>,
+    /// This instance's line to the others on the database.
+    link: notify::Link,
 }
 
 impl PostgresStore {
@@ -210,6 +216,7 @@ impl PostgresStore {
         Ok(Self {
             pool: target.pool(pool_size)?,
             health: Arc::new(Health::default()),
+            link: notify::Link::new(target),
         })
     }
 
@@ -722,6 +729,11 @@ impl Store for PostgresStore {
             if stored.is_err() {
                 self.health.refused();
             }
+            if stored.as_ref().is_ok_and(|o| *o == IngestOutcome::Stored)
+                && !prepared.event.deliveries.is_empty()
+            {
+                self.link.work_added();
+            }
             stored
         })
     }
@@ -796,7 +808,11 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;
-            claims::expedite(&client, &actions, now_ms, crate::clock::now_ms()).await
+            let due = claims::expedite(&client, &actions, now_ms, crate::clock::now_ms()).await?;
+            if due > 0 {
+                self.link.work_added();
+            }
+            Ok(due)
         })
     }
 
@@ -809,7 +825,12 @@ impl Store for PostgresStore {
         let owner = owner.to_string();
         Box::pin(async move {
             let client = self.client().await?;
-            claims::release(&client, &owner, &held, due_at_ms, now_ms()).await
+            claims::release(&client, &owner, &held, due_at_ms, now_ms()).await?;
+            // Given back for want of room here: another instance may have some.
+            if !held.is_empty() {
+                self.link.work_added();
+            }
+            Ok(())
         })
     }
 
@@ -833,7 +854,11 @@ impl Store for PostgresStore {
         let owner = owner.to_string();
         Box::pin(async move {
             let client = self.client().await?;
-            claims::requeue_own(&client, &owner, now_ms()).await
+            let queued = claims::requeue_own(&client, &owner, now_ms()).await?;
+            if queued > 0 {
+                self.link.work_added();
+            }
+            Ok(queued)
         })
     }
 
@@ -963,7 +988,11 @@ impl Store for PostgresStore {
         let (id, request) = (id.to_string(), request.to_string());
         Box::pin(async move {
             let mut client = self.client().await?;
-            retry_delivery(&mut client, &id, &request, now_ms()).await
+            let retried = retry_delivery(&mut client, &id, &request, now_ms()).await?;
+            if retried == RetryOutcome::Queued {
+                self.link.work_added();
+            }
+            Ok(retried)
         })
     }
 
@@ -979,7 +1008,11 @@ impl Store for PostgresStore {
             let tx = client.transaction().await.pg()?;
             let now = now_ms();
             insert_deliveries(&tx, &event, &deliveries, now, now, Some(&request)).await?;
-            tx.commit().await.pg()
+            tx.commit().await.pg()?;
+            if !deliveries.is_empty() {
+                self.link.work_added();
+            }
+            Ok(())
         })
     }
 
@@ -1045,5 +1078,9 @@ impl Store for PostgresStore {
                 disk_free_bytes: None,
             }
         })
+    }
+
+    fn peers(&self, me: &InstanceId) -> Option<super::peers::Peers> {
+        Some(self.link.open(me))
     }
 }
