@@ -326,6 +326,48 @@ impl StoreError {
     }
 }
 
+/// An event with its JSON columns encoded, before the backend takes a
+/// connection (PostgreSQL) or hands it to its one writer thread, the
+/// bottleneck of SQLite's ingest.
+struct Prepared {
+    event: NewEvent,
+    headers: String,
+    /// `''` marks "the payload is the JSON body" (read back from the body).
+    payload: String,
+    facts: String,
+    trace: String,
+    matched: String,
+}
+
+impl Prepared {
+    fn new(mut event: NewEvent) -> Result<Self, StoreError> {
+        fn json<T: Serialize + ?Sized>(v: &T) -> Result<String, StoreError> {
+            Ok(serde_json::to_string(v)?)
+        }
+        Ok(Self {
+            headers: json(&event.headers)?,
+            payload: event.payload.take().unwrap_or_default(),
+            facts: json(&event.facts)?,
+            trace: json(&event.trace)?,
+            matched: json(&event.matched)?,
+            event,
+        })
+    }
+}
+
+/// How many migrations a database at schema `version` has already had, or
+/// the refusal of a schema newer than this hookwire's `known` migrations.
+fn migrations_done(version: i64, known: usize) -> Result<usize, StoreError> {
+    usize::try_from(version)
+        .ok()
+        .filter(|d| *d <= known)
+        .ok_or_else(|| {
+            StoreError::Database(format!(
+                "the database schema (version {version}) is newer than this hookwire knows ({known}); use a newer hookwire"
+            ))
+        })
+}
+
 /// The durable store. Every method is async and backend-neutral.
 pub trait Store: Send + Sync + 'static {
     /// Stores the event and its deliveries in one transaction, or reports a

@@ -29,6 +29,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::Prepared;
 use super::health::{Health, PROBE_EVERY};
 use super::{
     AttemptOutcome, Claimed, DEDUP_WINDOW_MS, DeliveryState, Finished, IngestOutcome, Lease,
@@ -290,15 +291,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = tx
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(db_err)?;
-    let done = usize::try_from(version)
-        .ok()
-        .filter(|d| *d <= MIGRATIONS.len())
-        .ok_or_else(|| {
-            StoreError::Database(format!(
-                "the database schema (version {version}) is newer than this hookwire knows ({}); use a newer hookwire",
-                MIGRATIONS.len()
-            ))
-        })?;
+    let done = super::migrations_done(version, MIGRATIONS.len())?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
         tx.execute_batch(sql).map_err(|e| {
             StoreError::Database(format!("database migration {} failed: {e}", i + 1))
@@ -637,34 +630,6 @@ fn in_savepoint<T>(
             }
             Ok(Err(db_err(e)))
         }
-    }
-}
-
-/// An event whose JSON columns the caller has already encoded, so the one
-/// writer thread — the bottleneck of ingest — spends its time in SQLite only.
-struct Prepared {
-    event: NewEvent,
-    headers: String,
-    payload: String,
-    facts: String,
-    trace: String,
-    matched: String,
-}
-
-impl Prepared {
-    fn new(mut event: NewEvent) -> Result<Self, StoreError> {
-        fn json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> {
-            Ok(serde_json::to_string(v)?)
-        }
-        Ok(Self {
-            headers: json(&event.headers)?,
-            // '' marks "the payload is the JSON body": see `payload_column`.
-            payload: event.payload.take().unwrap_or_default(),
-            facts: json(&event.facts)?,
-            trace: json(&event.trace)?,
-            matched: json(&event.matched)?,
-            event,
-        })
     }
 }
 

@@ -57,6 +57,7 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
 
+use super::Prepared;
 use super::health::Health;
 use super::{
     AttemptOutcome, Claimed, DEDUP_WINDOW_MS, DeliveryState, Finished, IngestOutcome, Lease,
@@ -273,33 +274,6 @@ fn migrate_on_own_runtime(target: &Target) -> Res<()> {
 struct CannotConnect {
     server: String,
     error: DriverError,
-}
-
-/// An event with its JSON columns encoded before a connection is taken.
-struct Prepared {
-    event: NewEvent,
-    headers: String,
-    payload: String,
-    facts: String,
-    trace: String,
-    matched: String,
-}
-
-impl Prepared {
-    fn new(mut event: NewEvent) -> Res<Self> {
-        fn json<T: serde::Serialize + ?Sized>(v: &T) -> Res<String> {
-            Ok(serde_json::to_string(v)?)
-        }
-        Ok(Self {
-            headers: json(&event.headers)?,
-            // '' marks "the payload is the JSON body": see `payload_col`.
-            payload: event.payload.take().unwrap_or_default(),
-            facts: json(&event.facts)?,
-            trace: json(&event.trace)?,
-            matched: json(&event.matched)?,
-            event,
-        })
-    }
 }
 
 /// Claims a dedup key for an event, or replaces an expired claim of it:

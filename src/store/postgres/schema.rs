@@ -38,15 +38,7 @@ pub async fn migrate(client: &mut Client) -> Res<()> {
         .await
         .pg()?
         .get(0);
-    let done = usize::try_from(version)
-        .ok()
-        .filter(|d| *d <= MIGRATIONS.len())
-        .ok_or_else(|| {
-            StoreError::Database(format!(
-                "the database schema (version {version}) is newer than this hookwire knows ({}); use a newer hookwire",
-                MIGRATIONS.len()
-            ))
-        })?;
+    let done = crate::store::migrations_done(version.into(), MIGRATIONS.len())?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
         tx.batch_execute(sql).await.map_err(|e| {
             StoreError::Database(format!(
