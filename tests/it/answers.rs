@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, client, fixture};
+use crate::support::{Daemon, client, fixture, split_dedup_answers};
 
 const RULES: &str = r#"
 sources:
@@ -189,19 +189,11 @@ async fn duplicates_answer_200_with_the_first_event_and_store_once_under_concurr
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }));
     }
-    let mut stored = Vec::new();
-    let mut duplicates = Vec::new();
+    let mut answers = Vec::new();
     for t in tasks {
-        let (status, body) = t.await.unwrap();
-        match status {
-            202 => stored.push(body["event_id"].as_str().unwrap().to_owned()),
-            200 => {
-                assert_eq!(body["duplicate"], json!(true));
-                duplicates.push(body["event_id"].as_str().unwrap().to_owned());
-            }
-            other => panic!("unexpected status {other}: {body}"),
-        }
+        answers.push(t.await.unwrap());
     }
+    let (stored, duplicates) = split_dedup_answers(answers);
     assert_eq!(stored.len(), 1, "exactly one copy is stored");
     assert_eq!(duplicates.len(), 23);
     assert!(

@@ -262,19 +262,11 @@ async fn concurrent_duplicates_on_two_instances_store_one() {
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }));
     }
-    let mut stored = Vec::new();
-    let mut duplicates = Vec::new();
+    let mut answers = Vec::new();
     for t in tasks {
-        let (status, body) = t.await.unwrap();
-        match status {
-            202 => stored.push(body["event_id"].as_str().unwrap().to_owned()),
-            200 => {
-                assert_eq!(body["duplicate"], true, "{body}");
-                duplicates.push(body["event_id"].as_str().unwrap().to_owned());
-            }
-            other => panic!("{other}: {body}"),
-        }
+        answers.push(t.await.unwrap());
     }
+    let (stored, duplicates) = split_dedup_answers(answers);
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert!(duplicates.iter().all(|d| *d == stored[0]), "{duplicates:?}");
     assert_eq!(a.count_events("").await, 1);

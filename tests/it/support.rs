@@ -777,3 +777,23 @@ impl SmtpServer {
         }
     }
 }
+
+/// Answers to copies of one deduplicated delivery, as `(status, body)`:
+/// the event ids of the `202`s (stored) and of the `200 {"duplicate":true}`s.
+/// Any other answer fails the test.
+pub fn split_dedup_answers(answers: Vec<(u16, serde_json::Value)>) -> (Vec<String>, Vec<String>) {
+    let mut stored = Vec::new();
+    let mut duplicates = Vec::new();
+    for (status, body) in answers {
+        let id = body["event_id"].as_str().map(str::to_owned);
+        match (status, id) {
+            (202, Some(id)) => stored.push(id),
+            (200, Some(id)) => {
+                assert_eq!(body["duplicate"], serde_json::json!(true), "{body}");
+                duplicates.push(id);
+            }
+            (other, _) => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    (stored, duplicates)
+}
