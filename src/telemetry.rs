@@ -115,6 +115,8 @@ pub struct Metrics {
     store_failing: Gauge,
     store_commit_failures: Counter,
     store_commit_seconds: Histogram,
+    /// How long each claim of due deliveries took.
+    store_claim_seconds: Histogram,
     store_writer_queue: Gauge,
     database_bytes: Gauge,
     wal_bytes: Gauge,
@@ -162,6 +164,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         store_failing: Gauge::default(),
         store_commit_failures: Counter::default(),
         store_commit_seconds: fast_histogram(),
+        // 0.1 ms to about 1.6 s: a claim should take a millisecond or two.
+        store_claim_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
         store_writer_queue: Gauge::default(),
         database_bytes: Gauge::default(),
         wal_bytes: Gauge::default(),
@@ -285,6 +289,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "store_commit_duration_seconds",
         "How long each group commit took, from BEGIN to COMMIT",
         m.store_commit_seconds.clone(),
+    );
+    registry.register(
+        "store_claim_duration_seconds",
+        "How long each claim of due deliveries took (successful claims)",
+        m.store_claim_seconds.clone(),
     );
     registry.register(
         "store_writer_queue",
@@ -761,6 +770,11 @@ pub fn store_commit_failed() {
 /// A group commit took `took` (failed ones too).
 pub fn store_commit_finished(took: std::time::Duration) {
     METRICS.store_commit_seconds.observe(took.as_secs_f64());
+}
+
+/// A claim of due deliveries took `took`.
+pub fn store_claim_finished(took: std::time::Duration) {
+    METRICS.store_claim_seconds.observe(took.as_secs_f64());
 }
 
 /// What the store reports of itself at a scrape.

@@ -143,6 +143,7 @@ impl Dispatcher {
             }
             let mut claimed = Vec::new();
             if free > 0 {
+                let started = Instant::now();
                 match self
                     .store
                     .claim(
@@ -155,6 +156,7 @@ impl Dispatcher {
                     .await
                 {
                     Ok(c) => {
+                        crate::telemetry::store_claim_finished(started.elapsed());
                         claimed = c;
                         if claim_failures > 0 {
                             tracing::info!(

@@ -125,6 +125,7 @@ async fn readyz_fails_on_a_full_disk_and_recovers_when_space_is_freed() {
     assert!(metric(&d, "hookwire_wal_bytes").await > 0.0);
     assert!(metric(&d, "hookwire_database_bytes").await > 0.0);
     assert!(metric(&d, "hookwire_store_commit_duration_seconds_count").await > 0.0);
+    assert!(metric(&d, "hookwire_store_claim_duration_seconds_count").await > 0.0);
     assert_eq!(
         metric(
             &d,
