@@ -17,6 +17,11 @@ use crate::store::{Claimed, Finished, Lease, Recorded};
 ///
 /// A delivery with a `serialize_key` is due only while no earlier delivery
 /// of that key is unfinished: one probe of `deliveries_unfinished_by_key`.
+/// Those stored behind an unfinished one are `waiting_on_key` and not in
+/// the claim index at all (migration 0002), so a blocked key's backlog is
+/// never read; the probe keeps the order when more than one of a key is
+/// not waiting (two instances stored the first two at the same moment, or
+/// a person retried an earlier one).
 /// A claim running at the same moment on another instance that took the
 /// earlier one has not committed yet, so this one still sees it unfinished
 /// and passes over the later one: one key runs one delivery at a time.
@@ -26,7 +31,7 @@ fn claim_sql(state: &str, due: &str) -> String {
     format!(
         "WITH picked AS (
              SELECT d.id, d.{due} AS due FROM deliveries d
-             WHERE d.status = '{state}' AND d.{due} {cmp} $1
+             WHERE d.status = '{state}' AND d.{due} {cmp} $1 AND NOT d.waiting_on_key
                AND NOT (d.rule || '/' || d.action = ANY($3::text[]))
                AND (d.serialize_key IS NULL OR NOT EXISTS (
                    SELECT 1 FROM deliveries o
@@ -129,6 +134,54 @@ fn claimed_from_row(r: &Row) -> Res<Claimed> {
     })
 }
 
+/// The namespace of the `serialize_by` key locks: two-int4 advisory locks
+/// ("hkey"), a keyspace apart from the bigint ones of migrations and
+/// maintenance.
+const KEY_LOCKS: i32 = 0x686b_6579;
+
+/// Takes the transaction advisory lock of each key, in one order for every
+/// writer (by hash), so two writers never wait on each other in a circle.
+/// Whoever decides that a key's delivery waits (storing it) or stops
+/// waiting (finishing the one before it) holds the key's lock: under READ
+/// COMMITTED the next statement then sees what the previous holder
+/// committed, and a delivery stored while its key's head finishes is never
+/// left waiting behind nothing.
+pub(super) async fn lock_keys(tx: &deadpool_postgres::Transaction<'_>, keys: &[&str]) -> Res<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock($1, s.h)
+             FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY 1) AS s",
+        )
+        .await
+        .pg()?;
+    tx.execute(&stmt, &[&KEY_LOCKS, &keys]).await.pg()?;
+    Ok(())
+}
+
+/// The earliest unfinished delivery of each key stops waiting, if it was.
+/// Called under [`lock_keys`] after a delivery of these keys finished.
+pub(super) async fn wake_heads(tx: &deadpool_postgres::Transaction<'_>, keys: &[&str]) -> Res<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE deliveries d SET waiting_on_key = false
+             FROM (SELECT (SELECT o.id FROM deliveries o
+                           WHERE o.serialize_key = k AND o.status IN ('pending', 'running', 'retrying')
+                           ORDER BY o.id LIMIT 1) AS id
+                   FROM unnest($1::text[]) AS k) AS head
+             WHERE d.id = head.id AND d.waiting_on_key",
+        )
+        .await
+        .pg()?;
+    tx.execute(&stmt, &[&keys]).await.pg()?;
+    Ok(())
+}
+
 /// The ids and tokens of `held`, as two arrays for `unnest`.
 fn leases(held: &[Lease]) -> (Vec<&str>, Vec<i64>) {
     held.iter().map(|l| (l.delivery.as_str(), l.token)).unzip()
@@ -208,12 +261,13 @@ pub async fn finish(client: &mut Object, owner: &str, f: &Finished, now: i64) ->
         .prepare_cached(
             "UPDATE deliveries SET status = $2, next_attempt_at_ms = coalesce($3::bigint, next_attempt_at_ms),
                     lease_until_ms = NULL, updated_at_ms = $4, owner = NULL
-             WHERE id = $1 AND status = 'running' AND owner = $5 AND lease_token = $6",
+             WHERE id = $1 AND status = 'running' AND owner = $5 AND lease_token = $6
+             RETURNING serialize_key",
         )
         .await
         .pg()?;
-    let n = tx
-        .execute(
+    let moved = tx
+        .query_opt(
             &moved,
             &[
                 &f.lease.delivery.as_str(),
@@ -226,8 +280,15 @@ pub async fn finish(client: &mut Object, owner: &str, f: &Finished, now: i64) ->
         )
         .await
         .pg()?;
-    if n == 0 {
+    let Some(moved) = moved else {
         return Ok(Recorded::LeaseLost);
+    };
+    if f.state.is_final() {
+        let key: Option<String> = col(&moved, 0)?;
+        if let Some(key) = key.as_deref() {
+            lock_keys(&tx, &[key]).await?;
+            wake_heads(&tx, &[key]).await?;
+        }
     }
     let a = &f.attempt;
     let insert = tx

@@ -349,57 +349,72 @@ async fn ingest_one(client: &mut Object, p: &Prepared, now: i64) -> Res<IngestOu
     )
     .await
     .pg()?;
-    insert_deliveries(
-        &tx,
-        e.id.as_str(),
-        &e.deliveries,
-        e.received_at_ms,
-        now,
-        None,
-    )
-    .await?;
+    let rows: Vec<_> = e
+        .deliveries
+        .iter()
+        .map(|d| (e.id.as_str(), e.received_at_ms, d))
+        .collect();
+    insert_deliveries(&tx, &rows, now, None).await?;
     tx.commit().await.pg()?;
     Ok(IngestOutcome::Stored)
 }
 
-/// New `pending` deliveries of `event`, due at `due_at`, in one statement.
+/// New `pending` deliveries, each of its event and due at its time, in one
+/// statement. A keyed delivery waits on its key when an earlier one of the
+/// key is unfinished, stored before or in this same statement; the keys'
+/// locks are taken first (see [`claims::lock_keys`]).
 async fn insert_deliveries(
     tx: &deadpool_postgres::Transaction<'_>,
-    event: &str,
-    deliveries: &[NewDelivery],
-    due_at: i64,
+    rows: &[(&str, i64, &NewDelivery)],
     now: i64,
     replayed_by: Option<&str>,
 ) -> Res<()> {
-    if deliveries.is_empty() {
+    if rows.is_empty() {
         return Ok(());
     }
+    let mut keys: Vec<&str> = rows
+        .iter()
+        .filter_map(|(_, _, d)| d.serialize_key.as_deref())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    claims::lock_keys(tx, &keys).await?;
     let stmt = tx
         .prepare_cached(
             "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key,
-                                     next_attempt_at_ms, created_at_ms, updated_at_ms, replayed_by)
-             SELECT d.id, $1, d.rule, d.action, d.action_type, 'pending', d.serialize_key, $2, $3, $3, $4
-             FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
-                  AS d(id, rule, action, action_type, serialize_key)",
+                                     next_attempt_at_ms, created_at_ms, updated_at_ms, replayed_by, waiting_on_key)
+             SELECT d.id, d.event_id, d.rule, d.action, d.action_type, 'pending', d.serialize_key, d.due, $1, $1, $2,
+                    d.serialize_key IS NOT NULL AND (
+                        row_number() OVER (PARTITION BY d.serialize_key ORDER BY d.id) > 1
+                        OR EXISTS (SELECT 1 FROM deliveries o
+                                   WHERE o.serialize_key = d.serialize_key
+                                     AND o.status IN ('pending', 'running', 'retrying')))
+             FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[])
+                  AS d(id, event_id, due, rule, action, action_type, serialize_key)",
         )
         .await
         .pg()?;
-    let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
-    let rules: Vec<&str> = deliveries.iter().map(|d| d.rule.as_str()).collect();
-    let actions: Vec<&str> = deliveries.iter().map(|d| d.action.as_str()).collect();
-    let types: Vec<&str> = deliveries.iter().map(|d| d.action_type.as_str()).collect();
-    let keys: Vec<Option<&str>> = deliveries
+    let ids: Vec<&str> = rows.iter().map(|(_, _, d)| d.id.as_str()).collect();
+    let events: Vec<&str> = rows.iter().map(|(e, _, _)| *e).collect();
+    let due: Vec<i64> = rows.iter().map(|(_, due, _)| *due).collect();
+    let rules: Vec<&str> = rows.iter().map(|(_, _, d)| d.rule.as_str()).collect();
+    let actions: Vec<&str> = rows.iter().map(|(_, _, d)| d.action.as_str()).collect();
+    let types: Vec<&str> = rows
         .iter()
-        .map(|d| d.serialize_key.as_deref())
+        .map(|(_, _, d)| d.action_type.as_str())
+        .collect();
+    let keys: Vec<Option<&str>> = rows
+        .iter()
+        .map(|(_, _, d)| d.serialize_key.as_deref())
         .collect();
     tx.execute(
         &stmt,
         &[
-            &event,
-            &due_at,
             &now,
             &replayed_by,
             &ids,
+            &events,
+            &due,
             &rules,
             &actions,
             &types,
@@ -562,7 +577,7 @@ async fn retry_delivery(
     }
     tx.execute(
         "UPDATE deliveries SET status = 'pending', attempts = 0, manual_retries = manual_retries + 1, retried_by = $3,
-                next_attempt_at_ms = $2, lease_until_ms = NULL, updated_at_ms = $2 WHERE id = $1",
+                next_attempt_at_ms = $2, lease_until_ms = NULL, updated_at_ms = $2, waiting_on_key = false WHERE id = $1",
         &[&id, &now, &request],
     )
     .await
@@ -981,7 +996,11 @@ impl Store for PostgresStore {
             let mut client = self.client().await?;
             let tx = client.transaction().await.pg()?;
             let now = now_ms();
-            insert_deliveries(&tx, &event, &deliveries, now, now, Some(&request)).await?;
+            let rows: Vec<_> = deliveries
+                .iter()
+                .map(|d| (event.as_str(), now, d))
+                .collect();
+            insert_deliveries(&tx, &rows, now, Some(&request)).await?;
             tx.commit().await.pg()?;
             if !deliveries.is_empty() {
                 self.link.work_added();

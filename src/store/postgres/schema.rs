@@ -8,7 +8,10 @@ use super::{Pg, Res};
 use crate::store::StoreError;
 
 /// Each migration runs once, in order; `hookwire_schema` records which ran.
-pub const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_waiting_on_key.sql"),
+];
 
 /// The advisory lock key the migrations are run under: "hookwire" in ASCII.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_7769_7265;

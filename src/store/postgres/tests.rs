@@ -653,3 +653,163 @@ async fn ingest_waits_at_most_five_seconds() {
     );
     tx.rollback().await.unwrap();
 }
+
+/// Candidate rows a claim's plan read: the sum, over every node scanning
+/// `deliveries` as the claim's `d`, of the rows it returned and the rows it
+/// filtered out (the probes of earlier deliveries scan it as `o`).
+fn candidates_read(plan: &serde_json::Value) -> u64 {
+    let mut read = 0;
+    if plan["Relation Name"] == "deliveries" && plan["Alias"] == "d" {
+        read += [
+            "Actual Rows",
+            "Rows Removed by Filter",
+            "Rows Removed by Index Recheck",
+        ]
+        .iter()
+        .map(|k| plan[k].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    }
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        read += candidates_read(child);
+    }
+    read
+}
+
+/// A key whose head runs holds its backlog out of the claim index: a claim
+/// reads the other keys' due rows only, however many wait on the blocked
+/// key, and the head's finish lets the next one of its key go.
+#[tokio::test]
+async fn a_blocked_keys_backlog_is_never_read() {
+    let store = open();
+    let owner = InstanceId::new();
+    let lease = Duration::from_secs(30);
+    let mut blocked = Vec::new();
+    for _ in 0..301 {
+        let (mut e, d) = one_delivery();
+        e.deliveries[0].serialize_key = Some("busy".into());
+        store.ingest(e).await.unwrap();
+        blocked.push(d);
+    }
+    let (mut other, other_id) = one_delivery();
+    other.deliveries[0].serialize_key = Some("quiet".into());
+    store.ingest(other).await.unwrap();
+
+    let head = store
+        .claim(&owner, now_ms(), 1, lease, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        head.iter().map(|c| &c.id).collect::<Vec<_>>(),
+        [&blocked[0]]
+    );
+    let client = store.client().await.unwrap();
+    let waiting: i64 = client
+        .query_one("SELECT count(*) FROM deliveries WHERE waiting_on_key", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 300);
+
+    // The claim of pending rows, analysed and rolled back.
+    let sql = &super::claims::claim_statements()[0];
+    let until = now_ms() + 30_000;
+    let explained = client
+        .simple_query(&format!(
+            "BEGIN; PREPARE pending_claim AS {sql};
+             EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE pending_claim({}, 10, '{{}}', {until}, 'x');
+             ROLLBACK;",
+            now_ms()
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&explained).unwrap();
+    let read = candidates_read(&plan[0]["Plan"]);
+    assert!(
+        (1..=2).contains(&read),
+        "the claim read {read} rows:\n{plan:#}"
+    );
+
+    let quiet = store
+        .claim(&owner, now_ms(), 10, lease, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(quiet.iter().map(|c| &c.id).collect::<Vec<_>>(), [&other_id]);
+    let ok = finished(
+        &head[0],
+        AttemptOutcome::Succeeded,
+        DeliveryState::Succeeded,
+    );
+    store.finish(&owner, ok).await.unwrap();
+    let next = store
+        .claim(&owner, now_ms(), 10, lease, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|c| &c.id).collect::<Vec<_>>(),
+        [&blocked[1]]
+    );
+    let waiting: i64 = client
+        .query_one("SELECT count(*) FROM deliveries WHERE waiting_on_key", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 299);
+}
+
+/// A delivery stored on one instance while its key's head finishes on
+/// another is never left waiting behind nothing: the key's lock orders the
+/// two, whichever commits first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_stored_as_its_head_finishes_is_claimable() {
+    let url = database();
+    let (a, b) = (
+        Arc::new(PostgresStore::open(&url).unwrap()),
+        Arc::new(PostgresStore::open(&url).unwrap()),
+    );
+    let owner = InstanceId::new();
+    let lease = Duration::from_secs(30);
+    for round in 0..40 {
+        let key = format!("race-{round}");
+        let (mut e, _) = one_delivery();
+        e.deliveries[0].serialize_key = Some(key.clone());
+        a.ingest(e).await.unwrap();
+        let head = a
+            .claim(&owner, now_ms(), 1, lease, Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(head.len(), 1);
+        let (mut next, next_id) = one_delivery();
+        next.deliveries[0].serialize_key = Some(key);
+        let ok = finished(
+            &head[0],
+            AttemptOutcome::Succeeded,
+            DeliveryState::Succeeded,
+        );
+        let owner2 = owner.clone();
+        let a2 = a.clone();
+        let finishing = tokio::spawn(async move { a2.finish(&owner2, ok).await.unwrap() });
+        b.ingest(next).await.unwrap();
+        finishing.await.unwrap();
+        let claimed = b
+            .claim(&owner, now_ms(), 1, lease, Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            claimed.iter().map(|c| &c.id).collect::<Vec<_>>(),
+            [&next_id],
+            "round {round}: the next delivery of the key was left waiting"
+        );
+        let ok = finished(
+            &claimed[0],
+            AttemptOutcome::Succeeded,
+            DeliveryState::Succeeded,
+        );
+        b.finish(&owner, ok).await.unwrap();
+    }
+}
