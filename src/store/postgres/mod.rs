@@ -39,6 +39,7 @@
 
 mod claims;
 mod connect;
+mod ingest;
 mod notify;
 mod schema;
 #[cfg(test)]
@@ -190,6 +191,9 @@ pub struct PostgresStore {
     health: Arc<Health>,
     /// This instance's line to the others on the database.
     link: notify::Link,
+    /// This instance's ingest committers, started on the first ingest
+    /// (there is a runtime to run them on by then).
+    group_commit: std::sync::OnceLock<ingest::GroupCommit>,
 }
 
 impl PostgresStore {
@@ -218,6 +222,7 @@ impl PostgresStore {
             pool: target.pool(pool_size)?,
             health: Arc::new(Health::default()),
             link: notify::Link::new(target),
+            group_commit: std::sync::OnceLock::new(),
         })
     }
 
@@ -274,89 +279,6 @@ fn migrate_on_own_runtime(target: &Target) -> Res<()> {
 struct CannotConnect {
     server: String,
     error: DriverError,
-}
-
-/// Claims a dedup key for an event, or replaces an expired claim of it:
-/// returns the row when this event now holds the key, nothing when a copy
-/// received within the window holds it. A concurrent copy's uncommitted
-/// row makes this wait for its transaction, then see it.
-const DEDUP_CLAIM: &str = "INSERT INTO dedup (source, key, event_id, created_at_ms) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (source, key) DO UPDATE SET event_id = EXCLUDED.event_id, created_at_ms = EXCLUDED.created_at_ms
-     WHERE dedup.created_at_ms <= EXCLUDED.created_at_ms - $5
-     RETURNING event_id";
-
-/// Stores an event, or finds the copy whose dedup key it repeats.
-async fn ingest_one(client: &mut Object, p: &Prepared, now: i64) -> Res<IngestOutcome> {
-    let e = &p.event;
-    let tx = client.transaction().await.pg()?;
-    if let Some(key) = &e.dedup_key {
-        let claim = tx.prepare_cached(DEDUP_CLAIM).await.pg()?;
-        let first = tx
-            .prepare_cached("SELECT event_id FROM dedup WHERE source = $1 AND key = $2")
-            .await
-            .pg()?;
-        // The holder found by the conflict could be gone before it is read
-        // (its transaction rolled back): then claim again.
-        let mut tries = 0;
-        loop {
-            let params: [&(dyn ToSql + Sync); 5] = [
-                &e.source,
-                key,
-                &e.id.as_str(),
-                &e.received_at_ms,
-                &DEDUP_WINDOW_MS,
-            ];
-            if tx.query_opt(&claim, &params).await.pg()?.is_some() {
-                break;
-            }
-            if let Some(row) = tx.query_opt(&first, &[&e.source, key]).await.pg()? {
-                let first = id_col(&row, 0, EventId::parse)?;
-                return Ok(IngestOutcome::Duplicate { first });
-            }
-            tries += 1;
-            if tries == 3 {
-                return Err(StoreError::Unavailable(
-                    "the dedup key kept changing hands; try again".into(),
-                ));
-            }
-        }
-    }
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO events (id, source, received_at_ms, method, path, query, headers, body, payload, facts, trace, matched, matched_any, dedup_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .await
-        .pg()?;
-    tx.execute(
-        &insert,
-        &[
-            &e.id.as_str(),
-            &e.source,
-            &e.received_at_ms,
-            &e.method,
-            &e.path,
-            &e.query,
-            &p.headers,
-            &e.body.as_ref(),
-            &p.payload,
-            &p.facts,
-            &p.trace,
-            &p.matched,
-            &!e.matched.is_empty(),
-            &e.dedup_key,
-        ],
-    )
-    .await
-    .pg()?;
-    let rows: Vec<_> = e
-        .deliveries
-        .iter()
-        .map(|d| (e.id.as_str(), e.received_at_ms, d))
-        .collect();
-    insert_deliveries(&tx, &rows, now, None).await?;
-    tx.commit().await.pg()?;
-    Ok(IngestOutcome::Stored)
 }
 
 /// New `pending` deliveries, each of its event and due at its time, in one
@@ -700,27 +622,26 @@ impl Store for PostgresStore {
     fn ingest(&self, event: NewEvent) -> BoxFuture<'_, Result<IngestOutcome, StoreError>> {
         Box::pin(async move {
             let prepared = Prepared::new(event)?;
+            let has_work = !prepared.event.deliveries.is_empty();
+            let group = self
+                .group_commit
+                .get_or_init(|| ingest::GroupCommit::start(self.pool.clone()));
             // SPEC §7: ingest waits at most this long for the database, then
             // answers 503. A commit that lands just after is not acknowledged:
             // the sender sends again, and a dedup key makes that a duplicate.
-            let stored = tokio::time::timeout(connect::WAIT, async {
-                let mut client = self.client().await?;
-                ingest_one(&mut client, &prepared, now_ms()).await
-            })
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "the database did not answer within {} s",
-                    connect::WAIT.as_secs()
-                )))
-            });
+            let stored = tokio::time::timeout(connect::WAIT, group.ingest(prepared))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(format!(
+                        "the database did not answer within {} s",
+                        connect::WAIT.as_secs()
+                    )))
+                });
             let stored = self.wrote(stored, |o| *o == IngestOutcome::Stored);
             if stored.is_err() {
                 self.health.refused();
             }
-            if stored.as_ref().is_ok_and(|o| *o == IngestOutcome::Stored)
-                && !prepared.event.deliveries.is_empty()
-            {
+            if stored.as_ref().is_ok_and(|o| *o == IngestOutcome::Stored) && has_work {
                 self.link.work_added();
             }
             stored

@@ -813,3 +813,114 @@ async fn a_delivery_stored_as_its_head_finishes_is_claimable() {
         b.finish(&owner, ok).await.unwrap();
     }
 }
+
+/// Concurrent ingests share transactions (group commit), and a batch gets
+/// every outcome right: copies of one key inside the batch and copies of a
+/// key stored before it are duplicates of the one stored event; the rest
+/// are stored with their deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ingests_share_commits_and_keep_dedup() {
+    let store = Arc::new(open());
+    let (mut before, _) = one_delivery();
+    before.dedup_key = Some("old".into());
+    let before_id = before.id.clone();
+    assert_eq!(store.ingest(before).await.unwrap(), IngestOutcome::Stored);
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut e, _) = one_delivery();
+            e.dedup_key = match i % 3 {
+                0 => None,
+                1 => Some(format!("k{}", i % 10)),
+                _ => Some("old".into()),
+            };
+            let id = e.id.clone();
+            let key = e.dedup_key.clone();
+            (id, key, store.ingest(e).await.unwrap())
+        }));
+    }
+    let mut firsts: std::collections::HashMap<Option<String>, Vec<_>> = Default::default();
+    let mut stored = 0;
+    for t in tasks {
+        let (id, key, outcome) = t.await.unwrap();
+        match outcome {
+            IngestOutcome::Stored => {
+                stored += 1;
+                if key.is_some() {
+                    firsts.entry(key).or_default().push(id);
+                }
+            }
+            IngestOutcome::Duplicate { first } => {
+                if key.as_deref() == Some("old") {
+                    assert_eq!(first, before_id);
+                } else {
+                    firsts.entry(key).or_default().push(first);
+                }
+            }
+        }
+    }
+    // 100 without a key and one of each of k0..k9 (ten copies apiece);
+    // every copy of a key names the one stored.
+    assert_eq!(stored, 110);
+    assert_eq!(firsts.len(), 10);
+    for (key, ids) in &firsts {
+        assert!(ids.iter().all(|id| *id == ids[0]), "{key:?}: {ids:?}");
+        assert!(store.event(&ids[0]).await.unwrap().is_some());
+    }
+    let transactions = store
+        .group_commit
+        .get()
+        .unwrap()
+        .transactions
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        transactions < 200,
+        "{transactions} transactions for 301 events"
+    );
+    let client = store.client().await.unwrap();
+    let deliveries: i64 = client
+        .query_one("SELECT count(*) FROM deliveries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(deliveries, 111);
+}
+
+/// An event the database refuses fails alone: the rest of its batch is
+/// stored one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refused_event_does_not_fail_its_batch() {
+    let store = Arc::new(open());
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut e, _) = one_delivery();
+            if i == 30 {
+                // PostgreSQL's text cannot hold a NUL character.
+                e.path = "/hooks/a\0b".into();
+            }
+            (i, store.ingest(e).await)
+        }));
+    }
+    let mut refused = Vec::new();
+    for t in tasks {
+        let (i, outcome) = t.await.unwrap();
+        match outcome {
+            Ok(o) => assert_eq!(o, IngestOutcome::Stored),
+            Err(e) => {
+                assert!(!e.is_unavailable(), "{e}");
+                refused.push(i);
+            }
+        }
+    }
+    assert_eq!(refused, [30]);
+    let client = store.client().await.unwrap();
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 59);
+}
