@@ -316,6 +316,16 @@ impl StoreError {
         )
     }
 
+    /// The same kind of error with the same message, for each of several
+    /// callers that one failed batch answers.
+    pub fn same(&self) -> StoreError {
+        if self.is_unavailable() {
+            StoreError::Unavailable(self.message())
+        } else {
+            StoreError::Database(self.message())
+        }
+    }
+
     /// The cause without the kind prefix, for wrapping into another kind.
     pub fn message(&self) -> String {
         match self {

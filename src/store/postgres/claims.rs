@@ -200,15 +200,19 @@ pub async fn renew(
     let (ids, tokens) = leases(held);
     let stmt = client
         .prepare_cached(
-            "UPDATE deliveries d SET lease_until_ms = $1
-             FROM unnest($2::text[], $3::bigint[]) AS h(id, token)
-             WHERE d.id = h.id AND d.lease_token = h.token AND d.status = 'running' AND d.owner = $4
-             RETURNING d.id",
+            concat!(
+                "WITH ",
+                locked_in_order!(),
+                " UPDATE deliveries d SET lease_until_ms = $4
+                  FROM unnest($1::text[], $2::bigint[]) AS h(id, token) JOIN locked l ON l.id = h.id
+                  WHERE d.id = h.id AND d.lease_token = h.token AND d.status = 'running' AND d.owner = $3
+                  RETURNING d.id"
+            ),
         )
         .await
         .pg()?;
     let kept: std::collections::HashSet<String> = client
-        .query(&stmt, &[&until, &ids, &tokens, &owner])
+        .query(&stmt, &[&ids, &tokens, &owner, &until])
         .await
         .pg()?
         .iter()
@@ -251,77 +255,135 @@ pub async fn release(
     Ok(())
 }
 
-/// See [`crate::store::Store::finish`]: the delivery moves on only under
-/// the lease that ran the attempt, and only then is the attempt written,
-/// in the same transaction. A takeover that committed first has bumped the
-/// token, so this update matches nothing.
-pub async fn finish(client: &mut Object, owner: &str, f: &Finished, now: i64) -> Res<Recorded> {
-    let tx = client.transaction().await.pg()?;
-    let moved = tx
-        .prepare_cached(
-            "UPDATE deliveries SET status = $2, next_attempt_at_ms = coalesce($3::bigint, next_attempt_at_ms),
-                    lease_until_ms = NULL, updated_at_ms = $4, owner = NULL
-             WHERE id = $1 AND status = 'running' AND owner = $5 AND lease_token = $6
-             RETURNING serialize_key",
-        )
-        .await
-        .pg()?;
-    let moved = tx
-        .query_opt(
-            &moved,
-            &[
-                &f.lease.delivery.as_str(),
-                &f.state.as_str(),
-                &f.next_attempt_at_ms,
-                &now,
-                &owner,
-                &f.lease.token,
-            ],
-        )
-        .await
-        .pg()?;
-    let Some(moved) = moved else {
-        return Ok(Recorded::LeaseLost);
+/// Locks the deliveries named by `$1` in id order, for the statements that
+/// update several held deliveries at once (heartbeats and finishes of one
+/// instance may overlap; one locking order means they never deadlock).
+macro_rules! locked_in_order {
+    () => {
+        "locked AS (SELECT d.id FROM deliveries d WHERE d.id = ANY($1::text[]) ORDER BY d.id FOR UPDATE)"
     };
-    if f.state.is_final() {
-        let key: Option<String> = col(&moved, 0)?;
-        if let Some(key) = key.as_deref() {
-            lock_keys(&tx, &[key]).await?;
-            wake_heads(&tx, &[key]).await?;
-        }
-    }
-    let a = &f.attempt;
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome, status_code,
-                                   exit_code, error, response, budget_number, round, requested_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
+}
+pub(super) use locked_in_order;
+
+/// Moves each delivery on under the lease that ran its attempt; returns
+/// those that moved, with their `serialize_key`. A takeover that committed
+/// first bumped the token, so its row matches nothing.
+const FINISH: &str = concat!(
+    "WITH ",
+    locked_in_order!(),
+    ", f AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])
+                AS f(id, token, owner, state, next_at))
+     UPDATE deliveries d SET status = f.state, next_attempt_at_ms = coalesce(f.next_at, d.next_attempt_at_ms),
+            lease_until_ms = NULL, updated_at_ms = $6, owner = NULL
+     FROM f JOIN locked l ON l.id = f.id
+     WHERE d.id = f.id AND d.status = 'running' AND d.owner = f.owner AND d.lease_token = f.token
+     RETURNING d.id, d.serialize_key"
+);
+
+const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome,
+                          status_code, exit_code, error, response, budget_number, round, requested_by)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::text[], $7::int[],
+                          $8::int[], $9::text[], $10::bytea[], $11::int[], $12::int[], $13::text[])";
+
+/// See [`crate::store::Store::finish`], for a batch of finishes of any
+/// owners: in one transaction, each delivery moves on only under the lease
+/// that ran the attempt, and only those that moved get their attempt
+/// written; a finished keyed delivery lets the next one of its key go.
+pub async fn finish(
+    client: &mut Object,
+    done: &[(String, Finished)],
+    now: i64,
+) -> Res<Vec<Recorded>> {
+    let tx = client.transaction().await.pg()?;
+    let ids: Vec<&str> = done
+        .iter()
+        .map(|(_, f)| f.lease.delivery.as_str())
+        .collect();
+    let tokens: Vec<i64> = done.iter().map(|(_, f)| f.lease.token).collect();
+    let owners: Vec<&str> = done.iter().map(|(o, _)| o.as_str()).collect();
+    let states: Vec<&str> = done.iter().map(|(_, f)| f.state.as_str()).collect();
+    let next: Vec<Option<i64>> = done.iter().map(|(_, f)| f.next_attempt_at_ms).collect();
+    let stmt = tx.prepare_cached(FINISH).await.pg()?;
+    let mut moved: std::collections::HashMap<String, Option<String>> = Default::default();
+    for r in tx
+        .query(&stmt, &[&ids, &tokens, &owners, &states, &next, &now])
         .await
-        .pg()?;
-    let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
-    tx.execute(
-        &insert,
-        &[
-            &a.id.as_str(),
-            &f.lease.delivery.as_str(),
-            &int(a.number),
-            &a.started_at_ms,
-            &a.duration_ms,
-            &a.outcome.as_str(),
-            &a.status_code.map(i32::from),
-            &a.exit_code,
-            &a.error,
-            &a.response,
-            &int(a.budget_number),
-            &int(a.round),
-            &a.requested_by,
-        ],
-    )
-    .await
-    .pg()?;
+        .pg()?
+    {
+        moved.insert(col(&r, 0)?, col(&r, 1)?);
+    }
+    let recorded: Vec<(&Finished, bool)> = done
+        .iter()
+        .map(|(_, f)| (f, moved.contains_key(f.lease.delivery.as_str())))
+        .collect();
+    let written: Vec<&Finished> = recorded
+        .iter()
+        .filter(|(_, m)| *m)
+        .map(|(f, _)| *f)
+        .collect();
+    insert_attempts(&tx, &written).await?;
+    let mut keys: Vec<&str> = written
+        .iter()
+        .filter(|f| f.state.is_final())
+        .filter_map(|f| moved.get(f.lease.delivery.as_str())?.as_deref())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    lock_keys(&tx, &keys).await?;
+    wake_heads(&tx, &keys).await?;
     tx.commit().await.pg()?;
-    Ok(Recorded::Yes)
+    Ok(recorded
+        .iter()
+        .map(|(_, m)| {
+            if *m {
+                Recorded::Yes
+            } else {
+                Recorded::LeaseLost
+            }
+        })
+        .collect())
+}
+
+fn without_nul(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "\u{fffd}").into()
+    } else {
+        s.into()
+    }
+}
+
+async fn insert_attempts(tx: &deadpool_postgres::Transaction<'_>, done: &[&Finished]) -> Res<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    macro_rules! column {
+        ($f:expr) => {
+            done.iter().map(|f| &f.attempt).map($f).collect::<Vec<_>>()
+        };
+    }
+    let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    let delivery: Vec<&str> = done.iter().map(|f| f.lease.delivery.as_str()).collect();
+    let id = column!(|a| a.id.as_str());
+    let number = column!(|a| int(a.number));
+    let started = column!(|a| a.started_at_ms);
+    let duration = column!(|a| a.duration_ms);
+    let outcome = column!(|a| a.outcome.as_str());
+    let status = column!(|a| a.status_code.map(i32::from));
+    let exit = column!(|a| a.exit_code);
+    // PostgreSQL's text cannot hold NUL, which a receiver's or a
+    // command's output quoted in an error may carry.
+    let error = column!(|a| a.error.as_deref().map(without_nul));
+    let response = column!(|a| a.response.as_slice());
+    let budget = column!(|a| int(a.budget_number));
+    let round = column!(|a| int(a.round));
+    let requested = column!(|a| a.requested_by.as_deref());
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+        &id, &delivery, &number, &started, &duration, &outcome, &status, &exit, &error, &response,
+        &budget, &round, &requested,
+    ];
+    let stmt = tx.prepare_cached(INSERT_ATTEMPTS).await.pg()?;
+    tx.execute(&stmt, &params).await.pg()?;
+    Ok(())
 }
 
 /// See [`crate::store::Store::requeue_own`]: `owner`'s running deliveries

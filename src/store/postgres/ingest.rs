@@ -1,6 +1,6 @@
 //! Ingest on PostgreSQL, with group commit: the requests that arrive while
 //! a transaction is being written share the next one. A few committer tasks
-//! per instance take whatever is queued (up to [`MAX_BATCH`]) and store it
+//! per instance ([`Batcher`]) take whatever is queued (up to [`MAX_BATCH`]) and store it
 //! with one statement per table — the dedup keys, the events, the
 //! deliveries — and one commit, so the database flushes its log once for
 //! the lot and each request costs a few array elements instead of four
@@ -11,13 +11,11 @@
 //! is stored again one event per transaction, so one bad event fails alone.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{Object, Pool, Transaction};
-use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
+use super::batch::Batcher;
 use super::{Pg, Res, col, id_col, insert_deliveries, pool_err};
 use crate::clock::now_ms;
 use crate::ids::EventId;
@@ -27,82 +25,31 @@ use crate::store::{DEDUP_WINDOW_MS, IngestOutcome, Prepared, StoreError};
 /// enough that one transaction's arrays stay a few megabytes.
 const MAX_BATCH: usize = 128;
 
-/// Transactions in flight per instance: while some commit, another
-/// gathers the next batch.
+/// Transactions in flight per instance.
 const COMMITTERS: usize = 3;
 
-/// Requests waiting for a committer; beyond this a request waits to queue
-/// (within its 5 s bound).
-const QUEUE: usize = 4096;
+/// This instance's ingest committers.
+pub(super) type GroupCommit = Batcher<Prepared, IngestOutcome>;
 
-struct Job {
-    event: Prepared,
-    reply: oneshot::Sender<Res<IngestOutcome>>,
-}
-
-/// The queue in front of this instance's committers.
-pub(super) struct GroupCommit {
-    queue: mpsc::Sender<Job>,
-    /// Transactions written so far (tests read it to see batching).
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(super) transactions: Arc<AtomicU64>,
-}
-
-impl GroupCommit {
-    /// Starts the committers on the current runtime; they end when this is
-    /// dropped and the queue is drained.
-    pub(super) fn start(pool: Pool) -> Self {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        let transactions = Arc::new(AtomicU64::new(0));
-        for _ in 0..COMMITTERS {
-            tokio::spawn(committer(pool.clone(), rx.clone(), transactions.clone()));
+/// Starts the committers on the current runtime.
+pub(super) fn group_commit(pool: Pool) -> GroupCommit {
+    Batcher::start(COMMITTERS, MAX_BATCH, move |events: Vec<Prepared>| {
+        let pool = pool.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let refs: Vec<&Prepared> = events.iter().collect();
+            let outcomes = commit(&pool, &refs).await;
+            crate::telemetry::store_commit_finished(started.elapsed());
+            outcomes
         }
-        Self {
-            queue,
-            transactions,
-        }
-    }
-
-    /// Stores one event in the next group commit; answers after it.
-    pub(super) async fn ingest(&self, event: Prepared) -> Res<IngestOutcome> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || StoreError::Unavailable("the store is shutting down".into());
-        self.queue
-            .send(Job { event, reply })
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
-    }
-}
-
-async fn committer(pool: Pool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, transactions: Arc<AtomicU64>) {
-    loop {
-        let mut batch = Vec::new();
-        {
-            let mut rx = rx.lock().await;
-            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return;
-            }
-        }
-        let events: Vec<&Prepared> = batch.iter().map(|j| &j.event).collect();
-        let started = std::time::Instant::now();
-        let outcomes = commit(&pool, &events).await;
-        transactions.fetch_add(1, Ordering::Relaxed);
-        crate::telemetry::store_commit_finished(started.elapsed());
-        for (job, outcome) in batch.into_iter().zip(outcomes) {
-            // The request may have given up waiting; its event is stored
-            // all the same, and a resend is a duplicate of it.
-            let _ = job.reply.send(outcome);
-        }
-    }
+    })
 }
 
 /// Stores `events` in one transaction; one outcome per event, in order.
 async fn commit(pool: &Pool, events: &[&Prepared]) -> Vec<Res<IngestOutcome>> {
     let mut client = match pool.get().await.map_err(pool_err) {
         Ok(c) => c,
-        Err(e) => return each(events.len(), &e),
+        Err(e) => return events.iter().map(|_| Err(e.same())).collect(),
     };
     let now = now_ms();
     if let [one] = events {
@@ -110,7 +57,7 @@ async fn commit(pool: &Pool, events: &[&Prepared]) -> Vec<Res<IngestOutcome>> {
     }
     match batch(&mut client, events, now).await {
         Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-        Err(e) if e.is_unavailable() => each(events.len(), &e),
+        Err(e) if e.is_unavailable() => events.iter().map(|_| Err(e.same())).collect(),
         Err(e) => {
             tracing::debug!(error = %e, events = events.len(), "a group commit failed; storing its events one by one");
             let mut outcomes = Vec::with_capacity(events.len());
@@ -120,19 +67,6 @@ async fn commit(pool: &Pool, events: &[&Prepared]) -> Vec<Res<IngestOutcome>> {
             outcomes
         }
     }
-}
-
-/// The same failure for each of `n` events.
-fn each(n: usize, e: &StoreError) -> Vec<Res<IngestOutcome>> {
-    (0..n)
-        .map(|_| {
-            Err(if e.is_unavailable() {
-                StoreError::Unavailable(e.message())
-            } else {
-                StoreError::Database(e.message())
-            })
-        })
-        .collect()
 }
 
 /// Claims a dedup key for an event, or replaces an expired claim of it:

@@ -37,6 +37,7 @@
 //! under a leader lock, a pool-size flag, and pruning paced by its own
 //! timing as SQLite's is.
 
+mod batch;
 mod claims;
 mod connect;
 mod ingest;
@@ -194,6 +195,50 @@ pub struct PostgresStore {
     /// This instance's ingest committers, started on the first ingest
     /// (there is a runtime to run them on by then).
     group_commit: std::sync::OnceLock<ingest::GroupCommit>,
+    /// This instance's finish writers, likewise.
+    finishes: std::sync::OnceLock<Finishes>,
+}
+
+/// Finishes of attempts, batched: workers write what the dispatcher's
+/// workers finished meanwhile in one transaction.
+type Finishes = batch::Batcher<(String, Finished), Recorded>;
+
+/// Finishes per transaction at most, and transactions in flight.
+const FINISH_BATCH: usize = 64;
+const FINISH_WRITERS: usize = 2;
+
+fn finishes(pool: Pool) -> Finishes {
+    batch::Batcher::start(
+        FINISH_WRITERS,
+        FINISH_BATCH,
+        move |done: Vec<(String, Finished)>| {
+            let pool = pool.clone();
+            async move {
+                let mut client = match pool.get().await.map_err(pool_err) {
+                    Ok(c) => c,
+                    Err(e) => return done.iter().map(|_| Err(e.same())).collect(),
+                };
+                match claims::finish(&mut client, &done, now_ms()).await {
+                    Ok(recorded) => recorded.into_iter().map(Ok).collect(),
+                    Err(e) if e.is_unavailable() || done.len() == 1 => {
+                        done.iter().map(|_| Err(e.same())).collect()
+                    }
+                    // Refused for one of them: each on its own, so it fails alone.
+                    Err(_) => {
+                        let mut each = Vec::with_capacity(done.len());
+                        for one in done.chunks(1) {
+                            let recorded = claims::finish(&mut client, one, now_ms()).await;
+                            each.push(
+                                recorded
+                                    .map(|r| r.into_iter().next().unwrap_or(Recorded::LeaseLost)),
+                            );
+                        }
+                        each
+                    }
+                }
+            }
+        },
+    )
 }
 
 impl PostgresStore {
@@ -223,6 +268,7 @@ impl PostgresStore {
             health: Arc::new(Health::default()),
             link: notify::Link::new(target),
             group_commit: std::sync::OnceLock::new(),
+            finishes: std::sync::OnceLock::new(),
         })
     }
 
@@ -625,11 +671,11 @@ impl Store for PostgresStore {
             let has_work = !prepared.event.deliveries.is_empty();
             let group = self
                 .group_commit
-                .get_or_init(|| ingest::GroupCommit::start(self.pool.clone()));
+                .get_or_init(|| ingest::group_commit(self.pool.clone()));
             // SPEC §7: ingest waits at most this long for the database, then
             // answers 503. A commit that lands just after is not acknowledged:
             // the sender sends again, and a dedup key makes that a duplicate.
-            let stored = tokio::time::timeout(connect::WAIT, group.ingest(prepared))
+            let stored = tokio::time::timeout(connect::WAIT, group.submit(prepared))
                 .await
                 .unwrap_or_else(|_| {
                     Err(StoreError::Unavailable(format!(
@@ -751,11 +797,8 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'_, Result<Recorded, StoreError>> {
         let owner = owner.to_string();
         Box::pin(async move {
-            let recorded = async {
-                let mut client = self.client().await?;
-                claims::finish(&mut client, &owner, &finished, now_ms()).await
-            }
-            .await;
+            let finishes = self.finishes.get_or_init(|| finishes(self.pool.clone()));
+            let recorded = finishes.submit((owner, finished)).await;
             self.wrote(recorded, |r| *r == Recorded::Yes)
         })
     }

@@ -11,7 +11,9 @@ use super::{PostgresStore, schema::MIGRATIONS};
 use crate::clock::now_ms;
 use crate::ids::{DeliveryId, InstanceId};
 use crate::store::conformance::{finished, one_delivery};
-use crate::store::{AttemptOutcome, DeliveryState, IngestOutcome, NewDelivery, Store, StoreError};
+use crate::store::{
+    AttemptOutcome, DeliveryState, IngestOutcome, NewDelivery, Recorded, Store, StoreError,
+};
 
 fn open() -> PostgresStore {
     PostgresStore::open(&database()).unwrap()
@@ -872,7 +874,7 @@ async fn concurrent_ingests_share_commits_and_keep_dedup() {
         .group_commit
         .get()
         .unwrap()
-        .transactions
+        .batches
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(
         transactions < 200,
@@ -923,4 +925,52 @@ async fn one_refused_event_does_not_fail_its_batch() {
         .unwrap()
         .get(0);
     assert_eq!(events, 59);
+}
+
+/// The finishes of many workers share transactions and keep each one's
+/// fencing: a stale lease in the batch records nothing, the rest one
+/// attempt apiece; an error text with a NUL (a command's output, say) is
+/// stored with the NUL replaced instead of failing the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finishes_share_transactions_and_stay_fenced() {
+    let store = Arc::new(open());
+    let owner = InstanceId::new();
+    for _ in 0..120 {
+        store.ingest(one_delivery().0).await.unwrap();
+    }
+    let claimed = store
+        .claim(&owner, now_ms(), 200, Duration::from_secs(30), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 120);
+    let nul = claimed[7].id.clone();
+    let mut tasks = Vec::new();
+    for (i, c) in claimed.iter().enumerate() {
+        let (store, owner) = (store.clone(), owner.clone());
+        let mut done = finished(c, AttemptOutcome::Succeeded, DeliveryState::Succeeded);
+        if i == 7 {
+            done.attempt.error = Some("stderr: a\0b".into());
+        }
+        if i == 3 {
+            done.lease.token += 1;
+        }
+        tasks.push(tokio::spawn(async move { store.finish(&owner, done).await.unwrap() }));
+    }
+    let mut recorded = Vec::new();
+    for t in tasks {
+        recorded.push(t.await.unwrap());
+    }
+    assert_eq!(recorded[3], Recorded::LeaseLost);
+    assert_eq!(recorded.iter().filter(|r| **r == Recorded::Yes).count(), 119);
+    assert!(store.attempts(&claimed[3].id).await.unwrap().is_empty());
+    let attempts = store.attempts(&nul).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].error.as_deref(), Some("stderr: a\u{fffd}b"));
+    let batches = store
+        .finishes
+        .get()
+        .unwrap()
+        .batches
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(batches < 100, "{batches} transactions for 120 finishes");
 }
