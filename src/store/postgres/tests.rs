@@ -954,14 +954,19 @@ async fn finishes_share_transactions_and_stay_fenced() {
         if i == 3 {
             done.lease.token += 1;
         }
-        tasks.push(tokio::spawn(async move { store.finish(&owner, done).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            store.finish(&owner, done).await.unwrap()
+        }));
     }
     let mut recorded = Vec::new();
     for t in tasks {
         recorded.push(t.await.unwrap());
     }
     assert_eq!(recorded[3], Recorded::LeaseLost);
-    assert_eq!(recorded.iter().filter(|r| **r == Recorded::Yes).count(), 119);
+    assert_eq!(
+        recorded.iter().filter(|r| **r == Recorded::Yes).count(),
+        119
+    );
     assert!(store.attempts(&claimed[3].id).await.unwrap().is_empty());
     let attempts = store.attempts(&nul).await.unwrap();
     assert_eq!(attempts.len(), 1);
