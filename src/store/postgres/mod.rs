@@ -17,25 +17,26 @@
 //! - **Schema** ([`schema`]): the same tables as SQLite, with partial
 //!   indexes per waiting state, so a claim reads due rows only; migrations
 //!   embedded, applied under an advisory lock.
-//! - **Ingest**: the event, its deliveries and its dedup key in one
-//!   transaction, acknowledged after commit. The dedup key is claimed with
-//!   `INSERT … ON CONFLICT` on `(source, key)`: of two copies arriving at two
-//!   instances at once, the second waits for the first's transaction and
-//!   then sees its key.
-//! - **Claims** ([`claims`]): `FOR UPDATE SKIP LOCKED`, owner and fencing
-//!   token exactly as SQLite; clocks are the instances' own (run NTP).
+//! - **Ingest** ([`ingest`]): group commit — the requests that arrive
+//!   together share one transaction, one multi-row statement per table,
+//!   acknowledged after commit. The dedup key is claimed with
+//!   `INSERT … ON CONFLICT` on `(source, key)`: of two copies arriving at
+//!   two instances at once, the second waits for the first's transaction
+//!   and then sees its key.
+//! - **Claims** ([`claims`]): `FOR UPDATE SKIP LOCKED` over partial indexes
+//!   of due rows, owner and fencing token exactly as SQLite; finishes are
+//!   batched ([`batch`]) like ingest; a `serialize_by` key's backlog waits
+//!   outside the claim index. Clocks are the instances' own (run NTP).
 //! - **Wake-ups and the live feed across instances** ([`notify`]):
 //!   `LISTEN`/`NOTIFY` on a connection of each instance's own, sent after
 //!   commit and debounced, never inside a transaction.
+//! - **Maintenance**: retention pruning under a session advisory lock, one
+//!   instance at a time.
 //!
-//! Left for later, deliberately: group commit of concurrent ingests into one
-//! transaction (today one transaction per event), multi-row/COPY ingest,
-//! batched finishes, a hot table
-//! of unfinished deliveries apart from their history, a `serialize_by` key
-//! table (today a blocked key's waiting deliveries are each looked at, one
-//! index probe apiece, by the claims that pass over them), maintenance
-//! under a leader lock, a pool-size flag, and pruning paced by its own
-//! timing as SQLite's is.
+//! Finished deliveries stay in `deliveries` (their history is read from
+//! there) rather than moving to a table of their own: every claim, sweep and
+//! `next_due` reads partial indexes holding only unfinished rows, so the
+//! finished ones cost claims nothing but index upkeep (bench: `pg-history`).
 
 mod batch;
 mod claims;
