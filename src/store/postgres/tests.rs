@@ -656,6 +656,12 @@ async fn ingest_waits_at_most_five_seconds() {
     tx.rollback().await.unwrap();
 }
 
+/// The answer of a `SELECT count(*) …`.
+async fn count(store: &PostgresStore, sql: &str) -> i64 {
+    let client = store.client().await.unwrap();
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 /// Candidate rows a claim's plan read: the sum, over every node scanning
 /// `deliveries` as the claim's `d`, of the rows it returned and the rows it
 /// filtered out (the probes of earlier deliveries scan it as `o`).
@@ -705,12 +711,14 @@ async fn a_blocked_keys_backlog_is_never_read() {
         [&blocked[0]]
     );
     let client = store.client().await.unwrap();
-    let waiting: i64 = client
-        .query_one("SELECT count(*) FROM deliveries WHERE waiting_on_key", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(waiting, 300);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM deliveries WHERE waiting_on_key"
+        )
+        .await,
+        300
+    );
 
     // The claim of pending rows, analysed and rolled back.
     let sql = &super::claims::claim_statements()[0];
@@ -756,12 +764,14 @@ async fn a_blocked_keys_backlog_is_never_read() {
         next.iter().map(|c| &c.id).collect::<Vec<_>>(),
         [&blocked[1]]
     );
-    let waiting: i64 = client
-        .query_one("SELECT count(*) FROM deliveries WHERE waiting_on_key", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(waiting, 299);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM deliveries WHERE waiting_on_key"
+        )
+        .await,
+        299
+    );
 }
 
 /// A delivery stored on one instance while its key's head finishes on
@@ -880,13 +890,7 @@ async fn concurrent_ingests_share_commits_and_keep_dedup() {
         transactions < 200,
         "{transactions} transactions for 301 events"
     );
-    let client = store.client().await.unwrap();
-    let deliveries: i64 = client
-        .query_one("SELECT count(*) FROM deliveries", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(deliveries, 111);
+    assert_eq!(count(&store, "SELECT count(*) FROM deliveries").await, 111);
 }
 
 /// An event the database refuses fails alone: the rest of its batch is
@@ -918,13 +922,7 @@ async fn one_refused_event_does_not_fail_its_batch() {
         }
     }
     assert_eq!(refused, [30]);
-    let client = store.client().await.unwrap();
-    let events: i64 = client
-        .query_one("SELECT count(*) FROM events", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(events, 59);
+    assert_eq!(count(&store, "SELECT count(*) FROM events").await, 59);
 }
 
 /// The finishes of many workers share transactions and keep each one's
