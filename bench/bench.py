@@ -17,17 +17,38 @@ What is measured, per scenario and round:
   done/s               executed (or delivered) / seconds from the start of the
                        load to the last one
 
+Several instances on one PostgreSQL database (each scenario starts its own
+server, Debian's package, on an ephemeral port):
+  pg-scale             one instance against two, each in a cgroup v1 CPU group
+                       of 40 % of a core (root; skipped when the groups cannot
+                       be made): no-match req/s, and delivered/s of match → http;
+                       two instances get one wrk each with half the connections
+  pg-takeover          two instances with --lease 5s and a receiver that answers
+                       after 1 s; a burst to A, A SIGKILLed while it holds
+                       running deliveries; from B's admin API: when B finished
+                       the deliveries A held, and acknowledged events never
+                       delivered
+  pg-serial            100,000 deliveries (--serial-waiting) waiting on one
+                       serialize_by key whose head hangs, ingested through
+                       hookwire; then wrk sends other keys for --duration s and
+                       the claim p99 is read from the daemon's claim histogram
+                       (its change over that window, rounded up to a bucket bound)
+
 Only the standard library is used, so a fresh machine needs nothing from PyPI.
 """
 
 import argparse
+import concurrent.futures
+import datetime
 import glob
 import hashlib
 import hmac
+import http.server
 import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -35,6 +56,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -78,8 +100,10 @@ def status_kb(pid, key):
 class Server:
     """A server process whose listening address is read from its stdout."""
 
-    def __init__(self, argv, workdir, env=None, banner=None, port=None):
-        self.log_path = os.path.join(workdir, os.path.basename(argv[0]) + ".log")
+    def __init__(self, argv, workdir, env=None, banner=None, port=None, name=None):
+        # `name` tells apart the logs of several servers of one program, or of
+        # a program started through a wrapper.
+        self.log_path = os.path.join(workdir, (name or os.path.basename(argv[0])) + ".log")
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             argv,
@@ -163,26 +187,79 @@ end
 """
 
 
-def write_wrk_script(workdir, body):
-    sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    path = os.path.join(workdir, "post.lua")
+def github_signature(body):
+    return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+
+def write_wrk_script(workdir, body, name="post.lua"):
+    path = os.path.join(workdir, name)
     with open(path, "w") as f:
         f.write('wrk.method = "POST"\n')
         f.write("wrk.body = " + lua_string(body) + "\n")
         f.write('wrk.headers["Content-Type"] = "application/json"\n')
         f.write('wrk.headers["X-GitHub-Event"] = "push"\n')
-        f.write(f'wrk.headers["X-Hub-Signature-256"] = "{sig}"\n')
+        f.write(f'wrk.headers["X-Hub-Signature-256"] = "{github_signature(body)}"\n')
         f.write(WRK_DONE)
     return path
 
 
-def run_wrk(url, script, duration, threads, connections):
-    out = subprocess.run(
+def write_wrk_keyed(workdir, body, old, values, name="keyed.lua"):
+    """A wrk script that sends `body` with every occurrence of the text `old`
+    replaced in turn by each of `values`, each copy signed: the same payload
+    for distinct keys. The signatures are computed here (Lua has no HMAC);
+    each thread builds its requests once, at start."""
+    parts = body.split(old)
+    if len(parts) < 2:
+        raise RuntimeError(f"{old!r} is not in the payload")
+    path = os.path.join(workdir, name)
+    with open(path, "w") as f:
+        f.write("local parts = {" + ", ".join(lua_string(p) for p in parts) + "}\n")
+        f.write("local values = {\n")
+        for v in values:
+            sig = github_signature(v.join(parts))
+            f.write(f"  {{{lua_string(v)}, \"{sig}\"}},\n")
+        f.write("}\n")
+        f.write("""
+local requests = {}
+local i = 0
+-- Threads start at different keys (math.random would start them all alike).
+local threads = 0
+setup = function(thread)
+  thread:set("first", threads * 97)
+  threads = threads + 1
+end
+init = function(args)
+  for k, v in ipairs(values) do
+    requests[k] = wrk.format("POST", nil, {
+      ["Content-Type"] = "application/json",
+      ["X-GitHub-Event"] = "push",
+      ["X-Hub-Signature-256"] = v[2],
+    }, table.concat(parts, v[1]))
+  end
+  i = (first or 0) % #requests
+end
+request = function()
+  i = i % #requests + 1
+  return requests[i]
+end
+""")
+        f.write(WRK_DONE)
+    return path
+
+
+def start_wrk(url, script, duration, threads, connections):
+    return subprocess.Popen(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", script, url],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=True,
-    ).stdout
+    )
+
+
+def wrk_result(proc):
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"wrk exited with {proc.returncode}: {err}")
     m = re.search(r"^RESULT (\{.*\})$", out, re.M)
     if not m:
         raise RuntimeError("wrk printed no result:\n" + out)
@@ -191,6 +268,24 @@ def run_wrk(url, script, duration, threads, connections):
     # Answers that were not 2xx/3xx are not acknowledgements.
     r["acked"] = r["requests"] - r["status"]
     return r
+
+
+def run_wrk(url, script, duration, threads, connections):
+    return wrk_result(start_wrk(url, script, duration, threads, connections))
+
+
+def run_wrk_split(urls, script, duration, threads, connections):
+    """One wrk per URL at the same time, the threads and connections shared
+    out between them; the sums of their counts (req/s included), the worst
+    of their latencies."""
+    n = len(urls)
+    procs = [start_wrk(u, script, duration, max(1, threads // n), max(1, connections // n)) for u in urls]
+    rs = [wrk_result(p) for p in procs]
+    out = {k: sum(r[k] for r in rs) for k in ("requests", "rps", "acked", "connect", "read", "write", "status", "timeout")}
+    for k in ("p50_us", "p99_us", "max_us", "duration_us"):
+        out[k] = max(r[k] for r in rs)
+    out["each_rps"] = [r["rps"] for r in rs]
+    return out
 
 
 def wait_for(count_fn, target, started, settle=8.0, limit=300.0):
@@ -252,6 +347,47 @@ def hookwire_rules(n_rules, matching_action, count_file, receiver):
                 "        command:",
                 f'          argv: ["/bin/sh", "-c", "printf . >> {count_file}"]',
             ]
+    return "\n".join(lines) + "\n"
+
+
+def serial_rules(stuck_after, hang, fast):
+    """pg-serial's rules: the bench's three conditions, and every delivery
+    serialized by the payload's `after`. Events whose `after` is
+    `stuck_after` go to `hang`, which never answers (the key's head hangs
+    for an hour, the rest of the key waits behind it); any other `after` is
+    a key of its own, delivered to `fast`."""
+    conditions = [
+        "      - header: X-GitHub-Event",
+        "        equals: push",
+        "      - path: $.ref",
+        f'        equals: "{MATCH_REF}"',
+        "      - path: $.repository.full_name",
+        f'        equals: "{REPO}"',
+    ]
+    lines = [
+        "sources:",
+        "  github:",
+        "    verify:",
+        f'      github: {{ secret: "{SECRET}" }}',
+        "rules:",
+    ]
+    for name, op, receiver, timeout in (("stuck", "equals", hang, "1h"), ("flow", "not_equals", fast, "30s")):
+        lines += [
+            f"  - name: {name}",
+            "    source: github",
+            "    when:",
+            *conditions,
+            "      - path: $.after",
+            f'        {op}: "{stuck_after}"',
+            "    actions:",
+            "      - name: deliver",
+            "        http:",
+            f'          url: "http://{receiver}/delivered"',
+            f"          timeout: {timeout}",
+            "          body:",
+            '            text: "{{payload.pusher.name}} pushed to {{payload.ref}}"',
+            '        serialize_by: "bench-{{payload.after}}"',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -334,12 +470,164 @@ class Postgres:
         if done.returncode:
             raise RuntimeError(f"{program} failed: {done.stderr.decode(errors='replace')}")
 
+    def database(self, name):
+        """A new, empty database on this server: its URL."""
+        self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}?sslmode=disable"
+
     def stop(self):
         self.run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- CPU quotas
+
+CPU_CGROUP = "/sys/fs/cgroup/cpu"
+
+
+class CpuGroup:
+    """A cgroup v1 CPU group with a CFS quota: what runs in it gets at most
+    quota/period of one core. Needs root and the v1 `cpu` controller
+    mounted at /sys/fs/cgroup/cpu; the constructor raises OSError when it
+    cannot make the group or put a process in it."""
+
+    def __init__(self, name, quota_us, period_us=100_000):
+        self.path = os.path.join(CPU_CGROUP, name)
+        # A group left by a run that was killed is used again.
+        os.makedirs(self.path, exist_ok=True)
+        try:
+            with open(os.path.join(self.path, "cpu.cfs_period_us"), "w") as f:
+                f.write(str(period_us))
+            with open(os.path.join(self.path, "cpu.cfs_quota_us"), "w") as f:
+                f.write(str(quota_us))
+            # Writable files do not prove a process can be moved in.
+            done = subprocess.run(self.wrap(["true"]), stderr=subprocess.PIPE)
+            if done.returncode:
+                raise OSError(f"cannot move a process into {self.path}: {done.stderr.decode(errors='replace').strip()}")
+        except OSError:
+            self.remove()
+            raise
+
+    def wrap(self, argv):
+        """argv run inside the group: the shell moves itself in, then execs,
+        so the program is throttled from its first instruction."""
+        procs = shlex.quote(os.path.join(self.path, "cgroup.procs"))
+        return ["/bin/sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh", *argv]
+
+    def remove(self):
+        # A process that just exited may still be counted for a moment.
+        for _ in range(50):
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.1)
+        log(f"bench: could not remove {self.path}")
+
+
+def cpu_groups(n, quota_us, period_us=100_000):
+    groups = []
+    try:
+        for i in range(1, n + 1):
+            groups.append(CpuGroup(f"hookwire-bench-{i}", quota_us, period_us))
+    except OSError:
+        for g in groups:
+            g.remove()
+        raise
+    return groups
+
+
+# ---------------------------------------------------------------- receivers in this process
+
+
+class SlowReceiver:
+    """An HTTP receiver that answers 200 after `delay` seconds and notes, by
+    Idempotency-Key (hookwire's delivery id), when each request arrived."""
+
+    def __init__(self, delay):
+        received = self.received = {}
+        lock = self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                with lock:
+                    received.setdefault(self.headers.get("Idempotency-Key"), []).append(time.time())
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(delay)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        class Quiet(http.server.ThreadingHTTPServer):
+            # The killed instance's connections break mid-answer: expected here.
+            def handle_error(self, request, client_address):
+                pass
+
+        self.server = Quiet(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.addr = "%s:%d" % self.server.server_address
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class HangReceiver:
+    """Accepts connections and never answers: an attempt to it runs until
+    its timeout."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.addr = "%s:%d" % self.sock.getsockname()
+        self.held = []
+        self.thread = threading.Thread(target=self.accept, daemon=True)
+        self.thread.start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def stop(self):
+        # shutdown wakes the thread blocked in accept; close alone would not.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
 # ---------------------------------------------------------------- scenarios
+
+# pg-scale: each instance's CPU quota per 100 ms period (40 % of a core).
+SCALE_QUOTA_US = 40_000
+# pg-takeover: the burst sent to the instance that is killed, how long the
+# receiver takes to answer (so deliveries are in flight when it dies), and
+# both instances' --lease.
+TAKEOVER_EVENTS = 200
+TAKEOVER_DELAY_S = 1.0
+TAKEOVER_LEASE_S = 5
+# pg-serial: deliveries waiting behind the hung head of one key, the number of
+# other keys the measured load cycles through, and the longest the fill may take.
+SERIAL_WAITING = 100_000
+SERIAL_KEYS = 256
+SERIAL_FILL_LIMIT_S = 300
 
 
 class Bench:
@@ -365,11 +653,19 @@ class Bench:
         r["started"] = t0
         return r
 
-    def start_hookwire(self, work, rules_text, extra=(), database=None):
+    def start_hookwire(self, work, rules_text, extra=(), database=None, wrap=None, name=None):
         rules = os.path.join(work, "rules")
         os.makedirs(rules, exist_ok=True)
-        with open(os.path.join(rules, "bench.yaml"), "w") as f:
-            f.write(rules_text)
+        path = os.path.join(rules, "bench.yaml")
+        try:
+            with open(path) as f:
+                same = f.read() == rules_text
+        except FileNotFoundError:
+            same = False
+        # Rewriting the file would make instances already running on it reload.
+        if not same:
+            with open(path, "w") as f:
+                f.write(rules_text)
         argv = [
             self.hookwire,
             "serve",
@@ -383,7 +679,9 @@ class Bench:
             "json",
             *extra,
         ]
-        return Server(argv, work, env={"RUST_LOG": "info"}, banner="hookwire listening")
+        if wrap:
+            argv = wrap(argv)
+        return Server(argv, work, env={"RUST_LOG": "info"}, banner="hookwire listening", name=name)
 
     # Each scenario returns a dict of figures.
 
@@ -439,6 +737,287 @@ class Bench:
                 receiver.stop()
             if pg:
                 pg.stop()
+
+    # ------------------------------------------------ several instances on PostgreSQL
+
+    def pg_scale(self, work):
+        """One hookwire instance against two on the same database, each in a
+        CPU group of SCALE_QUOTA_US per 100 ms (PostgreSQL, wrk and the
+        receiver outside any group): no-match ingest req/s, and delivered/s
+        of match → http. None when CPU groups cannot be used."""
+        try:
+            groups = cpu_groups(2, SCALE_QUOTA_US)
+        except OSError as e:
+            log(f"pg-scale skipped: cannot use cgroup v1 CPU groups under {CPU_CGROUP} ({e})")
+            return None
+        pg = None
+        try:
+            pg = Postgres(work)
+            runs = {(action, n): self.scale_run(work, pg, groups[:n], action) for action in (None, "http") for n in (1, 2)}
+            one, two = runs[(None, 1)], runs[(None, 2)]
+            one_http, two_http = runs[("http", 1)], runs[("http", 2)]
+            return {
+                "runs": runs,
+                "ingest_ratio": two["rps"] / one["rps"] if one["rps"] else None,
+                "done_ratio": (
+                    two_http["done_rate"] / one_http["done_rate"]
+                    if one_http.get("done_rate") and two_http.get("done_rate") is not None
+                    else None
+                ),
+            }
+        finally:
+            if pg:
+                pg.stop()
+            for g in groups:
+                g.remove()
+
+    def scale_run(self, work, pg, groups, action):
+        label = f"{action or 'nomatch'}-{len(groups)}"
+        database = pg.database("scale_" + label.replace("-", "_"))
+        receiver = None
+        if action:
+            receiver = Server([self.ceiling, "127.0.0.1:0"], work, banner="ceiling listening", name=f"ceiling-{label}")
+        rules = hookwire_rules(1, action, "/dev/null", receiver.addr if receiver else None)
+        servers = []
+        try:
+            for i, g in enumerate(groups, 1):
+                servers.append(self.start_hookwire(work, rules, database=database, wrap=g.wrap, name=f"hookwire-{label}-{i}"))
+            a = self.args
+            script = write_wrk_script(work, self.body)
+            cpu0 = [cpu_seconds(s.pid) for s in servers]
+            t0 = time.time()
+            r = run_wrk_split([f"http://{s.addr}/hooks/github" for s in servers], script, a.duration, a.threads, a.connections)
+            wall = time.time() - t0
+            # Each instance's share of a core over the load: the quota binds
+            # when this is close to SCALE_QUOTA_US / 100 ms.
+            r["cpu_share"] = [(cpu_seconds(s.pid) - c) / wall for s, c in zip(servers, cpu0)]
+            r["started"] = t0
+            if receiver:
+
+                def delivered():
+                    return int(http_get(f"http://{receiver.addr}/count").split()[0])
+
+                r["done"], r["done_s"] = wait_for(delivered, r["acked"], t0)
+                r["done_rate"] = r["done"] / r["done_s"] if r["done_s"] else None
+            return r
+        finally:
+            for srv in servers:
+                srv.stop()
+            if receiver:
+                receiver.stop()
+
+    def pg_takeover(self, work, events=TAKEOVER_EVENTS, delay=TAKEOVER_DELAY_S, lease_s=TAKEOVER_LEASE_S):
+        """Two instances with --lease `lease_s` on one database, deliveries to
+        a receiver that answers after `delay` s. A burst of `events` goes to A
+        only; once A holds running deliveries it is SIGKILLed. Measured on B's
+        admin API: when B finished the deliveries A held (from the kill), when
+        every acknowledged event's delivery had succeeded, and how many never
+        did."""
+        pg = Postgres(work)
+        receiver = SlowReceiver(delay)
+        rules = hookwire_rules(1, "http", "/dev/null", receiver.addr)
+        extra = ("--lease", f"{lease_s}s")
+        a = b = None
+        try:
+            a = self.start_hookwire(work, rules, extra=extra, database=pg.url, name="hookwire-a")
+            b = self.start_hookwire(work, rules, extra=extra, database=pg.url, name="hookwire-b")
+            t0 = time.time()
+            acked = self.burst(f"http://{a.addr}/hooks/github", events)
+            burst_s = time.time() - t0
+            # A's own gauge: attempts it has in flight (B's are not in it).
+            held, deadline = 0.0, time.time() + 10
+            while held == 0 and time.time() < deadline:
+                held = metric_sum(http_get(f"http://{a.addr}/metrics"), "hookwire_target_in_flight")
+                if held == 0:
+                    time.sleep(0.01)
+            os.killpg(a.pid, signal.SIGKILL)
+            killed = time.time()
+            a.proc.wait()
+            waiting_at_kill = None
+            deliveries, succeeded_seen = {}, {}
+            deadline = killed + lease_s + 120
+            while time.time() < deadline:
+                deliveries = {d["id"]: d for d in all_deliveries(b.addr)}
+                now = time.time()
+                if waiting_at_kill is None:
+                    waiting_at_kill = sum(1 for d in deliveries.values() if d["status"] in ("pending", "retrying"))
+                for d in deliveries.values():
+                    if d["status"] == "succeeded":
+                        succeeded_seen.setdefault(d["id"], now)
+                done_events = {d["event_id"] for d in deliveries.values() if d["status"] == "succeeded"}
+                if acked <= done_events:
+                    break
+                time.sleep(0.1)
+            done_events = {d["event_id"] for d in deliveries.values() if d["status"] == "succeeded"}
+            # The receiver always answers 200, so nothing is attempted twice
+            # except what was claimed again after A's claim: A's deliveries.
+            taken = [d["id"] for d in deliveries.values() if d["attempts"] >= 2]
+            finished = [self.finished_at(b.addr, i) or succeeded_seen.get(i) for i in taken]
+            takeover_s = None
+            if taken and all(finished):
+                takeover_s = max(finished) - killed
+            all_s = max(succeeded_seen.values()) - killed if succeeded_seen else None
+            with receiver.lock:
+                twice = sum(1 for ts in receiver.received.values() if len(ts) > 1)
+            return {
+                "events": events,
+                "acked": len(acked),
+                "burst_s": burst_s,
+                "held": int(held),
+                "waiting_at_kill": waiting_at_kill,
+                "taken": len(taken),
+                "takeover_s": takeover_s,
+                "all_s": all_s,
+                "lost": len(acked - done_events),
+                "received_twice": twice,
+                "lease_s": lease_s,
+                "delay_s": delay,
+            }
+        finally:
+            for srv in (a, b):
+                if srv:
+                    srv.stop()
+            receiver.stop()
+            pg.stop()
+
+    def burst(self, url, n, parallel=16):
+        """`n` signed POSTs, `parallel` at a time: the event ids answered 202."""
+        headers = {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "push",
+            "X-Hub-Signature-256": github_signature(self.body),
+        }
+
+        def one(_):
+            req = urllib.request.Request(url, data=self.body, method="POST", headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    if r.status == 202:
+                        return json.loads(r.read())["event_id"]
+            except OSError:
+                pass
+            return None
+
+        with concurrent.futures.ThreadPoolExecutor(parallel) as ex:
+            return {i for i in ex.map(one, range(n)) if i}
+
+    def finished_at(self, addr, delivery_id):
+        """When the delivery's succeeded attempt ended, by its own record."""
+        try:
+            d = json.loads(http_get(f"http://{addr}/api/deliveries/{delivery_id}"))
+        except OSError:
+            return None
+        ends = [
+            rfc3339(at["started_at"]) + at["duration_ms"] / 1000
+            for at in d.get("attempt_log", [])
+            if at.get("outcome") == "succeeded"
+        ]
+        return max(ends) if ends else None
+
+    def pg_serial(self, work, waiting, keys=SERIAL_KEYS):
+        """Claim latency while `waiting` deliveries wait on one serialize_by
+        key whose head hangs: the payload's `after` is the key; its head goes
+        to a receiver that never answers. Then wrk sends the same payload for
+        `keys` other keys (to the ceiling, which answers at once) for
+        --duration s, and the daemon's claim histogram is read before and
+        after that window."""
+        stuck = json.loads(self.body)["after"]
+        pg = Postgres(work)
+        hang = HangReceiver()
+        fast = srv = None
+        try:
+            fast = Server([self.ceiling, "127.0.0.1:0"], work, banner="ceiling listening")
+            # A short grace: the hung attempt would hold every stop for the default 10 s.
+            srv = self.start_hookwire(
+                work, serial_rules(stuck, hang.addr, fast.addr), database=pg.url, extra=("--shutdown-grace", "1s")
+            )
+            a = self.args
+            url = f"http://{srv.addr}/hooks/github"
+
+            # The key's head and the deliveries behind it, ingested through
+            # hookwire: wrk runs until the daemon has matched enough events,
+            # then SIGINT ends it (it still prints its summary). wrk's own
+            # stop from Lua would not do: wrk waits out -d all the same.
+            def matched_stuck():
+                return metric_sum(http_get(f"http://{srv.addr}/metrics"), "hookwire_rules_matched_total", 'rule="stuck"')
+
+            fill = write_wrk_script(work, self.body, "fill.lua")
+            t0 = time.time()
+            proc = start_wrk(url, fill, SERIAL_FILL_LIMIT_S, a.threads, a.connections)
+            progress = t0
+            while proc.poll() is None:
+                n = matched_stuck()
+                if n >= waiting + 1:
+                    break
+                if time.time() - progress >= 15:
+                    progress = time.time()
+                    log(f"pg-serial: {n:,.0f} of {waiting + 1:,} events for the blocked key after {progress - t0:.0f} s")
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            f = wrk_result(proc)
+            fill_s = time.time() - t0
+            # The head is the key's one running delivery, attempted (the hung
+            # receiver holds its connection).
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                running = json.loads(http_get(f"http://{srv.addr}/api/deliveries?status=running&limit=500"))
+                head = [d for d in running["deliveries"] if d["rule"] == "stuck"]
+                if head and hang.held:
+                    break
+                time.sleep(0.05)
+            if not (head and hang.held):
+                self.explain_head(srv)
+            text = http_get(f"http://{srv.addr}/metrics")
+            stuck_matched = int(metric_sum(text, "hookwire_rules_matched_total", 'rule="stuck"'))
+            # Waiting = pending or retrying: everything behind the head.
+            behind = int(metric_sum(text, "hookwire_queue_depth"))
+
+            # Other keys, measured.
+            values = [hashlib.sha1(f"bench-key-{i}".encode()).hexdigest().encode() for i in range(keys)]
+            flow = write_wrk_keyed(work, self.body, stuck.encode(), values)
+
+            def delivered():
+                return int(http_get(f"http://{fast.addr}/count").split()[0])
+
+            h0, c0, t0 = histogram(text, CLAIM_HISTOGRAM), delivered(), time.time()
+            r = run_wrk(url, flow, a.duration, a.threads, a.connections)
+            text, c1, t1 = http_get(f"http://{srv.addr}/metrics"), delivered(), time.time()
+            h1 = histogram(text, CLAIM_HISTOGRAM)
+            r.update(
+                fill_events=stuck_matched,
+                fill_s=fill_s,
+                fill_rps=f["rps"],
+                behind=behind,
+                head_hung=len(head) == 1 and bool(hang.held),
+                # Other keys' deliveries still waiting when the window ended.
+                backlog=int(metric_sum(text, "hookwire_queue_depth")) - behind,
+                claims=histogram_count(h0, h1),
+                claim_p50_s=histogram_bound(h0, h1, 0.50),
+                claim_p99_s=histogram_bound(h0, h1, 0.99),
+                delivered=c1 - c0,
+                delivered_per_s=(c1 - c0) / (t1 - t0),
+            )
+            return r
+        finally:
+            if srv:
+                srv.stop()
+            if fast:
+                fast.stop()
+            hang.stop()
+            pg.stop()
+
+    def explain_head(self, srv):
+        """pg-serial's head is not running: what the API and the log say."""
+        retrying = json.loads(http_get(f"http://{srv.addr}/api/deliveries?status=retrying&limit=5"))["deliveries"]
+        log(f"pg-serial: the blocked key's head is not running; {len(retrying)} retrying")
+        for d in retrying[:1]:
+            detail = json.loads(http_get(f"http://{srv.addr}/api/deliveries/{d['id']}"))
+            for at in detail.get("attempt_log", []):
+                log(f"pg-serial:   attempt {at['number']}: {at['outcome']} after {at['duration_ms']} ms: {at.get('error')}")
+        with open(srv.log_path, errors="replace") as f:
+            noted = [line.strip() for line in f if '"level":"WARN"' in line or '"level":"ERROR"' in line]
+        for line in noted[-10:]:
+            log(f"pg-serial:   {line}")
 
     def retention(self, work, old_events):
         """Requests while the first retention pass prunes `old_events` finished
@@ -605,6 +1184,67 @@ def reload_times(log_path):
     return out
 
 
+def all_deliveries(addr):
+    """Every delivery in the store, through the admin API's pages."""
+    out, before = [], None
+    while True:
+        url = f"http://{addr}/api/deliveries?limit=500" + (f"&before={before}" if before else "")
+        page = json.loads(http_get(url))
+        out += page["deliveries"]
+        if len(page["deliveries"]) < 500 or not page.get("next_before"):
+            return out
+        before = page["next_before"]
+
+
+def rfc3339(text):
+    """Seconds since the epoch of the API's `2026-01-02T03:04:05.678Z`."""
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def metric_sum(text, name, contains=""):
+    """The sum of the samples of metric `name` (every label set, or those
+    whose line contains `contains`)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{") and contains in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+CLAIM_HISTOGRAM = "hookwire_store_claim_duration_seconds"
+
+
+def histogram(text, name):
+    """A histogram's cumulative counts by upper bound (`le`, +Inf included),
+    summed over its other labels."""
+    out = {}
+    for m in re.finditer(r"^" + re.escape(name) + r"_bucket\{([^}]*)\} (\S+)$", text, re.M):
+        le = re.search(r'le="([^"]+)"', m.group(1))
+        if le:
+            bound = float(le.group(1))
+            out[bound] = out.get(bound, 0.0) + float(m.group(2))
+    return out
+
+
+def histogram_count(before, after):
+    inf = float("inf")
+    return int(after.get(inf, 0) - before.get(inf, 0))
+
+
+def histogram_bound(before, after, q):
+    """The upper bound of the bucket in which the cumulative count of the
+    samples taken between two scrapes crosses `q` of them (inf when that is
+    the last bucket, None without samples): a quantile rounded up to a
+    bucket bound."""
+    total = histogram_count(before, after)
+    if total <= 0:
+        return None
+    for bound in sorted(after):
+        if after[bound] - before.get(bound, 0) >= q * total:
+            return bound
+    return float("inf")
+
+
 def stored_events(addr):
     """Events hookwire stored, from its own metrics."""
     text = http_get(f"http://{addr}/metrics")
@@ -644,13 +1284,23 @@ def machine():
                 model = line.split(":", 1)[1].strip()
                 break
     mem = status_meminfo()
-    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[:1]
-    peer = subprocess.run(["webhook", "-version"], capture_output=True, text=True).stdout.strip()
+    rustc = tool_version(["rustc", "--version"])
+    wrk = tool_version(["wrk", "-v"])
+    # A run of only hookwire's scenarios does not need the peer installed.
+    peer = tool_version(["webhook", "-version"])
     return (
         f"{os.cpu_count()} cores ({model}), {mem} GiB RAM, Linux {platform.release()}; "
-        f"{rustc}; {wrk[0] if wrk else 'wrk'}; {peer}"
+        f"{rustc}; {wrk}; {peer}"
     )
+
+
+def tool_version(argv):
+    """The first line a tool prints about its version, or that it is missing."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True).stdout.splitlines()
+    except FileNotFoundError:
+        return f"{argv[0]} not installed"
+    return out[0].strip() if out else argv[0]
 
 
 def status_meminfo():
@@ -661,7 +1311,58 @@ def status_meminfo():
     return "?"
 
 
-def report(results, reloads, idle, args, retention=()):
+def fmt_s_ms(seconds):
+    if seconds is None:
+        return "–"
+    if seconds == float("inf"):
+        # Past the claim histogram's last finite bucket (0.1 ms × 2^14).
+        return "> 1.6 s"
+    return f"{seconds * 1000:.1f} ms"
+
+
+def scale_line(sc):
+    runs = sc["runs"]
+
+    def cpu(r):
+        # Cores used by each instance under the load: the quota binds near 0.4.
+        return "CPU " + " + ".join(f"{c:.2f}" for c in r["cpu_share"])
+
+    def ingest(n):
+        r = runs[(None, n)]
+        return f"{r['rps']:.0f} req/s ({cpu(r)})"
+
+    def delivered(n):
+        r = runs[("http", n)]
+        rate = f"{r['done_rate']:.0f}/s" if r.get("done_rate") else "–"
+        return f"{rate} ({r['done']}/{r['acked']}, {r['rps']:.0f} req/s, {cpu(r)} under the load)"
+
+    ratio = lambda x: f"{x:.2f}×" if x is not None else "–"  # noqa: E731
+    return (
+        f"no-match ingest one {ingest(1)}, two {ingest(2)}: {ratio(sc['ingest_ratio'])}; "
+        f"match → http delivered one {delivered(1)}, two {delivered(2)}: {ratio(sc['done_ratio'])}"
+    )
+
+
+def takeover_line(t):
+    f = lambda x: f"{x:.1f} s" if x is not None else "–"  # noqa: E731
+    return (
+        f"{t['acked']}/{t['events']} events acknowledged by A in {t['burst_s']:.1f} s; A killed holding {t['held']} running "
+        f"deliveries, {t['waiting_at_kill']} waiting; B finished the {t['taken']} it took over {f(t['takeover_s'])} after the kill "
+        f"(lease {t['lease_s']} s, receiver {t['delay_s']:.1f} s), every delivery {f(t['all_s'])} after it; "
+        f"lost {t['lost']}, received twice {t['received_twice']}"
+    )
+
+
+def serial_line(r):
+    return (
+        f"{r['behind']:,} deliveries waiting on one key (head hung: {'yes' if r['head_hung'] else 'NO'}; "
+        f"{r['fill_events']:,} events in {r['fill_s']:.0f} s, {r['fill_rps']:.0f} req/s); other keys {r['rps']:.0f} req/s, "
+        f"{r['delivered_per_s']:.0f} delivered/s, {r['backlog']:,} left waiting; claims {r['claims']:,}, "
+        f"p50 ≤ {fmt_s_ms(r['claim_p50_s'])}, p99 ≤ {fmt_s_ms(r['claim_p99_s'])}"
+    )
+
+
+def report(results, reloads, idle, args, retention=(), scale=(), takeovers=(), serials=()):
     lines = []
     med = {}
     for key, _ in SCENARIOS:
@@ -713,6 +1414,18 @@ def report(results, reloads, idle, args, retention=()):
             f"longest {p.get('longest_batch_ms', '?')} ms; requests {r['rps']:.0f}/s, p50 {fmt_ms(r['p50_us'])}, "
             f"p99 {fmt_ms(r['p99_us'])}, max {fmt_ms(r['max_us'])}, non-2xx {r['status']}, peak RSS {r['rss_kb'] / 1024:.1f} MB"
         )
+    for sc in scale:
+        lines.append(
+            f"Scale-out on PostgreSQL (each instance in a CPU group of {SCALE_QUOTA_US / 1000:.0f} ms per 100 ms; "
+            f"PostgreSQL, wrk and the receiver outside; two instances: one wrk each, half the connections): " + scale_line(sc)
+        )
+    for t in takeovers:
+        lines.append("Takeover on PostgreSQL (two instances, one killed with SIGKILL): " + takeover_line(t))
+    for r in serials:
+        lines.append(
+            f"Claims on PostgreSQL with one serialize_by key blocked ({SERIAL_KEYS} other keys under wrk, "
+            f"claim histogram over the window): " + serial_line(r)
+        )
     lines.append("")
 
     def ratio(a, b):
@@ -722,8 +1435,9 @@ def report(results, reloads, idle, args, retention=()):
 
     def goal(name, value, op, target, fmt="{:.2f}×"):
         ok = value is not None and (value >= target if op == ">=" else value <= target if op == "<=" else value < target)
-        shown = fmt.format(value) if value is not None else "not measured"
-        goals.append((name, shown, f"{op} {fmt.format(target)}", "holds" if ok else "DOES NOT HOLD"))
+        show = fmt if callable(fmt) else fmt.format
+        shown = show(value) if value is not None else "not measured"
+        goals.append((name, shown, f"{op} {show(target)}", "holds" if ok else "DOES NOT HOLD"))
 
     g = lambda k, f: med.get(k, {}).get(f)  # noqa: E731
     goal("1a. no-match req/s, hookwire / peer", ratio(g("hw-nomatch", "rps"), g("peer-nomatch", "rps")), ">=", 2.0)
@@ -756,6 +1470,16 @@ def report(results, reloads, idle, args, retention=()):
     if pg_http.get("done") is not None:
         pg_lost = max(0.0, pg_http["acked"] - pg_http["done"])
     goal("7c. PostgreSQL: acknowledged but not delivered", pg_lost, "<=", 0.0, "{:.0f}")
+    goal("7d. PostgreSQL no-match req/s, two instances / one (equal CPU quotas)",
+         median([sc["ingest_ratio"] for sc in scale]), ">=", 1.8)
+    goal("7e. PostgreSQL delivered/s, two instances / one (equal CPU quotas)",
+         median([sc["done_ratio"] for sc in scale]), ">=", 1.8)
+    lease = median([t["lease_s"] for t in takeovers]) or TAKEOVER_LEASE_S
+    goal(f"7f. takeover of a killed instance's running deliveries, from the kill (lease {lease:.0f} s)",
+         median([t["takeover_s"] for t in takeovers]), "<=", lease + 5.0, "{:.1f} s")
+    goal("7f. acknowledged events lost at takeover", sum(t["lost"] for t in takeovers) if takeovers else None, "<=", 0.0, "{:.0f}")
+    goal(f"7g. claim p99 (bucket bound) with {median([r['behind'] for r in serials]) or SERIAL_WAITING:,.0f} deliveries waiting on one key",
+         median([r["claim_p99_s"] for r in serials]), "<=", 0.005, fmt_s_ms)
 
     lines.append("| goal | measured | target | |")
     lines.append("|---|---:|---:|---|")
@@ -772,16 +1496,19 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--only", help="comma-separated scenario keys: " + ",".join(k for k, _ in SCENARIOS)
-                    + ",reload,idle,retention")
+                    + ",reload,outage,idle,retention,pg-scale,pg-takeover,pg-serial")
     ap.add_argument("--results", help="markdown file whose generated section is replaced with this run")
     ap.add_argument("--prune-events", type=int, default=300_000,
                     help="old events the retention scenario prunes while under load")
+    ap.add_argument("--serial-waiting", type=int, default=SERIAL_WAITING,
+                    help="deliveries pg-serial puts behind the hung head of one serialize_by key")
     args = ap.parse_args()
 
     bench = Bench(args, args.bin)
     only = set(args.only.split(",")) if args.only else None
     results = {k: [] for k, _ in SCENARIOS}
     reloads, idle, outages, retention = [], [], [], []
+    scale, takeovers, serials = [], [], []
     runs = {
         "ceiling": lambda w: bench.ceiling_scenario(w),
         "peer-nomatch": lambda w: bench.peer_scenario(w, matching=False),
@@ -836,8 +1563,25 @@ def main():
                 f"non-2xx {r['status']}  prune {r['prune']}"
             )
 
+        if not only or "pg-scale" in only:
+            with tempfile.TemporaryDirectory(prefix="hookwire-bench-pg-scale-") as work:
+                sc = bench.pg_scale(work)
+            if sc:
+                scale.append(sc)
+                log(f"round {rnd} pg-scale      {scale_line(sc)}")
+        if not only or "pg-takeover" in only:
+            with tempfile.TemporaryDirectory(prefix="hookwire-bench-pg-takeover-") as work:
+                t = bench.pg_takeover(work)
+            takeovers.append(t)
+            log(f"round {rnd} pg-takeover   {takeover_line(t)}")
+        if not only or "pg-serial" in only:
+            with tempfile.TemporaryDirectory(prefix="hookwire-bench-pg-serial-") as work:
+                r = bench.pg_serial(work, args.serial_waiting)
+            serials.append(r)
+            log(f"round {rnd} pg-serial     {serial_line(r)}")
+
     text = f"Machine: {machine()}\n\nRun: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, " \
-           f"{(time.time() - started) / 60:.1f} min\n\n" + report(results, reloads, idle, args, retention)
+           f"{(time.time() - started) / 60:.1f} min\n\n" + report(results, reloads, idle, args, retention, scale, takeovers, serials)
     if outages:
         text += "\n\n### Receiver outage\n\n" + "\n".join(
             f"- {o['acked']:,} events acknowledged in 20 s with the receiver down: "
