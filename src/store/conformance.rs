@@ -66,6 +66,26 @@ async fn claim(store: &dyn Store, owner: &InstanceId, at: i64, lease: Duration) 
     store.claim(owner, at, 10, lease, Vec::new()).await.unwrap()
 }
 
+/// An expired lease is taken over before any waiting delivery: a dead
+/// instance's work is the oldest there is, and a backlog of new deliveries
+/// must not hold it up.
+pub async fn expired_leases_are_claimed_first(store: &dyn Store) {
+    let (a, b) = (InstanceId::new(), InstanceId::new());
+    let (event, held) = one_delivery();
+    store.ingest(event).await.unwrap();
+    let now = now_ms();
+    let lease = Duration::from_secs(30);
+    assert_eq!(claim(store, &a, now, lease).await.len(), 1);
+    for _ in 0..5 {
+        store.ingest(one_delivery().0).await.unwrap();
+    }
+    let taken = store
+        .claim(&b, now + 31_000, 1, lease, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(taken.iter().map(|c| &c.id).collect::<Vec<_>>(), [&held]);
+}
+
 /// A lease is taken over only once it has expired; the takeover bumps the
 /// token, and from then on the first holder can neither renew, release nor
 /// finish: its late result is discarded and the history shows one result.

@@ -722,15 +722,17 @@ fn claim(
                   AND o.status IN ('pending', 'running', 'retrying')))
           AND (d.rule || '/' || d.action) NOT IN (SELECT value FROM json_each(?3))";
     let queries = [
+        // A running delivery whose lease expired: its runner died. First,
+        // as the oldest work there is: a backlog of new deliveries must not
+        // hold up a takeover.
+        format!(
+            "{SELECT} WHERE d.status = 'running' AND d.lease_until_ms < ?1 AND {SERIAL} ORDER BY d.lease_until_ms LIMIT ?2"
+        ),
         format!(
             "{SELECT} WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1 AND {SERIAL} ORDER BY d.next_attempt_at_ms LIMIT ?2"
         ),
         format!(
             "{SELECT} WHERE d.status = 'retrying' AND d.next_attempt_at_ms <= ?1 AND {SERIAL} ORDER BY d.next_attempt_at_ms LIMIT ?2"
-        ),
-        // A running delivery whose lease expired: its runner died.
-        format!(
-            "{SELECT} WHERE d.status = 'running' AND d.lease_until_ms < ?1 AND {SERIAL} LIMIT ?2"
         ),
     ];
     let mut claimed: Vec<Claimed> = Vec::new();
@@ -1895,6 +1897,11 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = super::open(&dir);
             (dir, store)
+        }
+
+        #[tokio::test]
+        async fn expired_leases_are_claimed_first() {
+            c::expired_leases_are_claimed_first(&store().1).await;
         }
 
         #[tokio::test]

@@ -61,14 +61,15 @@ fn claim_sql(state: &str, due: &str) -> String {
     )
 }
 
-/// Pending first, then retrying, then expired leases: the order SQLite
-/// claims in.
+/// Expired leases first (the oldest work there is, whose instance died: a
+/// backlog of new deliveries must not hold up a takeover), then pending,
+/// then retrying: the order SQLite claims in.
 pub(super) fn claim_statements() -> &'static [String; 3] {
     static SQL: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
         [
+            claim_sql("running", "lease_until_ms"),
             claim_sql("pending", "next_attempt_at_ms"),
             claim_sql("retrying", "next_attempt_at_ms"),
-            claim_sql("running", "lease_until_ms"),
         ]
     });
     &SQL

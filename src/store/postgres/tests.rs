@@ -28,6 +28,11 @@ mod contract {
     }
 
     #[tokio::test]
+    async fn expired_leases_are_claimed_first() {
+        c::expired_leases_are_claimed_first(&store()).await;
+    }
+
+    #[tokio::test]
     async fn leases_are_fenced() {
         c::leases_are_fenced(&store()).await;
     }
@@ -721,7 +726,7 @@ async fn a_blocked_keys_backlog_is_never_read() {
     );
 
     // The claim of pending rows, analysed and rolled back.
-    let sql = &super::claims::claim_statements()[0];
+    let sql = &super::claims::claim_statements()[1];
     let until = now_ms() + 30_000;
     let explained = client
         .simple_query(&format!(
