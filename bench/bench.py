@@ -470,6 +470,49 @@ class Postgres:
         if done.returncode:
             raise RuntimeError(f"{program} failed: {done.stderr.decode(errors='replace')}")
 
+    def sql(self, text, db="postgres"):
+        """Runs `text` with psql; its output (unaligned, tuples only)."""
+        argv = [os.path.join(self.bin, "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                "-d", db, "-v", "ON_ERROR_STOP=1", "-At", "-c", text]
+        if self.as_root:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if done.returncode:
+            raise RuntimeError(f"psql failed: {done.stderr.decode(errors='replace')}")
+        return done.stdout.decode()
+
+    def deliveries_table(self):
+        """Live and dead rows of `deliveries`, its autovacuum runs, and the
+        size of the claim index of pending rows."""
+        row = self.sql(
+            "SELECT n_live_tup, n_dead_tup, autovacuum_count, pg_relation_size('deliveries_pending_due') "
+            "FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+        ).strip().split("|")
+        return dict(zip(("live", "dead", "autovacuums", "pending_index_bytes"), map(int, row)))
+
+    def add_history(self, n):
+        """`n` finished events, each with a succeeded delivery and its attempt,
+        an hour old (inside any retention), written straight into hookwire's
+        tables: the history a long-running installation keeps."""
+        at = int(time.time() * 1000) - 3_600_000
+        ids = "lpad(i::text, 26, '0')"
+        self.sql(f"""
+            SET synchronous_commit = off;
+            INSERT INTO events (id, source, received_at_ms, method, path, query, headers, body, payload,
+                                facts, trace, matched, matched_any)
+            SELECT 'evt_' || {ids}, 'github', {at}, 'POST', '/hooks/github', '', '[]', ''::bytea, '{{}}',
+                   '[]', '[]', '["bench"]', true FROM generate_series(1, {n}) i;
+            INSERT INTO deliveries (id, event_id, rule, action, action_type, status, attempts, attempts_total,
+                                    next_attempt_at_ms, created_at_ms, updated_at_ms)
+            SELECT 'dlv_' || {ids}, 'evt_' || {ids}, 'bench', 'out', 'http', 'succeeded', 1, 1, {at}, {at}, {at}
+            FROM generate_series(1, {n}) i;
+            INSERT INTO attempts (id, delivery_id, number, budget_number, round, started_at_ms, duration_ms,
+                                  outcome, status_code, response)
+            SELECT 'att_' || {ids}, 'dlv_' || {ids}, 1, 1, 0, {at}, 5, 'succeeded', 200, ''::bytea
+            FROM generate_series(1, {n}) i;
+            """)
+        self.sql("VACUUM ANALYZE")
+
     def database(self, name):
         """A new, empty database on this server: its URL."""
         self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
@@ -710,15 +753,23 @@ class Bench:
         finally:
             srv.stop()
 
-    def hookwire_scenario(self, work, action, n_rules=1, postgres=False):
+    def hookwire_scenario(self, work, action, n_rules=1, postgres=False, history=0):
         count_file = os.path.join(work, "executed")
         receiver = None
         if action == "http":
             receiver = Server([self.ceiling, "127.0.0.1:0"], work, banner="ceiling listening")
         rules = hookwire_rules(n_rules, action, count_file, receiver.addr if receiver else None)
         pg = Postgres(work) if postgres else None
+        if history:
+            # A first start makes the schema; then the history goes in.
+            self.start_hookwire(work, rules, database=pg.url).stop()
+            t0 = time.time()
+            pg.add_history(history)
+            log(f"pg-history: {history:,} finished deliveries written in {time.time() - t0:.1f} s")
         srv = self.start_hookwire(work, rules, database=pg.url if pg else None)
         try:
+            metrics = f"http://{srv.addr}/metrics"
+            claims_before = histogram(http_get(metrics), CLAIM_HISTOGRAM)
             r = self.measure(srv, f"http://{srv.addr}/hooks/github", work)
             if action == "command":
                 r["done"], r["done_s"] = wait_for(lambda: file_size(count_file), r["acked"], r["started"])
@@ -730,6 +781,13 @@ class Bench:
                 r["done"], r["done_s"] = wait_for(delivered, r["acked"], r["started"])
             r["rss_kb"] = status_kb(srv.pid, "VmHWM")
             r["stored"] = stored_events(srv.addr)
+            if action:
+                claims = histogram(http_get(metrics), CLAIM_HISTOGRAM)
+                r["claims"] = histogram_count(claims_before, claims)
+                r["claim_p50_ms"] = bound_ms(histogram_bound(claims_before, claims, 0.5))
+                r["claim_p99_ms"] = bound_ms(histogram_bound(claims_before, claims, 0.99))
+            if pg:
+                r["table"] = pg.deliveries_table()
             return r
         finally:
             srv.stop()
@@ -1245,6 +1303,11 @@ def histogram_bound(before, after, q):
     return float("inf")
 
 
+def bound_ms(bound):
+    """A histogram bound in seconds as milliseconds (None stays None)."""
+    return None if bound is None else bound * 1000
+
+
 def stored_events(addr):
     """Events hookwire stored, from its own metrics."""
     text = http_get(f"http://{addr}/metrics")
@@ -1264,6 +1327,7 @@ SCENARIOS = [
     ("hw-1000", "hookwire, 1,000 rules (one matches → http)"),
     ("pg-nomatch", "hookwire on PostgreSQL, no match"),
     ("pg-http", "hookwire on PostgreSQL, match → http (delivered)"),
+    ("pg-history", "hookwire on PostgreSQL with 1,000,000 finished deliveries, match → http"),
 ]
 
 
@@ -1371,7 +1435,7 @@ def report(results, reloads, idle, args, retention=(), scale=(), takeovers=(), s
             continue
         med[key] = {
             f: median([r.get(f) for r in rs])
-            for f in ("rps", "p50_us", "p99_us", "cpu_us", "rss_kb", "acked", "done", "done_s")
+            for f in ("rps", "p50_us", "p99_us", "cpu_us", "rss_kb", "acked", "done", "done_s", "claim_p99_ms")
         }
         d = [r["done"] / r["done_s"] for r in rs if r.get("done") and r.get("done_s")]
         med[key]["done_rate"] = median(d)
@@ -1414,6 +1478,15 @@ def report(results, reloads, idle, args, retention=(), scale=(), takeovers=(), s
             f"longest {p.get('longest_batch_ms', '?')} ms; requests {r['rps']:.0f}/s, p50 {fmt_ms(r['p50_us'])}, "
             f"p99 {fmt_ms(r['p99_us'])}, max {fmt_ms(r['max_us'])}, non-2xx {r['status']}, peak RSS {r['rss_kb'] / 1024:.1f} MB"
         )
+    for key in ("pg-http", "pg-history"):
+        for r in results.get(key, []):
+            t = r.get("table") or {}
+            if t:
+                lines.append(
+                    f"{key}: {r.get('claims', 0):,} claims, p99 ≤ {r.get('claim_p99_ms') or 0:.1f} ms; after the run "
+                    f"`deliveries` held {t['live']:,} live and {t['dead']:,} dead rows ({t['autovacuums']} autovacuums), "
+                    f"the claim index of pending rows {t['pending_index_bytes'] / 1024:.0f} KB"
+                )
     for sc in scale:
         lines.append(
             f"Scale-out on PostgreSQL (each instance in a CPU group of {SCALE_QUOTA_US / 1000:.0f} ms per 100 ms; "
@@ -1470,6 +1543,8 @@ def report(results, reloads, idle, args, retention=(), scale=(), takeovers=(), s
     if pg_http.get("done") is not None:
         pg_lost = max(0.0, pg_http["acked"] - pg_http["done"])
     goal("7c. PostgreSQL: acknowledged but not delivered", pg_lost, "<=", 0.0, "{:.0f}")
+    goal(f"7h. PostgreSQL delivered/s with {args.history:,} finished deliveries kept / with none",
+         ratio(g("pg-history", "done_rate"), g("pg-http", "done_rate")), ">=", 0.9)
     goal("7d. PostgreSQL no-match req/s, two instances / one (equal CPU quotas)",
          median([sc["ingest_ratio"] for sc in scale]), ">=", 1.8)
     goal("7e. PostgreSQL delivered/s, two instances / one (equal CPU quotas)",
@@ -1500,6 +1575,8 @@ def main():
     ap.add_argument("--results", help="markdown file whose generated section is replaced with this run")
     ap.add_argument("--prune-events", type=int, default=300_000,
                     help="old events the retention scenario prunes while under load")
+    ap.add_argument("--history", type=int, default=1_000_000,
+                    help="finished deliveries pg-history puts in the database before it runs")
     ap.add_argument("--serial-waiting", type=int, default=SERIAL_WAITING,
                     help="deliveries pg-serial puts behind the hung head of one serialize_by key")
     args = ap.parse_args()
@@ -1518,6 +1595,7 @@ def main():
         "hw-http": lambda w: bench.hookwire_scenario(w, "http"),
         "hw-1000": lambda w: bench.hookwire_scenario(w, "http", n_rules=1000),
         "pg-nomatch": lambda w: bench.hookwire_scenario(w, None, postgres=True),
+        "pg-history": lambda w: bench.hookwire_scenario(w, "http", postgres=True, history=args.history),
         "pg-http": lambda w: bench.hookwire_scenario(w, "http", postgres=True),
     }
     started = time.time()
@@ -1531,6 +1609,12 @@ def main():
             extra = ""
             if r.get("done") is not None:
                 extra = f", done {r['done']}/{r['acked']} in {r['done_s']:.1f} s"
+            if r.get("claims"):
+                extra += f", {r['claims']} claims, p50 ≤ {r['claim_p50_ms']:.1f} ms, p99 ≤ {r['claim_p99_ms']:.1f} ms"
+            if r.get("table"):
+                t = r["table"]
+                extra += (f"; deliveries {t['live']:,} live, {t['dead']:,} dead rows, {t['autovacuums']} autovacuums, "
+                          f"pending index {t['pending_index_bytes'] / 1024:.0f} KB")
             log(
                 f"round {rnd} {key:13} {r['rps']:8.0f} req/s  p50 {fmt_ms(r['p50_us']):>9}  p99 {fmt_ms(r['p99_us']):>9}  "
                 f"cpu {r['cpu_us']:5.0f} µs/req  rss {r['rss_kb'] / 1024:5.1f} MB  errors c{r['connect']} r{r['read']} "
