@@ -86,6 +86,32 @@ pub async fn expired_leases_are_claimed_first(store: &dyn Store) {
     assert_eq!(taken.iter().map(|c| &c.id).collect::<Vec<_>>(), [&held]);
 }
 
+/// A delivery given back unattempted keeps its place in line: a dead
+/// instance's delivery, taken over and given back for want of room, is
+/// still claimed before deliveries stored after it.
+pub async fn a_released_delivery_keeps_its_place(store: &dyn Store) {
+    let (a, b) = (InstanceId::new(), InstanceId::new());
+    let (event, held) = one_delivery();
+    store.ingest(event).await.unwrap();
+    let now = now_ms();
+    let lease = Duration::from_secs(30);
+    assert_eq!(claim(store, &a, now, lease).await.len(), 1);
+    for _ in 0..3 {
+        let (mut e, _) = one_delivery();
+        e.received_at_ms = now + 1_000;
+        store.ingest(e).await.unwrap();
+    }
+    let later = now + 31_000;
+    let taken = store.claim(&b, later, 1, lease, Vec::new()).await.unwrap();
+    assert_eq!(taken[0].id, held);
+    store
+        .release(&b, vec![taken[0].lease()], later)
+        .await
+        .unwrap();
+    let again = store.claim(&b, later, 1, lease, Vec::new()).await.unwrap();
+    assert_eq!(again.iter().map(|c| &c.id).collect::<Vec<_>>(), [&held]);
+}
+
 /// A lease is taken over only once it has expired; the takeover bumps the
 /// token, and from then on the first holder can neither renew, release nor
 /// finish: its late result is discarded and the history shows one result.

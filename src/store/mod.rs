@@ -428,9 +428,11 @@ pub trait Store: Send + Sync + 'static {
     fn expedite(&self, actions: Vec<String>, now_ms: i64)
     -> BoxFuture<'_, Result<u64, StoreError>>;
 
-    /// Gives claimed deliveries back, unattempted, due at `due_at_ms`: the
-    /// claim's attempt is not counted (their target had no room for them).
-    /// Leases `owner` no longer holds are left alone.
+    /// Gives claimed deliveries back, unattempted, due at `due_at_ms` at the
+    /// latest: the claim's attempt is not counted (their target had no room
+    /// for them), and one that was due earlier keeps its place in line (a
+    /// dead instance's delivery, taken over and given back, stays ahead of
+    /// newer work). Leases `owner` no longer holds are left alone.
     fn release(
         &self,
         owner: &InstanceId,

@@ -728,11 +728,13 @@ fn claim(
         format!(
             "{SELECT} WHERE d.status = 'running' AND d.lease_until_ms < ?1 AND {SERIAL} ORDER BY d.lease_until_ms LIMIT ?2"
         ),
-        format!(
-            "{SELECT} WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1 AND {SERIAL} ORDER BY d.next_attempt_at_ms LIMIT ?2"
-        ),
+        // Then due retries, older work than new deliveries (a delivery
+        // taken over and given back is one), then new deliveries.
         format!(
             "{SELECT} WHERE d.status = 'retrying' AND d.next_attempt_at_ms <= ?1 AND {SERIAL} ORDER BY d.next_attempt_at_ms LIMIT ?2"
+        ),
+        format!(
+            "{SELECT} WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1 AND {SERIAL} ORDER BY d.next_attempt_at_ms LIMIT ?2"
         ),
     ];
     let mut claimed: Vec<Claimed> = Vec::new();
@@ -769,7 +771,7 @@ fn release(
     let mut update = c.prepare_cached(
         "UPDATE deliveries SET status = CASE WHEN attempts_total > 1 OR manual_retries > 0 THEN 'retrying' ELSE 'pending' END,
                 attempts = attempts - 1, attempts_total = attempts_total - 1, lease_until_ms = NULL,
-                next_attempt_at_ms = ?2, updated_at_ms = ?3, owner = NULL
+                next_attempt_at_ms = min(next_attempt_at_ms, ?2), updated_at_ms = ?3, owner = NULL
          WHERE id = ?1 AND status = 'running' AND owner = ?4 AND lease_token = ?5",
     )?;
     for l in held {
@@ -1902,6 +1904,11 @@ mod tests {
         #[tokio::test]
         async fn expired_leases_are_claimed_first() {
             c::expired_leases_are_claimed_first(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn a_released_delivery_keeps_its_place() {
+            c::a_released_delivery_keeps_its_place(&store().1).await;
         }
 
         #[tokio::test]

@@ -62,14 +62,16 @@ fn claim_sql(state: &str, due: &str) -> String {
 }
 
 /// Expired leases first (the oldest work there is, whose instance died: a
-/// backlog of new deliveries must not hold up a takeover), then pending,
-/// then retrying: the order SQLite claims in.
+/// backlog of new deliveries must not hold up a takeover), then due
+/// retries (older work than new deliveries; a delivery taken over and
+/// given back for want of room is one), then pending: the order SQLite
+/// claims in.
 pub(super) fn claim_statements() -> &'static [String; 3] {
     static SQL: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
         [
             claim_sql("running", "lease_until_ms"),
-            claim_sql("pending", "next_attempt_at_ms"),
             claim_sql("retrying", "next_attempt_at_ms"),
+            claim_sql("pending", "next_attempt_at_ms"),
         ]
     });
     &SQL
@@ -243,7 +245,7 @@ pub async fn release(
             "UPDATE deliveries d
                 SET status = CASE WHEN d.attempts_total > 1 OR d.manual_retries > 0 THEN 'retrying' ELSE 'pending' END,
                     attempts = d.attempts - 1, attempts_total = d.attempts_total - 1, lease_until_ms = NULL,
-                    next_attempt_at_ms = $1, updated_at_ms = $2, owner = NULL
+                    next_attempt_at_ms = least(d.next_attempt_at_ms, $1), updated_at_ms = $2, owner = NULL
              FROM unnest($3::text[], $4::bigint[]) AS h(id, token)
              WHERE d.id = h.id AND d.lease_token = h.token AND d.status = 'running' AND d.owner = $5",
         )
@@ -413,12 +415,13 @@ pub async fn expedite(client: &Object, actions: &[String], due: i64, now: i64) -
     client.execute(&stmt, &[&due, &actions, &now]).await.pg()
 }
 
-/// When the next delivery is due: the first entry of each state's index.
+/// When the next delivery is due: the first entry of each state's claim
+/// index (a delivery waiting on its key is not due, however old).
 pub async fn next_due(client: &Object) -> Res<Option<i64>> {
     let stmt = client
         .prepare_cached(
             "SELECT least(
-                 (SELECT min(next_attempt_at_ms) FROM deliveries WHERE status = 'pending'),
+                 (SELECT min(next_attempt_at_ms) FROM deliveries WHERE status = 'pending' AND NOT waiting_on_key),
                  (SELECT min(next_attempt_at_ms) FROM deliveries WHERE status = 'retrying'),
                  (SELECT min(lease_until_ms) FROM deliveries WHERE status = 'running'))",
         )

@@ -33,6 +33,11 @@ mod contract {
     }
 
     #[tokio::test]
+    async fn a_released_delivery_keeps_its_place() {
+        c::a_released_delivery_keeps_its_place(&store()).await;
+    }
+
+    #[tokio::test]
     async fn leases_are_fenced() {
         c::leases_are_fenced(&store()).await;
     }
@@ -726,7 +731,7 @@ async fn a_blocked_keys_backlog_is_never_read() {
     );
 
     // The claim of pending rows, analysed and rolled back.
-    let sql = &super::claims::claim_statements()[1];
+    let sql = &super::claims::claim_statements()[2];
     let until = now_ms() + 30_000;
     let explained = client
         .simple_query(&format!(
@@ -755,6 +760,10 @@ async fn a_blocked_keys_backlog_is_never_read() {
         .await
         .unwrap();
     assert_eq!(quiet.iter().map(|c| &c.id).collect::<Vec<_>>(), [&other_id]);
+    // Nothing is due but the running head's lease end: the waiting ones
+    // are not work to look for.
+    let next = store.next_due().await.unwrap().unwrap();
+    assert!(next > now_ms() + 20_000, "next due {next}");
     let ok = finished(
         &head[0],
         AttemptOutcome::Succeeded,
