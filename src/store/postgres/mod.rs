@@ -328,10 +328,25 @@ struct CannotConnect {
     error: DriverError,
 }
 
+pub(super) const INSERT_DELIVERIES: &str = "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key,
+                         next_attempt_at_ms, created_at_ms, updated_at_ms, replayed_by, waiting_on_key)
+ SELECT d.id, d.event_id, d.rule, d.action, d.action_type, 'pending', d.serialize_key, d.due, $1, $1, $2,
+        d.serialize_key IS NOT NULL AND (
+            row_number() OVER (PARTITION BY d.serialize_key ORDER BY d.id) > 1
+            OR (SELECT o.id FROM deliveries o
+                WHERE o.serialize_key = d.serialize_key
+                  AND o.status IN ('pending', 'running', 'retrying')
+                ORDER BY o.serialize_key, o.id LIMIT 1) IS NOT NULL)
+ FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[])
+      AS d(id, event_id, due, rule, action, action_type, serialize_key)";
+
 /// New `pending` deliveries, each of its event and due at its time, in one
 /// statement. A keyed delivery waits on its key when an earlier one of the
 /// key is unfinished, stored before or in this same statement; the keys'
-/// locks are taken first (see [`claims::lock_keys`]).
+/// locks are taken first (see [`claims::lock_keys`]). The probe of earlier
+/// ones is written as the first row in the order of
+/// `deliveries_unfinished_by_key`: statistics taken while one key held
+/// every row make the generic plan of a plain `EXISTS` scan the table.
 async fn insert_deliveries(
     tx: &deadpool_postgres::Transaction<'_>,
     rows: &[(&str, i64, &NewDelivery)],
@@ -348,21 +363,7 @@ async fn insert_deliveries(
     keys.sort_unstable();
     keys.dedup();
     claims::lock_keys(tx, &keys).await?;
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key,
-                                     next_attempt_at_ms, created_at_ms, updated_at_ms, replayed_by, waiting_on_key)
-             SELECT d.id, d.event_id, d.rule, d.action, d.action_type, 'pending', d.serialize_key, d.due, $1, $1, $2,
-                    d.serialize_key IS NOT NULL AND (
-                        row_number() OVER (PARTITION BY d.serialize_key ORDER BY d.id) > 1
-                        OR EXISTS (SELECT 1 FROM deliveries o
-                                   WHERE o.serialize_key = d.serialize_key
-                                     AND o.status IN ('pending', 'running', 'retrying')))
-             FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[])
-                  AS d(id, event_id, due, rule, action, action_type, serialize_key)",
-        )
-        .await
-        .pg()?;
+    let stmt = tx.prepare_cached(INSERT_DELIVERIES).await.pg()?;
     let ids: Vec<&str> = rows.iter().map(|(_, _, d)| d.id.as_str()).collect();
     let events: Vec<&str> = rows.iter().map(|(e, _, _)| *e).collect();
     let due: Vec<i64> = rows.iter().map(|(_, due, _)| *due).collect();
