@@ -992,9 +992,14 @@ impl Store for PostgresStore {
     fn oldest_waiting(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;
+            // Ids are made when deliveries are, in time order: the first of
+            // each state in `deliveries_by_status` is its oldest, found
+            // without reading a backlog of any size (a metrics scrape asks).
             let row = client
                 .query_one(
-                    "SELECT min(created_at_ms) FROM deliveries WHERE status IN ('pending', 'retrying')",
+                    "SELECT least(
+                         (SELECT created_at_ms FROM deliveries WHERE status = 'pending' ORDER BY status, id LIMIT 1),
+                         (SELECT created_at_ms FROM deliveries WHERE status = 'retrying' ORDER BY status, id LIMIT 1))",
                     &[],
                 )
                 .await
