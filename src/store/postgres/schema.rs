@@ -11,6 +11,7 @@ use crate::store::StoreError;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_waiting_on_key.sql"),
+    include_str!("migrations/0003_body_compression.sql"),
 ];
 
 /// The advisory lock key the migrations are run under: "hookwire" in ASCII.
