@@ -113,7 +113,6 @@ impl Dispatcher {
         self.held_leases().clear();
         let heartbeat = tokio::spawn(self.clone().heartbeat());
         let slots = Arc::new(Semaphore::new(self.workers));
-        let recorders = Arc::new(Semaphore::new(self.workers));
         let finished = Arc::new(Notify::new());
         let mut running = JoinSet::new();
         // Claims failed in a row, and how long to wait before the next.
@@ -212,19 +211,10 @@ impl Dispatcher {
                 };
                 self.held_leases().insert(c.id.clone(), c.token);
                 let (me, done) = (self.clone(), finished.clone());
-                let recorders = recorders.clone();
                 running.spawn(async move {
-                    let outcome = me.attempt(c, target).await;
-                    // The worker is free once the action has run; writing
-                    // its result waits for the store's next batch without
-                    // holding a worker (at most `workers` results wait so).
-                    let Ok(recording) = recorders.acquire_owned().await else {
-                        return;
-                    };
+                    me.attempt(c, target).await;
                     drop(permit);
                     done.notify_one();
-                    me.record(outcome).await;
-                    drop(recording);
                 });
             }
             let gave_back = !over.is_empty();
@@ -339,9 +329,7 @@ impl Dispatcher {
         cached.1.clone()
     }
 
-    /// Runs one attempt and decides what comes next; [`Dispatcher::record`]
-    /// writes it.
-    async fn attempt(&self, mut c: Claimed, target: Option<Target>) -> Attempted {
+    async fn attempt(&self, mut c: Claimed, target: Option<Target>) {
         let started = Instant::now();
         let started_at_ms = now_ms();
         self.stream.publish(|| {
@@ -445,27 +433,13 @@ impl Dispatcher {
             state: decision.state,
             next_attempt_at_ms: decision.next_attempt_at_ms,
         };
-        Attempted {
-            c,
-            finished,
-            outcome: result.outcome.label(),
-        }
-    }
-
-    /// Records an attempt's result under its lease, and says so on the feed.
-    async fn record(
-        &self,
-        Attempted {
-            c,
-            finished,
-            outcome,
-        }: Attempted,
-    ) {
         let state = finished.state;
         let recorded = self.store.finish(&self.instance, finished).await;
         self.held_leases().remove(&c.id);
         match recorded {
-            Ok(Recorded::LeaseLost) => crate::telemetry::lease_lost(c.id.as_str(), outcome),
+            Ok(Recorded::LeaseLost) => {
+                crate::telemetry::lease_lost(c.id.as_str(), result.outcome.label())
+            }
             Ok(Recorded::Yes) => self.stream.publish(|| {
                 serde_json::json!({
                     "type": "delivery", "id": c.id, "event_id": c.event_id, "rule": c.rule, "action": c.action,
@@ -478,13 +452,6 @@ impl Dispatcher {
             }
         }
     }
-}
-
-/// An attempt that has run, with the result to record.
-struct Attempted {
-    c: Claimed,
-    finished: Finished,
-    outcome: &'static str,
 }
 
 impl Dispatcher {
