@@ -308,16 +308,20 @@ def wait_for(count_fn, target, started, settle=8.0, limit=300.0):
 # ---------------------------------------------------------------- rule files
 
 
+# The rule files' source: GitHub's signature checked with the bench's secret.
+GITHUB_SOURCE = (
+    "sources:",
+    "  github:",
+    "    verify:",
+    f'      github: {{ secret: "{SECRET}" }}',
+    "rules:",
+)
+
+
 def hookwire_rules(n_rules, matching_action, count_file, receiver):
     """A YAML rule file: `n_rules` rules on one source, the last one matching
     when matching_action is set (otherwise none match)."""
-    lines = [
-        "sources:",
-        "  github:",
-        "    verify:",
-        f'      github: {{ secret: "{SECRET}" }}',
-        "rules:",
-    ]
+    lines = list(GITHUB_SOURCE)
     for i in range(n_rules):
         last = i == n_rules - 1
         ref = MATCH_REF if (last and matching_action) else (NEVER_REF if n_rules == 1 else f"{NEVER_REF}-{i}")
@@ -365,11 +369,7 @@ def serial_rules(stuck_after, hang, fast):
         f'        equals: "{REPO}"',
     ]
     lines = [
-        "sources:",
-        "  github:",
-        "    verify:",
-        f'      github: {{ secret: "{SECRET}" }}',
-        "rules:",
+        *GITHUB_SOURCE,
     ]
     for name, op, receiver, timeout in (("stuck", "equals", hang, "1h"), ("flow", "not_equals", fast, "30s")):
         lines += [

@@ -66,21 +66,28 @@ async fn claim(store: &dyn Store, owner: &InstanceId, at: i64, lease: Duration) 
     store.claim(owner, at, 10, lease, Vec::new()).await.unwrap()
 }
 
+const LEASE: Duration = Duration::from_secs(30);
+
+/// One delivery claimed by an instance (that then dies) for [`LEASE`] from
+/// the returned time.
+async fn held_by_a_dead_instance(store: &dyn Store) -> (DeliveryId, i64) {
+    let (event, held) = one_delivery();
+    store.ingest(event).await.unwrap();
+    let now = now_ms();
+    assert_eq!(claim(store, &InstanceId::new(), now, LEASE).await.len(), 1);
+    (held, now)
+}
+
 /// An expired lease is taken over before any waiting delivery: a dead
 /// instance's work is the oldest there is, and a backlog of new deliveries
 /// must not hold it up.
 pub async fn expired_leases_are_claimed_first(store: &dyn Store) {
-    let (a, b) = (InstanceId::new(), InstanceId::new());
-    let (event, held) = one_delivery();
-    store.ingest(event).await.unwrap();
-    let now = now_ms();
-    let lease = Duration::from_secs(30);
-    assert_eq!(claim(store, &a, now, lease).await.len(), 1);
+    let (held, now) = held_by_a_dead_instance(store).await;
     for _ in 0..5 {
         store.ingest(one_delivery().0).await.unwrap();
     }
     let taken = store
-        .claim(&b, now + 31_000, 1, lease, Vec::new())
+        .claim(&InstanceId::new(), now + 31_000, 1, LEASE, Vec::new())
         .await
         .unwrap();
     assert_eq!(taken.iter().map(|c| &c.id).collect::<Vec<_>>(), [&held]);
@@ -90,12 +97,8 @@ pub async fn expired_leases_are_claimed_first(store: &dyn Store) {
 /// instance's delivery, taken over and given back for want of room, is
 /// still claimed before deliveries stored after it.
 pub async fn a_released_delivery_keeps_its_place(store: &dyn Store) {
-    let (a, b) = (InstanceId::new(), InstanceId::new());
-    let (event, held) = one_delivery();
-    store.ingest(event).await.unwrap();
-    let now = now_ms();
-    let lease = Duration::from_secs(30);
-    assert_eq!(claim(store, &a, now, lease).await.len(), 1);
+    let (held, now) = held_by_a_dead_instance(store).await;
+    let (b, lease) = (InstanceId::new(), LEASE);
     for _ in 0..3 {
         let (mut e, _) = one_delivery();
         e.received_at_ms = now + 1_000;
