@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, client, fixture, split_dedup_answers};
+use crate::support::{Daemon, client, fixture, send_all, split_dedup_answers};
 
 const RULES: &str = r#"
 sources:
@@ -172,27 +172,17 @@ async fn respond_answers_with_the_rules_own_status_and_rendered_body() {
 async fn duplicates_answer_200_with_the_first_event_and_store_once_under_concurrency() {
     let d = Daemon::start(&[("rules.yaml", RULES)]);
     let body = fixture("examples/payloads/push-branch.json");
-    let mut tasks = Vec::new();
-    for _ in 0..24 {
-        let url = d.url("/hooks/github");
-        let body = body.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = client()
-                .post(url)
+    let requests = (0..24)
+        .map(|_| {
+            client()
+                .post(d.url("/hooks/github"))
                 .header("content-type", "application/json")
                 .header("x-github-event", "push")
                 .header("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }));
-    }
-    let mut answers = Vec::new();
-    for t in tasks {
-        answers.push(t.await.unwrap());
-    }
+                .body(body.clone())
+        })
+        .collect();
+    let answers = send_all(requests).await;
     let (stored, duplicates) = split_dedup_answers(answers);
     assert_eq!(stored.len(), 1, "exactly one copy is stored");
     assert_eq!(duplicates.len(), 23);

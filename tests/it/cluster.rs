@@ -279,29 +279,21 @@ async fn concurrent_duplicates_on_two_instances_store_one() {
     let rules = "sources:\n  hook:\n    dedup: \"{{headers.x-delivery}}\"\n";
     // Two connections each: the copies also queue for the pool.
     let (a, b) = pair(rules, &["--database-pool", "2"]);
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let url = if i % 2 == 0 {
-            a.url("/hooks/hook")
-        } else {
-            b.url("/hooks/hook")
-        };
-        tasks.push(tokio::spawn(async move {
-            let r = client()
+    let requests = (0..20)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                a.url("/hooks/hook")
+            } else {
+                b.url("/hooks/hook")
+            };
+            client()
                 .post(url)
                 .header("content-type", "application/json")
                 .header("x-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
                 .body("{}")
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }));
-    }
-    let mut answers = Vec::new();
-    for t in tasks {
-        answers.push(t.await.unwrap());
-    }
+        })
+        .collect();
+    let answers = send_all(requests).await;
     let (stored, duplicates) = split_dedup_answers(answers);
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert!(duplicates.iter().all(|d| *d == stored[0]), "{duplicates:?}");

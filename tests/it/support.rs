@@ -778,6 +778,25 @@ impl SmtpServer {
     }
 }
 
+/// Sends every request at once, each from a task of its own; the answers
+/// as `(status, JSON body)`, in the order of `requests`.
+pub async fn send_all(requests: Vec<reqwest::RequestBuilder>) -> Vec<(u16, serde_json::Value)> {
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|r| {
+            tokio::spawn(async move {
+                let r = r.send().await.unwrap();
+                (r.status().as_u16(), r.json().await.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    answers
+}
+
 /// Answers to copies of one deduplicated delivery, as `(status, body)`:
 /// the event ids of the `202`s (stored) and of the `200 {"duplicate":true}`s.
 /// Any other answer fails the test.
