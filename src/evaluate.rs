@@ -47,6 +47,10 @@ pub struct PlannedDelivery {
     pub action: String,
     pub action_type: &'static str,
     pub serialize_key: Option<String>,
+    /// For a step: the actions of the same rule it needs.
+    pub needs: Vec<String>,
+    /// `delay` of the action.
+    pub delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -57,16 +61,41 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// One new `pending` delivery per planned delivery, each with a fresh id.
-    pub fn new_deliveries(&self) -> Vec<crate::store::NewDelivery> {
+    /// One new delivery per planned delivery, each with a fresh id; a step
+    /// names the ids of its needs. `base_ms` is when the event arrived (or
+    /// was replayed): a `delay` counts from it. A step's delay counts from
+    /// when its needs succeeded, and is applied then.
+    pub fn new_deliveries(&self, base_ms: i64) -> Vec<crate::store::NewDelivery> {
+        let ids: Vec<crate::ids::DeliveryId> = self
+            .deliveries
+            .iter()
+            .map(|_| crate::ids::DeliveryId::new())
+            .collect();
+        let id_of = |rule: &str, action: &str| {
+            self.deliveries
+                .iter()
+                .position(|d| d.rule == rule && d.action == action)
+                .map(|i| ids[i].clone())
+        };
         self.deliveries
             .iter()
-            .map(|d| crate::store::NewDelivery {
-                id: crate::ids::DeliveryId::new(),
+            .zip(&ids)
+            .map(|(d, id)| crate::store::NewDelivery {
+                id: id.clone(),
                 rule: d.rule.clone(),
                 action: d.action.clone(),
                 action_type: d.action_type.to_owned(),
                 serialize_key: d.serialize_key.clone(),
+                due_at_ms: d
+                    .delay
+                    .filter(|_| d.needs.is_empty())
+                    .map(|delay| base_ms.saturating_add(delay.as_millis() as i64)),
+                needs: d.needs.iter().filter_map(|n| id_of(&d.rule, n)).collect(),
+                need_names: d.needs.clone(),
+                has_steps: self
+                    .deliveries
+                    .iter()
+                    .any(|o| o.rule == d.rule && o.needs.contains(&d.action)),
             })
             .collect()
     }
@@ -121,44 +150,7 @@ pub fn evaluate_with(set: &RuleSet, req: &Request, explain_all: bool) -> Evaluat
         let mut actions = Vec::new();
         if matched {
             out.matched.push(rule.name.clone());
-            let mut ctx: Option<crate::template::Context> = None;
-            for action in &rule.actions {
-                let (create, steps) = match &action.when {
-                    Some(c) => c.explain(&input),
-                    None => (true, Vec::new()),
-                };
-                let mut error = None;
-                let serialize_key = match (&action.serialize_by, create) {
-                    (Some(t), true) => {
-                        let ctx =
-                            ctx.get_or_insert_with(|| crate::template::context(req, &rule.name, 1));
-                        match t.render(ctx) {
-                            Ok(k) => Some(k),
-                            Err(e) => {
-                                // The key cannot be rendered: run unserialized rather than lose the event.
-                                error = Some(format!("serialize_by: {e}"));
-                                None
-                            }
-                        }
-                    }
-                    _ => None,
-                };
-                if create {
-                    out.deliveries.push(PlannedDelivery {
-                        rule: rule.name.clone(),
-                        action: action.name.clone(),
-                        action_type: action.type_name(),
-                        serialize_key,
-                    });
-                }
-                actions.push(ActionTrace {
-                    action: action.name.clone(),
-                    action_type: action.type_name().to_owned(),
-                    delivery: create,
-                    conditions: steps,
-                    error,
-                });
-            }
+            plan_actions(rule, req, &input, &mut out.deliveries, &mut actions);
         }
         out.trace.push(RuleTrace {
             rule: rule.name.clone(),
@@ -170,6 +162,111 @@ pub fn evaluate_with(set: &RuleSet, req: &Request, explain_all: bool) -> Evaluat
         });
     }
     out
+}
+
+/// Decides the deliveries of a matched rule's actions, with their trace:
+/// an action whose `when` holds gets one; a step (it `needs` others) gets
+/// one, `waiting`, when each of its needs got one, and its `when` is left
+/// for when they have succeeded.
+fn plan_actions(
+    rule: &Rule,
+    req: &Request,
+    input: &Input<'_>,
+    deliveries: &mut Vec<PlannedDelivery>,
+    actions: &mut Vec<ActionTrace>,
+) {
+    let mut ctx: Option<crate::template::Context> = None;
+    let mut planned: Vec<&str> = Vec::new();
+    // Steps may be written before their needs: decided once every action
+    // they need is.
+    let has_steps = rule.actions.iter().any(|a| !a.needs.is_empty());
+    let mut order: Vec<&crate::rules::Action> = rule.actions.iter().collect();
+    if has_steps {
+        // An action runs after strictly more actions than any of its needs.
+        order.sort_by_key(|a| rule.runs_after(&a.name).len());
+    }
+    for action in order {
+        let step = !action.needs.is_empty();
+        let (mut create, steps) = match (&action.when, step) {
+            (Some(c), false) => c.explain(input),
+            _ => (true, Vec::new()),
+        };
+        let mut note = None;
+        if step {
+            let missing: Vec<&str> = action
+                .needs
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !planned.contains(n))
+                .collect();
+            if missing.is_empty() {
+                note = action.when.as_ref().map(|_| {
+                    format!(
+                        "its `when` is evaluated when {} succeeded",
+                        action.needs.join(" and ")
+                    )
+                });
+            } else {
+                create = false;
+                note = Some(format!(
+                    "no delivery: it needs {}, which has none",
+                    missing.join(" and ")
+                ));
+            }
+        }
+        let mut error = None;
+        let serialize_key = match (&action.serialize_by, create) {
+            (Some(t), true) => {
+                let ctx = ctx.get_or_insert_with(|| crate::template::context(req, &rule.name, 1));
+                match t.render(ctx) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        // The key cannot be rendered: run unserialized rather than lose the event.
+                        error = Some(format!("serialize_by: {e}"));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if create {
+            planned.push(&action.name);
+            deliveries.push(PlannedDelivery {
+                rule: rule.name.clone(),
+                action: action.name.clone(),
+                action_type: action.type_name(),
+                serialize_key,
+                needs: action.needs.clone(),
+                delay: action.delay,
+            });
+        }
+        actions.push(ActionTrace {
+            action: action.name.clone(),
+            action_type: action.type_name().to_owned(),
+            delivery: create,
+            conditions: steps,
+            error,
+            needs: action.needs.clone(),
+            note,
+        });
+    }
+    if has_steps {
+        // The trace lists the actions in file order.
+        actions.sort_by_key(|t| rule.actions.iter().position(|a| a.name == t.action));
+    }
+}
+
+/// A step's `when` (SPEC §4.7) over the payload and the outputs of the
+/// actions it runs after: true when it has none.
+pub fn step_when(
+    action: &crate::rules::Action,
+    req: &Request,
+    outputs: &serde_json::Map<String, serde_json::Value>,
+) -> (bool, Vec<crate::matching::Step>) {
+    match &action.when {
+        Some(when) => when.explain(&Input::of(req).with_steps(outputs)),
+        None => (true, Vec::new()),
+    }
 }
 
 /// Completes a stored trace with the rules of the source it leaves out (see

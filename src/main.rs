@@ -31,6 +31,9 @@ enum Command {
     Check {
         /// Rule files or directories.
         paths: Vec<PathBuf>,
+        /// Also list every rule with its actions, and the step graph of rules with steps.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Dry-run: evaluate the rules of a source against a payload and show why each rule did or did not match.
     Test(TestArgs),
@@ -234,13 +237,13 @@ fn main() -> ExitCode {
     match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
-        Some(Command::Check { paths }) => {
+        Some(Command::Check { paths, verbose }) => {
             let paths = if paths.is_empty() {
                 vec![PathBuf::from("./rules")]
             } else {
                 paths
             };
-            cli::check::run(&paths)
+            cli::check::run(&paths, verbose)
         }
         Some(Command::Test(t)) => cli::test::run(&cli::test::TestOptions {
             source: t.source,

@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{AttemptResult, MAX_CAPTURE, Rendered};
+use super::{AttemptResult, MAX_CAPTURE, MAX_OUTPUT, Rendered};
 use crate::actions::Outcome;
 use crate::rules::CommandAction;
 
@@ -24,14 +24,14 @@ pub struct CommandEnv<'a> {
     pub source: &'a str,
 }
 
-async fn capture(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
+async fn capture(mut r: impl AsyncRead + Unpin, limit: usize) -> Vec<u8> {
     let mut kept = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                let room = MAX_CAPTURE.saturating_sub(kept.len());
+                let room = limit.saturating_sub(kept.len());
                 kept.extend_from_slice(&buf[..n.min(room)]);
             }
         }
@@ -43,6 +43,7 @@ pub async fn run(
     action: &CommandAction,
     rendered: &Rendered,
     ids: &CommandEnv<'_>,
+    keep_output: bool,
 ) -> AttemptResult {
     let Rendered::Command {
         argv,
@@ -91,8 +92,9 @@ pub async fn run(
             let _ = pipe.write_all(input.as_bytes()).await;
         });
     }
-    let out = child.stdout.take().map(|o| tokio::spawn(capture(o)));
-    let err = child.stderr.take().map(|e| tokio::spawn(capture(e)));
+    let limit = if keep_output { MAX_OUTPUT } else { MAX_CAPTURE };
+    let out = child.stdout.take().map(|o| tokio::spawn(capture(o, limit)));
+    let err = child.stderr.take().map(|e| tokio::spawn(capture(e, limit)));
 
     let waited = tokio::time::timeout(action.timeout, child.wait()).await;
     let timed_out = waited.is_err();
@@ -115,10 +117,23 @@ pub async fn run(
         }
     };
     let (stdout, stderr) = (collect(out).await, collect(err).await);
+    let exit_code = waited
+        .as_ref()
+        .ok()
+        .and_then(|w| w.as_ref().ok())
+        .and_then(|s| s.code());
+    let output = keep_output.then(|| {
+        serde_json::json!({
+            "exit_code": exit_code,
+            "stdout": String::from_utf8_lossy(&stdout),
+            "stderr": String::from_utf8_lossy(&stderr),
+        })
+    });
     let mut response = stdout;
+    response.truncate(MAX_CAPTURE);
     if !stderr.is_empty() {
         response.extend_from_slice(b"\n--- stderr ---\n");
-        response.extend_from_slice(&stderr);
+        response.extend_from_slice(&stderr[..stderr.len().min(MAX_CAPTURE)]);
     }
     let retry = Outcome::Retryable { retry_after: None };
     match waited {
@@ -131,6 +146,7 @@ pub async fn run(
                 humantime::format_duration(action.timeout)
             )),
             response,
+            output,
         },
         Ok(Err(e)) => AttemptResult {
             outcome: retry,
@@ -138,6 +154,7 @@ pub async fn run(
             exit_code: None,
             error: Some(format!("waiting for {program}: {e}")),
             response,
+            output,
         },
         Ok(Ok(status)) => match status.code() {
             Some(0) => AttemptResult {
@@ -146,6 +163,7 @@ pub async fn run(
                 exit_code: Some(0),
                 error: None,
                 response,
+                output,
             },
             Some(code) => AttemptResult {
                 outcome: retry,
@@ -153,6 +171,7 @@ pub async fn run(
                 exit_code: Some(code),
                 error: Some(format!("exited with {code}")),
                 response,
+                output,
             },
             None => AttemptResult {
                 outcome: retry,
@@ -160,6 +179,7 @@ pub async fn run(
                 exit_code: None,
                 error: Some(format!("killed by a signal ({status})")),
                 response,
+                output,
             },
         },
     }

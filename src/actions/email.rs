@@ -100,6 +100,7 @@ impl Mailer {
                 exit_code: None,
                 error: None,
                 response: resp.message().collect::<Vec<_>>().join("\n").into_bytes(),
+                output: None,
             },
             Err(e) => {
                 let outcome = if e.is_permanent() {
@@ -113,6 +114,7 @@ impl Mailer {
                     exit_code: None,
                     error: Some(format!("SMTP: {e}")),
                     response: Vec::new(),
+                    output: None,
                 }
             }
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::{AttemptResult, MAX_CAPTURE, Rendered, has_crlf};
+use super::{AttemptResult, MAX_CAPTURE, MAX_OUTPUT, Rendered, has_crlf};
 use crate::actions::Outcome;
 use crate::request::Request;
 use crate::rules::HttpAction;
@@ -150,6 +150,7 @@ impl HttpRunner {
         rendered: &Rendered,
         delivery_id: &str,
         event: &Request,
+        keep_output: bool,
     ) -> AttemptResult {
         let Rendered::Http {
             method,
@@ -264,14 +265,33 @@ impl HttpRunner {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        let limit = if keep_output { MAX_OUTPUT } else { MAX_CAPTURE };
+        let output_headers = keep_output.then(|| {
+            let mut map = serde_json::Map::new();
+            for (k, v) in resp.headers() {
+                if let Ok(v) = v.to_str() {
+                    map.entry(k.as_str())
+                        .or_insert_with(|| Value::String(v.to_owned()));
+                }
+            }
+            Value::Object(map)
+        });
         let mut excerpt = Vec::new();
         while let Ok(Some(chunk)) = resp.chunk().await {
-            let room = MAX_CAPTURE.saturating_sub(excerpt.len());
+            let room = limit.saturating_sub(excerpt.len());
             excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if excerpt.len() >= MAX_CAPTURE {
+            if excerpt.len() >= limit {
                 break;
             }
         }
+        let output = output_headers.map(|headers| {
+            serde_json::json!({
+                "status": status.as_u16(),
+                "headers": headers,
+                "body": String::from_utf8_lossy(&excerpt),
+            })
+        });
+        excerpt.truncate(MAX_CAPTURE);
         let code = status.as_u16();
         let (outcome, error) = match code {
             200..=299 => (Outcome::Succeeded, None),
@@ -291,6 +311,7 @@ impl HttpRunner {
             exit_code: None,
             error,
             response: excerpt,
+            output,
         }
     }
 }

@@ -19,6 +19,9 @@ use crate::template::{Context, RenderError, Template};
 
 /// How much of a response body, stdout or stderr an attempt keeps.
 pub const MAX_CAPTURE: usize = 64 * 1024;
+/// How much of a response body (or of stdout, and of stderr) the output of
+/// an action some step needs keeps (SPEC §4.7: outputs up to 1 MiB).
+pub const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// What one attempt came to, as each action classifies it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,6 +63,10 @@ pub struct AttemptResult {
     pub error: Option<String>,
     /// The first [`MAX_CAPTURE`] bytes of the response (or stdout, then stderr).
     pub response: Vec<u8>,
+    /// What a step that needs this action reads (SPEC §4.7), when it was
+    /// asked for: http `{status, headers, body}`, command `{exit_code,
+    /// stdout, stderr}`, email `{}` (`json` is added when it is read).
+    pub output: Option<Value>,
 }
 
 impl AttemptResult {
@@ -70,6 +77,7 @@ impl AttemptResult {
             exit_code: None,
             error: Some(error.into()),
             response: Vec::new(),
+            output: None,
         }
     }
 }
@@ -140,7 +148,8 @@ impl Runner {
     }
 
     /// `req` is the event's request: forwarded by `forward: true` and named
-    /// in a command's environment.
+    /// in a command's environment. With `keep_output` (a step needs this
+    /// action) the result carries the action's output.
     pub async fn run(
         &self,
         action: &Action,
@@ -148,17 +157,28 @@ impl Runner {
         delivery_id: &str,
         rule: &str,
         req: &Request,
+        keep_output: bool,
     ) -> AttemptResult {
         match &action.kind {
-            ActionKind::Http(h) => self.http.run(h, rendered, delivery_id, req).await,
-            ActionKind::Email(_) => self.mailer.run(rendered).await,
+            ActionKind::Http(h) => {
+                self.http
+                    .run(h, rendered, delivery_id, req, keep_output)
+                    .await
+            }
+            ActionKind::Email(_) => {
+                let mut result = self.mailer.run(rendered).await;
+                if keep_output {
+                    result.output = Some(Value::Object(serde_json::Map::new()));
+                }
+                result
+            }
             ActionKind::Command(c) => {
                 let ids = command::CommandEnv {
                     event_id: &req.event_id,
                     rule,
                     source: &req.source,
                 };
-                command::run(c, rendered, &ids).await
+                command::run(c, rendered, &ids, keep_output).await
             }
         }
     }

@@ -129,7 +129,7 @@ async fn replay_as(app: &AdminState, id: &str, request: &RequestId) -> Result<Re
     let set = app.rules.current();
     let req = e.request();
     let eval = crate::evaluate::evaluate(&set, &req);
-    let new = eval.new_deliveries();
+    let new = eval.new_deliveries(crate::clock::now_ms());
     let ids: Vec<String> = new.iter().map(|d| d.id.to_string()).collect();
     app.store.add_deliveries(&id, new, request).await?;
     app.wake.notify_one();

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use crate::rules::{self, LoadOptions};
 
-pub fn run(paths: &[PathBuf]) -> ExitCode {
+/// With `verbose`, every rule is listed with its actions; a rule with steps
+/// shows its graph, one action per line with what it runs after.
+pub fn run(paths: &[PathBuf], verbose: bool) -> ExitCode {
     let opts = LoadOptions {
         smtp_configured: std::env::var_os("HOOKWIRE_SMTP_URL").is_some(),
     };
@@ -18,6 +20,11 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
                     "{}:{}:{}: warning: {}",
                     w.file, w.line, w.col, w.message
                 ));
+            }
+            if verbose {
+                for rule in &set.rules {
+                    super::out(&describe(rule));
+                }
             }
             let failures = super::rule_tests::run_all(&set);
             for f in &failures {
@@ -62,6 +69,30 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `rule NAME (FILE:LINE:COL), source S: actions` and, for a rule with
+/// steps, its graph.
+fn describe(rule: &rules::Rule) -> String {
+    let mut text = format!(
+        "rule {} ({}:{}:{}), source {}",
+        rule.name,
+        rule.file,
+        rule.pos.line,
+        rule.pos.col,
+        rule.sources.join(", ")
+    );
+    let graph = rule.step_graph();
+    if graph.is_empty() {
+        let names: Vec<&str> = rule.actions.iter().map(|a| a.name.as_str()).collect();
+        text.push_str(&format!(": {}", names.join(", ")));
+    } else {
+        text.push_str(": steps");
+        for line in graph {
+            text.push_str(&format!("\n  {line}"));
+        }
+    }
+    text
 }
 
 fn plural(n: usize) -> &'static str {

@@ -82,6 +82,46 @@ async fn run_one(set: &RuleSet, t: &RuleTest) -> Vec<String> {
     };
     let eval = evaluate::evaluate_with(set, &req, true);
     let mut problems = Vec::new();
+    // Outputs the test gives its steps, as a step would read them.
+    let outputs: serde_json::Map<String, Value> = t
+        .steps
+        .iter()
+        .map(|(name, node)| {
+            let given = node.to_json();
+            let view = if given.get("json").is_some() {
+                given
+            } else {
+                crate::store::steps::view(given)
+            };
+            (name.clone(), view)
+        })
+        .collect();
+    // A step's `when`, over those outputs: `None` for an action that is not one.
+    let step_holds = |rule: &str, action: &crate::rules::Action| {
+        (!action.needs.is_empty())
+            .then(|| evaluate::step_when(action, &req, &outputs))
+            .filter(|_| set.rule(rule).is_some())
+    };
+    for key in &t.expect_skipped {
+        let found = key.split_once('/').and_then(|(r, a)| {
+            set.rule(r)
+                .and_then(|rule| rule.action(a))
+                .map(|action| (r, action))
+        });
+        let Some((rule, action)) = found else {
+            problems.push(format!("`{key}`: no such rule or action"));
+            continue;
+        };
+        match step_holds(rule, action) {
+            None => problems.push(format!(
+                "`{key}`: is not a step (`expect.skipped` names steps, whose `when` reads the outputs in `steps`)"
+            )),
+            Some((true, _)) => problems.push(format!(
+                "`{key}`: expected the step to be skipped, but its `when` holds with the given `steps`"
+            )),
+            Some((false, _)) => {}
+        }
+    }
 
     if let Some(want) = &t.expect_matched {
         let missing: Vec<&str> = want
@@ -151,14 +191,24 @@ async fn run_one(set: &RuleSet, t: &RuleTest) -> Vec<String> {
             ));
             continue;
         }
-        let rendered =
-            match actions::render(action, &crate::template::context(&req, rule_name, 1), &req) {
-                Ok(r) => serde_json::to_value(r).unwrap_or(Value::Null),
-                Err(e) => {
-                    problems.push(format!("`{key}`: render error: {e}"));
-                    continue;
-                }
-            };
+        if let Some((false, trace)) = step_holds(rule_name, action) {
+            problems.push(format!(
+                "`{key}`: the step's `when` is false with the given `steps` ({})",
+                first_false(&trace).unwrap_or_default()
+            ));
+            continue;
+        }
+        let ctx = crate::template::with_steps(
+            crate::template::context(&req, rule_name, 1),
+            outputs.clone(),
+        );
+        let rendered = match actions::render(action, &ctx, &req) {
+            Ok(r) => serde_json::to_value(r).unwrap_or(Value::Null),
+            Err(e) => {
+                problems.push(format!("`{key}`: render error: {e}"));
+                continue;
+            }
+        };
         let mut diffs = Vec::new();
         subset_diff(&expected.to_json(), &rendered, key, &mut diffs);
         problems.extend(diffs);

@@ -58,6 +58,8 @@ struct RenderedAction {
     /// With `--execute`: what running it once came to.
     #[serde(skip_serializing_if = "Option::is_none")]
     executed: Option<Executed>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -190,49 +192,30 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
     };
     let mut warnings = Vec::new();
     let mut reports = Vec::new();
-    for trace in eval.trace {
+    for mut trace in eval.trace {
         let mut rendered = Vec::new();
         if let Some(rule) = set.rule(&trace.rule).filter(|_| trace.matched) {
             let ctx = crate::template::context(req, &rule.name, 1);
             for action in &rule.actions {
                 for t in actions::templates(action) {
                     for field in t.missing_fields(ctx.data()) {
+                        // A step's outputs exist only when its needs have run.
+                        if field.starts_with("steps.") {
+                            continue;
+                        }
                         warnings.push(format!(
                             "{}: rule `{}` action `{}`: template field `{field}` is missing",
                             rule.file, rule.name, action.name
                         ));
                     }
                 }
-                let created = trace
-                    .actions
-                    .iter()
-                    .any(|a| a.action == action.name && a.delivery);
-                if !created {
-                    continue;
-                }
-                match actions::render(action, &ctx, req) {
-                    Ok(r) => {
-                        let executed = runner.as_ref().map(|runner| {
-                            executed(
-                                runtime
-                                    .block_on(runner.run(action, &r, "dlv_test", &rule.name, req)),
-                            )
-                        });
-                        rendered.push(RenderedAction {
-                            action: action.name.clone(),
-                            rendered: Some(r),
-                            error: None,
-                            executed,
-                        })
-                    }
-                    Err(e) => rendered.push(RenderedAction {
-                        action: action.name.clone(),
-                        rendered: None,
-                        error: Some(e.to_string()),
-                        executed: None,
-                    }),
-                }
             }
+            let run = Run {
+                runner: runner.as_ref(),
+                runtime: &runtime,
+                req,
+            };
+            rendered = run.actions(rule, &ctx, &mut trace);
         }
         reports.push(RuleReport { trace, rendered });
     }
@@ -245,6 +228,91 @@ fn build(opts: &TestOptions) -> Result<(Report, RuleSet), String> {
         warnings,
     };
     Ok((report, set))
+}
+
+/// Renders (and with `--execute` runs) the actions of one matched rule:
+/// steps after their needs, with the outputs those returned.
+struct Run<'a> {
+    runner: Option<&'a Runner>,
+    runtime: &'a tokio::runtime::Runtime,
+    req: &'a crate::request::Request,
+}
+
+impl Run<'_> {
+    fn actions(
+        &self,
+        rule: &crate::rules::Rule,
+        ctx: &crate::template::Context,
+        trace: &mut RuleTrace,
+    ) -> Vec<RenderedAction> {
+        let req = self.req;
+        let mut out = Vec::new();
+        // The outputs of the actions that succeeded, by name.
+        let mut outputs = serde_json::Map::new();
+        let mut order: Vec<&crate::rules::Action> = rule.actions.iter().collect();
+        order.sort_by_key(|a| rule.runs_after(&a.name).len());
+        for action in order {
+            let Some(line) = trace
+                .actions
+                .iter_mut()
+                .find(|a| a.action == action.name && a.delivery)
+            else {
+                continue;
+            };
+            let step = !action.needs.is_empty();
+            let mut entry = RenderedAction {
+                action: action.name.clone(),
+                rendered: None,
+                error: None,
+                executed: None,
+                note: None,
+            };
+            if step && self.runner.is_some() {
+                if let Some(n) = action.needs.iter().find(|n| !outputs.contains_key(*n)) {
+                    entry.error = Some(format!("not run: it needs {n}, which did not succeed"));
+                    out.push(entry);
+                    continue;
+                }
+                let (holds, conditions) = evaluate::step_when(action, req, &outputs);
+                line.conditions = conditions;
+                if !holds {
+                    entry.error = Some("skipped: its `when` is false".to_owned());
+                    out.push(entry);
+                    continue;
+                }
+            } else if step {
+                entry.note = Some(
+                    "a step: rendered without the outputs of its needs (run with --execute, or give them in a rule test's `steps`)"
+                        .to_owned(),
+                );
+            }
+            let ctx = if step {
+                crate::template::with_steps(ctx.clone(), outputs.clone())
+            } else {
+                ctx.clone()
+            };
+            match actions::render(action, &ctx, req) {
+                Ok(r) => {
+                    if let Some(runner) = self.runner {
+                        let keep = rule.has_dependents(&action.name);
+                        let mut result = self
+                            .runtime
+                            .block_on(runner.run(action, &r, "dlv_test", &rule.name, req, keep));
+                        if result.outcome == actions::Outcome::Succeeded
+                            && let Some(o) = result.output.take()
+                        {
+                            outputs.insert(action.name.clone(), crate::store::steps::view(o));
+                        }
+                        entry.executed = Some(executed(result));
+                    }
+                    entry.rendered = Some(r);
+                }
+                Err(e) => entry.error = Some(format!("render error: {e}")),
+            }
+            out.push(entry);
+        }
+        out
+    }
 }
 
 fn render_text(r: &Report) -> String {
@@ -277,15 +345,26 @@ fn render_text(r: &Report) -> String {
             } else {
                 "skipped by its `when`"
             };
+            let needs = if a.needs.is_empty() {
+                String::new()
+            } else {
+                format!(", after {}", a.needs.join(", "))
+            };
             out.push_str(&format!(
-                "  action {} ({}): {state}\n",
+                "  action {} ({}{needs}): {state}\n",
                 a.action, a.action_type
             ));
             steps(&mut out, &a.conditions, 3);
             if let Some(e) = &a.error {
                 out.push_str(&format!("      error: {e}\n"));
             }
+            if let Some(n) = &a.note {
+                out.push_str(&format!("      note: {n}\n"));
+            }
             if let Some(ra) = rule.rendered.iter().find(|x| x.action == a.action) {
+                if let Some(n) = &ra.note {
+                    out.push_str(&format!("      note: {n}\n"));
+                }
                 rendered(&mut out, ra);
                 if let Some(x) = &ra.executed {
                     let code = x
@@ -344,7 +423,7 @@ pub(crate) fn steps(out: &mut String, steps_list: &[Step], depth: usize) {
 fn rendered(out: &mut String, ra: &RenderedAction) {
     let pad = "      ";
     if let Some(e) = &ra.error {
-        out.push_str(&format!("{pad}render error: {e}\n"));
+        out.push_str(&format!("{pad}{e}\n"));
         return;
     }
     match &ra.rendered {

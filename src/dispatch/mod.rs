@@ -10,6 +10,7 @@
 //! `running` or overdue forever.
 
 pub mod policy;
+pub mod steps;
 pub mod targets;
 
 use std::collections::HashMap;
@@ -66,6 +67,8 @@ pub struct Dispatcher {
     /// The leases of the attempts running now (delivery → token), renewed
     /// together by the heartbeat.
     held: std::sync::Mutex<HashMap<DeliveryId, i64>>,
+    /// Decides the steps a finished delivery releases, against the live rules.
+    judge: crate::store::Judge,
 }
 
 /// What the dispatcher is started with.
@@ -83,7 +86,9 @@ impl Dispatcher {
         runner: Runner,
         stream: crate::bus::Stream,
     ) -> Self {
+        let judge = crate::store::Judge(Arc::new(steps::RulesJudge::new(rules.clone())));
         Self {
+            judge,
             store,
             rules,
             wake: Arc::new(Notify::new()),
@@ -347,6 +352,8 @@ impl Dispatcher {
         });
         // Whether the target was asked: a render that fails never reaches it.
         let mut rendered = false;
+        // A step some other step needs keeps its output.
+        let keep_output = found.is_some_and(|(r, a)| r.has_dependents(&a.name));
         let (result, policy) = match found {
             None => (
                 AttemptResult::fail(
@@ -414,6 +421,13 @@ impl Dispatcher {
         // keeps the lifetime number, which a manual retry does not reset.
         let error = crate::redact::opt(result.error);
         let response = crate::redact::owned_bytes(result.response);
+        let output = match (result.outcome, result.output) {
+            (Outcome::Succeeded, Some(mut o)) if keep_output => {
+                crate::redact::json(&mut o);
+                serde_json::to_string(&o).ok()
+            }
+            _ => None,
+        };
         let finished = Finished {
             lease: c.lease(),
             attempt: NewAttempt {
@@ -429,9 +443,11 @@ impl Dispatcher {
                 exit_code: result.exit_code,
                 error,
                 response,
+                output,
             },
             state: decision.state,
             next_attempt_at_ms: decision.next_attempt_at_ms,
+            judge: Some(self.judge.clone()),
         };
         let state = finished.state;
         let recorded = self.store.finish(&self.instance, finished).await;
@@ -465,7 +481,22 @@ impl Dispatcher {
         if c.attempt == 1 && crate::supervise::fault("attempt-panic") {
             panic!("injected fault: attempt-panic");
         }
-        let ctx = crate::template::take_context(&mut c.event, &rule.name, c.attempt);
+        let mut ctx = crate::template::take_context(&mut c.event, &rule.name, c.attempt);
+        if c.step {
+            // A step renders with what its needs returned (SPEC §4.7).
+            match self.store.step_outputs(&c.id).await {
+                Ok(outputs) => ctx = crate::template::with_steps(ctx, outputs),
+                Err(e) => {
+                    return (
+                        AttemptResult::fail(
+                            Outcome::Retryable { retry_after: None },
+                            format!("cannot read the outputs of its needs: {e}"),
+                        ),
+                        false,
+                    );
+                }
+            }
+        }
         match actions::render(action, &ctx, &c.event) {
             // A template that fails may be fixed in the rule file before the next attempt.
             Err(e) => (
@@ -477,7 +508,14 @@ impl Dispatcher {
             ),
             Ok(rendered) => (
                 self.runner
-                    .run(action, &rendered, c.id.as_str(), &rule.name, &c.event)
+                    .run(
+                        action,
+                        &rendered,
+                        c.id.as_str(),
+                        &rule.name,
+                        &c.event,
+                        rule.has_dependents(&action.name),
+                    )
                     .await,
                 true,
             ),

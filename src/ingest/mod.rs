@@ -315,7 +315,7 @@ async fn ingest(
     };
 
     let mut eval = evaluate::evaluate(set, &req);
-    let deliveries = eval.new_deliveries();
+    let deliveries = eval.new_deliveries(received_at_ms);
     let delivery_count = deliveries.len();
     let event = NewEvent {
         id: id.clone(),

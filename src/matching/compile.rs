@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::*;
 use crate::syntax::node::{Kind, Node, Pos};
 
-const OPERANDS: [&str; 4] = ["path", "header", "query", "method"];
+const OPERANDS: [&str; 5] = ["path", "header", "query", "method", "step"];
 const OPERATORS: [&str; 15] = [
     "equals",
     "not_equals",
@@ -76,11 +76,15 @@ fn compile_map(
     let mut operator: Option<(&str, &Node)> = None;
     let mut combinator: Option<(&str, &Node)> = None;
     let mut every: Option<&Node> = None;
+    let mut step_path: Option<&Node> = None;
 
     for (key, value) in entries {
         let k = key.name.as_str();
         if k == "every" {
             every = Some(value);
+        } else if k == "path" && entries.iter().any(|(o, _)| o.name == "step") {
+            // `step: NAME` reads its output at `path` (default `$`).
+            step_path = Some(value);
         } else if OPERANDS.contains(&k) {
             if let Some((first, _)) = operand {
                 errors.push((
@@ -158,7 +162,8 @@ fn compile_map(
         if errors.len() == start {
             errors.push((
                 node.pos,
-                "a condition needs an operand: `path`, `header`, `query` or `method`".to_owned(),
+                "a condition needs an operand: `path`, `header`, `query`, `method` or `step`"
+                    .to_owned(),
             ));
         }
         return None;
@@ -181,6 +186,27 @@ fn compile_map(
                 return None;
             }
         },
+        ("step", Kind::Str(s)) => {
+            let text = match step_path.map(|n| (&n.kind, n.pos)) {
+                None => "$",
+                Some((Kind::Str(p), _)) => p.as_str(),
+                Some((_, pos)) => {
+                    errors.push((pos, "`path` takes a JSONPath string".to_owned()));
+                    return None;
+                }
+            };
+            match JsonPath::compile(text) {
+                Ok(path) => Operand::Step {
+                    name: s.clone(),
+                    path,
+                    pos: operand_node.pos,
+                },
+                Err(e) => {
+                    errors.push((step_path.map_or(operand_node.pos, |n| n.pos), e));
+                    return None;
+                }
+            }
+        }
         ("header", Kind::Str(s)) => Operand::Header(s.to_ascii_lowercase()),
         ("query", Kind::Str(s)) => Operand::Query(s.clone()),
         ("method", Kind::Bool(true)) => Operand::Method,
@@ -210,10 +236,10 @@ fn compile_map(
             return None;
         }
     };
-    if every && !matches!(operand, Operand::Path(_)) {
+    if every && !matches!(operand, Operand::Path(_) | Operand::Step { .. }) {
         errors.push((
             node.pos,
-            "`every` applies to `path` operands only".to_owned(),
+            "`every` applies to `path` and `step` operands only".to_owned(),
         ));
         return None;
     }

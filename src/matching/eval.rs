@@ -212,6 +212,11 @@ fn run_test<S: Sink>(
             owned = Some(Value::String(input.method.to_owned()));
             owned.iter().collect()
         }
+        Operand::Step { name, path, .. } => input
+            .steps
+            .and_then(|s| s.get(name))
+            .map(|output| path.select(output))
+            .unwrap_or_default(),
     };
 
     let mut why = String::new();
@@ -223,6 +228,13 @@ fn run_test<S: Sink>(
                 Operand::Header(h) => format!("header {h} is not present"),
                 Operand::Query(q) => format!("query parameter {q} is not present"),
                 Operand::Method => String::new(),
+                Operand::Step { name, path, .. } => match input.steps.and_then(|s| s.get(name)) {
+                    None => format!("step {name} has no output (it has not succeeded)"),
+                    Some(_) => format!(
+                        "selected 0 nodes: JSONPath `{}` selected nothing in the output of {name}",
+                        path.text
+                    ),
+                },
             };
         }
         r

@@ -31,6 +31,9 @@ pub struct Input<'a> {
     pub headers: &'a [(String, String)],
     pub query: &'a [(String, String)],
     pub method: &'a str,
+    /// The outputs of a step's needs, by action name (SPEC §4.7); `None`
+    /// where there are none (a rule's own `when`, at ingest).
+    pub steps: Option<&'a serde_json::Map<String, Value>>,
 }
 
 impl<'a> Input<'a> {
@@ -41,6 +44,15 @@ impl<'a> Input<'a> {
             headers: &req.headers,
             query: &req.query,
             method: &req.method,
+            steps: None,
+        }
+    }
+
+    /// The same input, with the outputs a step's `when` reads.
+    pub fn with_steps(self, steps: &'a serde_json::Map<String, Value>) -> Self {
+        Input {
+            steps: Some(steps),
+            ..self
         }
     }
 
@@ -65,12 +77,19 @@ pub enum Operand {
     Header(String),
     Query(String),
     Method,
+    /// `step: NAME` with an optional `path` (default `$`) into its output.
+    Step {
+        name: String,
+        path: JsonPath,
+        pos: Pos,
+    },
 }
 
 impl Operand {
     fn describe(&self) -> String {
         match self {
             Operand::Path(p) => format!("path {}", p.text),
+            Operand::Step { name, path, .. } => format!("step {name} path {}", path.text),
             Operand::Header(h) => format!("header {h}"),
             Operand::Query(q) => format!("query {q}"),
             Operand::Method => "method".to_owned(),
@@ -78,7 +97,7 @@ impl Operand {
     }
 
     fn is_text(&self) -> bool {
-        !matches!(self, Operand::Path(_))
+        !matches!(self, Operand::Path(_) | Operand::Step { .. })
     }
 }
 
@@ -151,6 +170,32 @@ pub enum Condition {
     All(Vec<Condition>, Pos),
     Any(Vec<Condition>, Pos),
     Not(Box<Condition>, Pos),
+}
+
+impl Condition {
+    /// The actions whose outputs this condition reads (`step: NAME`), with
+    /// where each is named.
+    pub fn step_refs(&self) -> Vec<(String, Pos)> {
+        let mut out = Vec::new();
+        self.collect_step_refs(&mut out);
+        out
+    }
+
+    fn collect_step_refs(&self, out: &mut Vec<(String, Pos)>) {
+        match self {
+            Condition::Test {
+                operand: Operand::Step { name, pos, .. },
+                ..
+            } => out.push((name.clone(), *pos)),
+            Condition::Test { .. } | Condition::Selects(..) => {}
+            Condition::All(items, _) | Condition::Any(items, _) => {
+                for c in items {
+                    c.collect_step_refs(out);
+                }
+            }
+            Condition::Not(inner, _) => inner.collect_step_refs(out),
+        }
+    }
 }
 
 /// One line of a trace: a condition, what it found and why it held or not.

@@ -32,6 +32,7 @@ fn check(yaml: &str, payload: &Value, headers: &[(&str, &str)], want: bool) -> V
         headers: &headers,
         query: &query,
         method: "POST",
+        steps: None,
     };
     let c = cond(yaml);
     let fast = c.eval(&input);
@@ -201,7 +202,7 @@ fn load_errors_name_the_problem_and_position() {
         (
             "{equals: 1}",
             (1, 1),
-            "a condition needs an operand: `path`, `header`, `query` or `method`",
+            "a condition needs an operand: `path`, `header`, `query`, `method` or `step`",
         ),
         (
             "{path: $.a, matches: '('}",
@@ -328,4 +329,50 @@ fn direct_paths_select_what_the_general_evaluator_selects() {
     ] {
         assert!(JsonPath::compile(path).unwrap().direct.is_none(), "{path}");
     }
+}
+
+#[test]
+fn a_step_operand_reads_the_output_of_a_need() {
+    let payload = json!({"email": "ada@example.com"});
+    let outputs: serde_json::Map<String, Value> = serde_json::from_value(json!({
+        "crm": {"status": 201, "json": {"created": true, "id": 7}}
+    }))
+    .unwrap();
+    let input = Input {
+        payload: &payload,
+        headers: &[],
+        query: &[],
+        method: "POST",
+        steps: None,
+    };
+    let holds = cond("{ step: crm, path: $.json.created, equals: true }");
+    assert!(holds.eval(&input.with_steps(&outputs)));
+    let (result, steps) = holds.explain(&input.with_steps(&outputs));
+    assert!(result);
+    assert_eq!(
+        steps[0].condition,
+        "step crm path $.json.created equals true"
+    );
+    assert!(cond("{ step: crm, gte: 0 }").step_refs().len() == 1);
+    // `path` defaults to the whole output.
+    assert!(cond("{ step: crm, exists: true }").eval(&input.with_steps(&outputs)));
+    // Without outputs (or without that need's), nothing is selected, with the reason.
+    let (result, steps) = holds.explain(&input);
+    assert!(!result);
+    assert_eq!(
+        steps[0].reason,
+        "step crm has no output (it has not succeeded)"
+    );
+    let (result, steps) =
+        cond("{ step: crm, path: $.json.nope, exists: true }").explain(&input.with_steps(&outputs));
+    assert!(!result);
+    assert_eq!(
+        steps[0].reason,
+        "selected 0 nodes: JSONPath `$.json.nope` selected nothing in the output of crm"
+    );
+    // A `path` with a step is part of that operand, not a second one.
+    let mut errors = Vec::new();
+    let node = crate::syntax::node::parse_yaml("{ step: crm, path: \"$[\", equals: 1 }").unwrap();
+    assert!(crate::matching::compile(&node, &mut errors).is_none());
+    assert!(errors[0].1.starts_with("invalid JSONPath"), "{errors:?}");
 }

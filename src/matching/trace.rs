@@ -34,4 +34,11 @@ pub struct ActionTrace {
     pub conditions: Vec<Step>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a step (SPEC §4.7): the actions it runs after. Its `when` is
+    /// evaluated when they have succeeded, and recorded on its delivery.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// What else explains the action's line ("its `when` is evaluated…").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }

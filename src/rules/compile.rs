@@ -70,6 +70,12 @@ pub struct Action {
     /// At most this many attempts of this action at once; `None`: the
     /// target's default share of the workers.
     pub concurrency: Option<usize>,
+    /// The actions of the same rule this one runs after (SPEC §4.7); empty
+    /// for an action that runs when the event arrives.
+    pub needs: Vec<String>,
+    /// The first attempt is due this long after the event, or after the
+    /// last need succeeded for a step.
+    pub delay: Option<Duration>,
     pub kind: ActionKind,
     pub pos: Pos,
 }
@@ -174,6 +180,11 @@ pub struct RuleTest {
     pub expect_matched: Option<Vec<String>>,
     pub expect_actions: Vec<(String, Node)>,
     pub expect_status: Option<u16>,
+    /// Outputs given to steps (`steps: { crm: { status: 201, json: {…} } }`),
+    /// so a test checks a step's `when` and rendering without any network.
+    pub steps: Vec<(String, Node)>,
+    /// Steps expected to be skipped by their `when` (`rule/action`).
+    pub expect_skipped: Vec<String>,
 }
 
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -428,11 +439,18 @@ impl<'a> Builder<'a> {
             .collect();
         let when = raw.when.as_ref().and_then(|w| compile_condition(w, errs));
         let mut actions = Vec::new();
+        let mut needs = Vec::new();
+        let mut nodes = Vec::new();
         for (i, node) in raw.actions.iter().flatten().enumerate() {
             let Some(a) = errs.read::<raw::Action>(node) else {
                 continue;
             };
-            if let Some(a) = self.compile_action(a, i, node.pos, errs) {
+            let written = a
+                .needs
+                .as_ref()
+                .map(|n| super::steps::parse_needs(n, &mut errs.list))
+                .unwrap_or_default();
+            if let Some(mut a) = self.compile_action(a, i, node.pos, errs) {
                 if let Some(dup) = actions.iter().find(|x: &&Action| x.name == a.name) {
                     errs.push(
                         node.pos,
@@ -443,8 +461,16 @@ impl<'a> Builder<'a> {
                     );
                     continue;
                 }
+                a.needs = written.iter().map(|n| n.value.clone()).collect();
                 actions.push(a);
+                needs.push(written);
+                nodes.push(node);
             }
+        }
+        // An action that failed to compile was reported; its steps are not
+        // also told it does not exist.
+        if actions.len() == raw.actions.iter().flatten().count() {
+            super::steps::check(&raw.name, &actions, &needs, &nodes, &mut errs.list);
         }
         let respond = raw.respond.and_then(|r| compile_respond(r, errs));
         Some((
@@ -541,6 +567,8 @@ impl<'a> Builder<'a> {
             retry: retry.unwrap_or_default(),
             serialize_by,
             concurrency,
+            needs: Vec::new(),
+            delay: raw.delay.map(|d| d.get()),
             kind: kind?,
             pos,
         })
@@ -604,6 +632,8 @@ impl<'a> Builder<'a> {
                 expect_matched: t.expect.matched,
                 expect_actions: t.expect.actions.unwrap_or_default().into_iter().collect(),
                 expect_status: t.expect.status,
+                steps: t.steps.unwrap_or_default().into_iter().collect(),
+                expect_skipped: t.expect.skipped.unwrap_or_default(),
             });
         }
     }

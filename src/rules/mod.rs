@@ -8,6 +8,7 @@
 
 pub mod compile;
 pub mod env;
+mod steps;
 
 #[cfg(test)]
 mod tests;

@@ -217,3 +217,54 @@ tests:
     assert_eq!(f.errors.len(), 1, "{:?}", f.errors);
     assert!(f.errors[0].message.contains("secret"), "{:?}", f.errors);
 }
+
+/// A rule with three actions whose `needs`, `when` and templates vary.
+fn chain(crm: &str, announce: &str, follow: &str) -> String {
+    format!(
+        "rules:\n  - name: lead\n    source: github\n    actions:\n      - name: crm\n        command: {{ argv: [x] }}\n{crm}      - name: announce\n        command: {{ argv: [x, \"{{{{steps.crm.json.id}}}}\"] }}\n{announce}      - name: follow-up\n        command: {{ argv: [x] }}\n{follow}"
+    )
+}
+
+load_errors! {
+    needs_an_unknown_action: &chain("", "        needs: [crm, crn]\n", "") => "r.yaml:9:22: `needs` names `crn`, which is not an action of rule `lead` (its actions: crm, announce, follow-up)";
+    needs_something_else_than_names: &chain("", "        needs: { crm: true }\n", "") => "r.yaml:9:16: `needs` names actions of this rule, found a map";
+    needs_a_cycle: &chain("        needs: follow-up\n", "        needs: crm\n", "        needs: announce\n") => "r.yaml:10:16: `needs` makes a cycle: crm → follow-up → announce → crm";
+    needs_itself: &chain("", "        needs: [announce]\n", "") => "r.yaml:9:17: `needs` makes a cycle: announce → announce";
+    a_template_reads_an_output_it_does_not_need: &chain("", "", "") => "r.yaml:8:30: `steps.crm` / `step: crm` reads an output this action cannot have: `crm` is not among the needs of `announce` (add it to `needs`)";
+    a_condition_reads_an_output_it_does_not_need: &chain("", "        needs: crm\n", "        needs: crm\n        when: { step: announce, path: $.exit_code, equals: 0 }\n") => "r.yaml:13:23: `steps.announce` / `step: announce` reads an output this action cannot have: `announce` is not among the needs of `follow-up` (add it to `needs`)";
+    a_template_reads_an_unknown_action: &chain("", "        needs: crm\n", "").replace("steps.crm.json.id", "steps.nope.json") => "r.yaml:8:30: `steps.nope` / `step: nope` reads an output this action cannot have: `nope` is not an action of rule `lead` (add it to `needs`)";
+    a_bad_delay: &chain("", "        needs: crm\n        delay: soon\n", "") => "r.yaml:10:16: ";
+}
+
+#[test]
+fn a_chain_of_steps_loads_with_its_graph() {
+    let text = chain(
+        "",
+        "        needs: crm\n        when: { step: crm, path: $.json.created, equals: true }\n",
+        "        needs: announce\n        delay: 2d\n        when: { step: crm, exists: true }\n",
+    );
+    let set = load_text(&[("r.yaml", &text), ("sources.yaml", SOURCES)]).unwrap();
+    let rule = set.rule("lead").unwrap();
+    assert_eq!(rule.action("announce").unwrap().needs, ["crm"]);
+    // Through its needs, follow-up may read crm's output too.
+    assert_eq!(rule.runs_after("follow-up"), ["announce", "crm"]);
+    assert!(rule.has_dependents("crm") && !rule.has_dependents("follow-up"));
+    assert_eq!(
+        rule.step_graph(),
+        [
+            "crm",
+            "announce ← crm",
+            "follow-up ← announce (delay 2days)"
+        ]
+    );
+    // A rule without steps has no graph to show.
+    let set = load_text(&[
+        (
+            "r.yaml",
+            &chain("", "", "").replace("{{steps.crm.json.id}}", "y"),
+        ),
+        ("sources.yaml", SOURCES),
+    ])
+    .unwrap();
+    assert!(set.rule("lead").unwrap().step_graph().is_empty());
+}

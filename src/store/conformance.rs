@@ -34,6 +34,10 @@ pub fn one_delivery() -> (NewEvent, DeliveryId) {
             action: "out".into(),
             action_type: "http".into(),
             serialize_key: None,
+            due_at_ms: None,
+            needs: Vec::new(),
+            need_names: Vec::new(),
+            has_steps: false,
         }],
     };
     (event, delivery)
@@ -56,9 +60,11 @@ pub fn finished(c: &Claimed, outcome: AttemptOutcome, state: DeliveryState) -> F
             exit_code: None,
             error: None,
             response: Vec::new(),
+            output: None,
         },
         state,
         next_attempt_at_ms: None,
+        judge: None,
     }
 }
 

@@ -14,8 +14,10 @@ pub mod peers;
 mod postgres;
 pub mod sqlite;
 mod state;
+pub mod steps;
 
 pub use state::{AttemptOutcome, DeliveryState};
+pub use steps::{Judge, StepJudge, Verdict};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +58,7 @@ pub struct NewEvent {
     pub deliveries: Vec<NewDelivery>,
 }
 
-/// One `pending` delivery of one matched action.
+/// One delivery of one matched action: `pending`, or `waiting` for a step.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
     pub id: DeliveryId,
@@ -66,6 +68,14 @@ pub struct NewDelivery {
     pub action_type: String,
     /// The rendered `serialize_by` key, if the action has one.
     pub serialize_key: Option<String>,
+    /// When the first attempt is due, if later than at once (`delay`).
+    pub due_at_ms: Option<i64>,
+    /// For a step (SPEC §4.7): the deliveries of the same event it needs,
+    /// and their action names. A step is stored `waiting`.
+    pub needs: Vec<DeliveryId>,
+    pub need_names: Vec<String>,
+    /// Some step of the same event needs this delivery: its end settles them.
+    pub has_steps: bool,
 }
 
 /// What happened to an event handed to [`Store::ingest`].
@@ -135,6 +145,21 @@ pub struct StoredDelivery {
     /// The replay request that created the delivery, if a replay did.
     pub replayed_by: Option<String>,
     pub created_at_ms: i64,
+    /// For a step: the actions it needs (SPEC §4.7).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// When its next attempt is due, while it is `pending` or `retrying`.
+    pub due_at_ms: Option<i64>,
+    /// Why it was skipped ("needs crm, which is dead").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A step's `when`, as evaluated when its needs had succeeded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<crate::matching::Step>,
+    /// The output of its successful attempt, when it kept one (an action
+    /// some step needs), with `json` parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
 }
 
 /// One recorded attempt, as read back.
@@ -210,6 +235,8 @@ pub struct Claimed {
     pub event: Request,
     /// The claim's lease token (see [`Lease`]).
     pub token: i64,
+    /// A step: its templates read the outputs of its needs ([`Store::step_outputs`]).
+    pub step: bool,
 }
 
 impl Claimed {
@@ -240,6 +267,9 @@ pub struct NewAttempt {
     pub error: Option<String>,
     /// The first 64 KiB of the response body, or of stdout and stderr.
     pub response: Vec<u8>,
+    /// For a successful attempt of an action some step needs: its output
+    /// (SPEC §4.7) as JSON text, up to 1 MiB.
+    pub output: Option<String>,
 }
 
 /// A claim on one delivery: each claim bumps the delivery's token, so a
@@ -267,6 +297,8 @@ pub struct Finished {
     pub attempt: NewAttempt,
     pub state: DeliveryState,
     pub next_attempt_at_ms: Option<i64>,
+    /// Decides the steps this delivery's end releases (see [`steps`]).
+    pub judge: Option<Judge>,
 }
 
 /// Why the store could not do what it was asked.
@@ -362,6 +394,32 @@ impl Prepared {
             matched: json(&event.matched)?,
             event,
         })
+    }
+}
+
+/// The step columns of a new delivery, as both backends store them.
+struct StepColumns {
+    status: &'static str,
+    /// JSON of the action names, and of the delivery ids, it needs.
+    needs: Option<String>,
+    need_ids: Option<String>,
+}
+
+impl StepColumns {
+    fn of(d: &NewDelivery) -> Self {
+        if d.needs.is_empty() {
+            return Self {
+                status: "pending",
+                needs: None,
+                need_ids: None,
+            };
+        }
+        let ids: Vec<&str> = d.needs.iter().map(DeliveryId::as_str).collect();
+        Self {
+            status: "waiting",
+            needs: serde_json::to_string(&d.need_names).ok(),
+            need_ids: serde_json::to_string(&ids).ok(),
+        }
     }
 }
 
@@ -507,6 +565,13 @@ pub trait Store: Send + Sync + 'static {
         deliveries: Vec<NewDelivery>,
         request: &RequestId,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The outputs a step may read: those of every delivery of its event it
+    /// runs after, by action name, each with `json` (see [`steps::outputs_of`]).
+    fn step_outputs(
+        &self,
+        step: &DeliveryId,
+    ) -> BoxFuture<'_, Result<serde_json::Map<String, serde_json::Value>, StoreError>>;
 
     /// Deliveries waiting to run (pending or retrying).
     fn queue_depth(&self) -> BoxFuture<'_, Result<u64, StoreError>>;

@@ -15,6 +15,7 @@
 //! admin listings never hold it up.
 
 use crate::clock::now_ms;
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Prepared;
 use super::health::{Health, PROBE_EVERY};
+use super::steps;
 use super::{
     AttemptOutcome, Claimed, DEDUP_WINDOW_MS, DeliveryState, Finished, IngestOutcome, Lease,
     NewDelivery, NewEvent, Page, Pruned, Recorded, RetryOutcome, Store, StoreError, StoreStats,
@@ -54,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_attempt_history.sql"),
     include_str!("migrations/0003_indexes_for_pruning_and_lists.sql"),
     include_str!("migrations/0004_lease_owner_and_token.sql"),
+    include_str!("migrations/0005_steps.sql"),
 ];
 
 /// Limits that tests turn down to provoke overload and lock timeouts.
@@ -296,6 +299,14 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(sql).map_err(|e| {
             StoreError::Database(format!("database migration {} failed: {e}", i + 1))
         })?;
+        if sql.contains("writable_schema") {
+            // The schema text was edited: every connection must read it again.
+            let v: i64 = tx
+                .query_row("PRAGMA schema_version", [], |r| r.get(0))
+                .map_err(db_err)?;
+            tx.pragma_update(None, "schema_version", v + 1)
+                .map_err(db_err)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)
             .map_err(db_err)?;
         tracing::info!(migration = i + 1, "database migrated");
@@ -714,7 +725,7 @@ fn claim(
                 e.source, e.received_at_ms, e.method, e.path, e.query, e.headers, e.body, e.payload,
                 d.attempts_total, d.manual_retries,
                 CASE WHEN d.manual_retries > 0 THEN d.retried_by ELSE d.replayed_by END,
-                d.lease_token
+                d.lease_token, d.need_ids IS NOT NULL
          FROM deliveries d JOIN events e ON e.id = d.event_id";
     const SERIAL: &str = "(d.serialize_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM deliveries o
@@ -814,6 +825,7 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
         serialize_key: r.get(6)?,
         // The claim bumps it (see `claim`).
         token: r.get::<_, i64>(18)? + 1,
+        step: r.get(19)?,
         event: Request {
             event_id: r.get(1)?,
             source: r.get(7)?,
@@ -831,27 +843,32 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
 fn finish(c: &Connection, owner: &str, f: &Finished, now: i64) -> rusqlite::Result<Recorded> {
     // The delivery first: only the holder of the lease may move it on, and
     // only then is its attempt written.
-    let moved = c
+    let moved: Option<(bool, String)> = c
         .prepare_cached(
             "UPDATE deliveries SET status = ?2, next_attempt_at_ms = coalesce(?3, next_attempt_at_ms),
                     lease_until_ms = NULL, updated_at_ms = ?4, owner = NULL
-             WHERE id = ?1 AND status = 'running' AND owner = ?5 AND lease_token = ?6",
+             WHERE id = ?1 AND status = 'running' AND owner = ?5 AND lease_token = ?6
+             RETURNING has_steps, event_id",
         )?
-        .execute(params![
-            f.lease.delivery.as_str(),
-            f.state.as_str(),
-            f.next_attempt_at_ms,
-            now,
-            owner,
-            f.lease.token
-        ])?;
-    if moved == 0 {
+        .query_row(
+            params![
+                f.lease.delivery.as_str(),
+                f.state.as_str(),
+                f.next_attempt_at_ms,
+                now,
+                owner,
+                f.lease.token
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((has_steps, event_id)) = moved else {
         return Ok(Recorded::LeaseLost);
-    }
+    };
     let a = &f.attempt;
     c.prepare_cached(
-        "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response, budget_number, round, requested_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome, status_code, exit_code, error, response, budget_number, round, requested_by, output)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         a.id.as_str(),
@@ -867,8 +884,142 @@ fn finish(c: &Connection, owner: &str, f: &Finished, now: i64) -> rusqlite::Resu
         a.budget_number,
         a.round,
         a.requested_by,
+        a.output,
     ])?;
+    if has_steps
+        && f.state.is_final()
+        && let Some(judge) = &f.judge
+    {
+        settle_steps(c, &event_id, &[f.lease.delivery.clone()], judge, now)?;
+    }
     Ok(Recorded::Yes)
+}
+
+/// The deliveries of an event, as settling its steps needs them.
+fn links(c: &Connection, event_id: &str) -> rusqlite::Result<Vec<steps::Link>> {
+    c.prepare_cached(
+        "SELECT id, rule, action, status, need_ids, blocked_by FROM deliveries WHERE event_id = ?1 ORDER BY id",
+    )?
+    .query_map([event_id], |r| {
+        let needs: Option<String> = r.get(4)?;
+        let blocked: Option<String> = r.get(5)?;
+        Ok(steps::Link {
+            id: id_column(r, 0, DeliveryId::parse)?,
+            rule: r.get(2)?,
+            action: r.get(3)?,
+            status: parsed_column(r, 3, DeliveryState::parse, "a delivery state")?,
+            needs: match needs {
+                Some(text) => serde_json::from_str::<Vec<String>>(&text)
+                    .map_err(|e| bad_column(4, e))?
+                    .iter()
+                    .filter_map(|id| DeliveryId::parse(id))
+                    .collect(),
+                None => Vec::new(),
+            },
+            blocked_by: blocked.as_deref().and_then(DeliveryId::parse),
+        })
+    })?
+    .collect()
+}
+
+/// The outputs the succeeded deliveries of an event kept.
+fn outputs(
+    c: &Connection,
+    event_id: &str,
+) -> rusqlite::Result<HashMap<DeliveryId, serde_json::Value>> {
+    let mut out = HashMap::new();
+    let mut stmt = c.prepare_cached(
+        "SELECT d.id, (SELECT a.output FROM attempts a WHERE a.delivery_id = d.id AND a.output IS NOT NULL
+                       ORDER BY a.number DESC LIMIT 1)
+         FROM deliveries d WHERE d.event_id = ?1 AND d.status = 'succeeded'",
+    )?;
+    let rows = stmt.query_map([event_id], |r| {
+        Ok((
+            id_column(r, 0, DeliveryId::parse)?,
+            r.get::<_, Option<String>>(1)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, text) = row?;
+        if let Some(v) = text.and_then(|t| serde_json::from_str(&t).ok()) {
+            out.insert(id, v);
+        }
+    }
+    Ok(out)
+}
+
+/// The request of a stored event, as steps' conditions read it.
+fn event_request(c: &Connection, event_id: &str) -> rusqlite::Result<Request> {
+    c.prepare_cached(
+        "SELECT id, source, received_at_ms, method, path, query, headers, body, payload FROM events WHERE id = ?1",
+    )?
+    .query_row([event_id], |r| {
+        Ok(Request {
+            event_id: r.get(0)?,
+            source: r.get(1)?,
+            received_at: crate::clock::rfc3339_ms(r.get(2)?),
+            method: r.get(3)?,
+            path: r.get(4)?,
+            query: query_pairs(Some(&r.get::<_, String>(5)?)),
+            headers: json_column(r, 6)?,
+            body: bytes::Bytes::from(r.get::<_, Vec<u8>>(7)?),
+            payload: payload_column(r, 8, 7)?,
+        })
+    })
+}
+
+/// Settles the steps behind `finished` deliveries of one event (see
+/// [`steps::settle`]), in the transaction that finished them.
+fn settle_steps(
+    c: &Connection,
+    event_id: &str,
+    finished: &[DeliveryId],
+    judge: &steps::Judge,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let mut links = links(c, event_id)?;
+    if !steps::any_waiting(&links) {
+        return Ok(());
+    }
+    let event = event_request(c, event_id)?;
+    let outputs = outputs(c, event_id)?;
+    let changes = steps::settle(
+        &mut links,
+        finished,
+        &outputs,
+        &event,
+        judge.0.as_ref(),
+        now,
+    );
+    let mut update = c.prepare_cached(
+        "UPDATE deliveries SET status = ?2, next_attempt_at_ms = coalesce(?3, next_attempt_at_ms), reason = ?4,
+                blocked_by = ?5, step_trace = ?6, updated_at_ms = ?7
+         WHERE id = ?1 AND status = 'waiting'",
+    )?;
+    for change in &changes {
+        let (due, reason, blocked, trace) = match change {
+            steps::Change::Released {
+                due_at_ms, trace, ..
+            } => (Some(*due_at_ms), None, None, trace),
+            steps::Change::Skipped {
+                reason,
+                blocked_by,
+                trace,
+                ..
+            } => (None, Some(reason.as_str()), blocked_by.as_ref(), trace),
+        };
+        let trace = (!trace.is_empty()).then(|| serde_json::to_string(trace).unwrap_or_default());
+        update.execute(params![
+            change.id().as_str(),
+            change.state().as_str(),
+            due,
+            reason,
+            blocked.map(DeliveryId::as_str),
+            trace,
+            now
+        ])?;
+    }
+    Ok(())
 }
 
 /// Events examined per pruning batch at first. Each batch is one writer job,
@@ -1070,7 +1221,9 @@ fn delivery_page_sql(status: bool, before: bool) -> String {
 }
 
 const DELIVERY_COLUMNS: &str = "id, event_id, rule, action, action_type, status, serialize_key, attempts, created_at_ms, \
-     attempts_total, manual_retries, retried_by, replayed_by";
+     attempts_total, manual_retries, retried_by, replayed_by, needs, next_attempt_at_ms, reason, step_trace, \
+     CASE WHEN has_steps THEN (SELECT a.output FROM attempts a WHERE a.delivery_id = deliveries.id \
+          AND a.output IS NOT NULL ORDER BY a.number DESC LIMIT 1) END";
 
 fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDelivery> {
     Ok(StoredDelivery {
@@ -1087,6 +1240,25 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredDelivery> 
         retried_by: r.get(11)?,
         replayed_by: r.get(12)?,
         created_at_ms: r.get(8)?,
+        needs: r
+            .get::<_, Option<String>>(13)?
+            .map(|t| serde_json::from_str(&t).map_err(|e| bad_column(13, e)))
+            .transpose()?
+            .unwrap_or_default(),
+        due_at_ms: match DeliveryState::parse(&r.get::<_, String>(5)?) {
+            Some(DeliveryState::Pending | DeliveryState::Retrying) => Some(r.get(14)?),
+            _ => None,
+        },
+        reason: r.get(15)?,
+        when: r
+            .get::<_, Option<String>>(16)?
+            .map(|t| serde_json::from_str(&t).map_err(|e| bad_column(16, e)))
+            .transpose()?
+            .unwrap_or_default(),
+        output: r
+            .get::<_, Option<String>>(17)?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .map(steps::view),
     })
 }
 
@@ -1115,19 +1287,42 @@ fn retry_delivery(
     Ok(match status.as_deref() {
         None => RetryOutcome::NotFound,
         Some("dead" | "skipped") => {
+            let (event_id, blocked): (String, Option<String>) = c.query_row(
+                "SELECT event_id, (SELECT n.action || ', which is ' || n.status FROM deliveries n WHERE n.id = d.blocked_by)
+                 FROM deliveries d WHERE d.id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if let Some(need) = blocked {
+                return Ok(RetryOutcome::NotRetryable(format!(
+                    "skipped: it needs {need}; retry that one, and this step runs after it"
+                )));
+            }
             c.execute(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, manual_retries = manual_retries + 1, retried_by = ?3,
-                 next_attempt_at_ms = ?2, lease_until_ms = NULL, updated_at_ms = ?2 WHERE id = ?1",
+                 next_attempt_at_ms = ?2, lease_until_ms = NULL, updated_at_ms = ?2, reason = NULL WHERE id = ?1",
                 params![id, now, request],
             )?;
+            // The steps this delivery's end skipped wait for it again.
+            let Some(retried) = DeliveryId::parse(id) else {
+                return Ok(RetryOutcome::Queued);
+            };
+            let mut wait = c.prepare_cached(
+                "UPDATE deliveries SET status = 'waiting', reason = NULL, blocked_by = NULL, updated_at_ms = ?2
+                 WHERE id = ?1 AND status = 'skipped'",
+            )?;
+            for step in steps::unblocked_by(&links(c, &event_id)?, &retried) {
+                wait.execute(params![step.as_str(), now])?;
+            }
             RetryOutcome::Queued
         }
         Some(other) => RetryOutcome::NotRetryable(other.to_owned()),
     })
 }
 
-/// New `pending` deliveries of `event`, due at `due_at_ms`; `replayed_by`
-/// names the request of a replay.
+/// New deliveries of `event`, due at `due_at_ms` unless they say when
+/// (`delay`); steps are stored `waiting`. `replayed_by` names the request
+/// of a replay.
 fn insert_deliveries(
     c: &Connection,
     event: &str,
@@ -1137,20 +1332,26 @@ fn insert_deliveries(
     replayed_by: Option<&str>,
 ) -> rusqlite::Result<()> {
     let mut insert = c.prepare_cached(
-        "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms, replayed_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, 0, ?7, ?8, ?8, ?9)",
+        "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key, attempts, next_attempt_at_ms,
+                                 created_at_ms, updated_at_ms, replayed_by, needs, need_ids, has_steps)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?9, ?10, ?11, ?12, ?13)",
     )?;
     for d in deliveries {
+        let step = super::StepColumns::of(d);
         insert.execute(params![
             d.id.as_str(),
             event,
             d.rule,
             d.action,
             d.action_type,
+            step.status,
             d.serialize_key,
-            due_at_ms,
+            d.due_at_ms.unwrap_or(due_at_ms),
             now,
-            replayed_by
+            replayed_by,
+            step.needs,
+            step.need_ids,
+            d.has_steps,
         ])?;
     }
     Ok(())
@@ -1388,6 +1589,28 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn step_outputs(
+        &self,
+        step: &DeliveryId,
+    ) -> BoxFuture<'_, Result<serde_json::Map<String, serde_json::Value>, StoreError>> {
+        let step = step.clone();
+        Box::pin(self.read(move |c| {
+            let event_id: Option<String> = c
+                .query_row(
+                    "SELECT event_id FROM deliveries WHERE id = ?1",
+                    [step.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(event_id) = event_id else {
+                return Ok(serde_json::Map::new());
+            };
+            let links = links(c, &event_id)?;
+            let outputs = outputs(c, &event_id)?;
+            Ok(steps::outputs_of(&links, &step, &outputs))
+        }))
+    }
+
     fn queue_depth(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.read(|c| {
             c.query_row(
@@ -1486,6 +1709,10 @@ mod tests {
                     action: "http-0".into(),
                     action_type: "http".into(),
                     serialize_key: None,
+                    due_at_ms: None,
+                    needs: Vec::new(),
+                    need_names: Vec::new(),
+                    has_steps: false,
                 },
                 NewDelivery {
                     id: DeliveryId::new(),
@@ -1493,6 +1720,10 @@ mod tests {
                     action: "cmd".into(),
                     action_type: "command".into(),
                     serialize_key: Some("deploy-a/b".into()),
+                    due_at_ms: None,
+                    needs: Vec::new(),
+                    need_names: Vec::new(),
+                    has_steps: false,
                 },
             ],
         }
@@ -2014,6 +2245,7 @@ mod tests {
             exit_code: None,
             error: None,
             response: Vec::new(),
+            output: None,
         };
         let recorded = store
             .finish(
@@ -2023,6 +2255,7 @@ mod tests {
                     attempt,
                     state,
                     next_attempt_at_ms: None,
+                    judge: None,
                 },
             )
             .await

@@ -5,6 +5,8 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
+    /// A step (SPEC §4.7) whose needs have not all succeeded yet.
+    Waiting,
     Pending,
     Running,
     Succeeded,
@@ -14,7 +16,8 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 6] = [
+    pub const ALL: [DeliveryState; 7] = [
+        DeliveryState::Waiting,
         DeliveryState::Pending,
         DeliveryState::Running,
         DeliveryState::Succeeded,
@@ -25,6 +28,7 @@ impl DeliveryState {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            DeliveryState::Waiting => "waiting",
             DeliveryState::Pending => "pending",
             DeliveryState::Running => "running",
             DeliveryState::Succeeded => "succeeded",

@@ -65,6 +65,13 @@ pub struct Action {
     /// At most this many attempts of this action run at once (its target's
     /// share of `--workers` when absent).
     pub concurrency: Option<Spanned<u32>>,
+    /// Actions of the same rule that must have succeeded first (a name or a
+    /// list): this action is then a step (SPEC §4.7). A node, so that each
+    /// name keeps its position.
+    pub needs: Option<Node>,
+    /// The first attempt is due this long after the event (or after the
+    /// last need succeeded, for a step).
+    pub delay: Option<Duration>,
     pub http: Option<Http>,
     pub email: Option<Email>,
     pub command: Option<Command>,
@@ -139,6 +146,8 @@ pub struct Test {
     pub method: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
     pub query: Option<BTreeMap<String, String>>,
+    /// Outputs of actions, as steps would see them (`steps: { crm: { status: 201, json: {…} } }`).
+    pub steps: Option<BTreeMap<String, Node>>,
     pub expect: Expect,
 }
 
@@ -148,4 +157,6 @@ pub struct Expect {
     pub matched: Option<Vec<String>>,
     pub actions: Option<BTreeMap<String, Node>>,
     pub status: Option<u16>,
+    /// Steps (`rule/action`) whose `when` is false with the test's `steps` outputs.
+    pub skipped: Option<Vec<String>>,
 }

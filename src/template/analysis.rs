@@ -95,6 +95,20 @@ pub fn missing_fields(tpl: &Template, ctx: &Value) -> Vec<String> {
     let mut walker = MissingWalker {
         ctx,
         out: Vec::new(),
+        step_refs: false,
+    };
+    walker.template(tpl, Scope::Root);
+    walker.out
+}
+
+/// The actions whose outputs `tpl` reads as `steps.<name>` (SPEC §4.7),
+/// each once, in order: every branch counts, and so does a path tested by
+/// `#if` or given a `default`.
+pub fn step_refs(tpl: &Template) -> Vec<String> {
+    let mut walker = MissingWalker {
+        ctx: &Value::Null,
+        out: Vec::new(),
+        step_refs: true,
     };
     walker.template(tpl, Scope::Root);
     walker.out
@@ -111,6 +125,8 @@ enum Scope {
 struct MissingWalker<'a> {
     ctx: &'a Value,
     out: Vec<String>,
+    /// Collect the names under `steps.` instead of the missing fields.
+    step_refs: bool,
 }
 
 impl MissingWalker<'_> {
@@ -137,7 +153,7 @@ impl MissingWalker<'_> {
             }
             return;
         }
-        let skip_first_path = helper_name(ht) == "default";
+        let skip_first_path = helper_name(ht) == "default" && !self.step_refs;
         self.args(ht, scope, skip_first_path);
     }
 
@@ -170,10 +186,13 @@ impl MissingWalker<'_> {
         match name {
             "if" | "unless" => {
                 // Plain-path conditions are existence tests: only subexpressions are checked.
-                self.args(ht, scope, true);
-                let taken = self
-                    .condition(ht, scope)
-                    .map(|truthy| truthy == (name == "if"));
+                self.args(ht, scope, !self.step_refs);
+                let taken = if self.step_refs {
+                    None
+                } else {
+                    self.condition(ht, scope)
+                        .map(|truthy| truthy == (name == "if"))
+                };
                 if taken != Some(false)
                     && let Some(t) = &ht.template
                 {
@@ -222,6 +241,14 @@ impl MissingWalker<'_> {
         let Some(segs) = self.checkable(path, scope) else {
             return;
         };
+        if self.step_refs {
+            if let ["steps", name, ..] = segs.as_slice()
+                && !self.out.iter().any(|n| n == name)
+            {
+                self.out.push((*name).to_owned());
+            }
+            return;
+        }
         if resolve(self.ctx, &segs).is_none() {
             let dotted = segs.join(".");
             if !self.out.contains(&dotted) {
@@ -365,6 +392,18 @@ mod tests {
         for (src, want) in cases {
             assert_eq!(missing(src), *want, "{src}");
         }
+    }
+
+    #[test]
+    fn step_refs_are_found_in_every_branch() {
+        let refs = |src: &str| step_refs(&Template::compile(src).unwrap());
+        assert_eq!(
+            refs(
+                "{{steps.crm.json.id}} {{#if steps.deploy.json.url}}{{upper steps.deploy.stdout}}{{else}}{{default steps.other.json \"x\"}}{{/if}} {{#each payload.a}}{{steps.nope}}{{@root.steps.rooted.status}}{{/each}} {{steps}} {{payload.steps.x}}"
+            ),
+            ["crm", "deploy", "other", "rooted"]
+        );
+        assert!(refs("{{payload.a}}").is_empty());
     }
 
     #[test]

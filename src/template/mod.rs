@@ -124,6 +124,14 @@ impl Template {
         }
     }
 
+    /// The actions whose outputs this template reads (`steps.<name>`).
+    pub fn step_refs(&self) -> Vec<String> {
+        self.compiled
+            .as_ref()
+            .map(analysis::step_refs)
+            .unwrap_or_default()
+    }
+
     /// Dotted paths this template refers to that `ctx` does not have.
     pub fn missing_fields(&self, ctx: &Value) -> Vec<String> {
         self.compiled
@@ -341,6 +349,14 @@ fn typed_source(expr: &str) -> String {
 /// The template context (SPEC §4.4) of `req` for `rule`.
 pub fn context(req: &Request, rule: &str, attempt: u32) -> Context {
     assemble(req, req.payload.clone(), rule, attempt)
+}
+
+/// Adds the outputs of a step's needs (SPEC §4.7) to a context, as `steps`.
+pub fn with_steps(mut ctx: Context, steps: serde_json::Map<String, Value>) -> Context {
+    if let Value::Object(root) = ctx.data_mut() {
+        root.insert("steps".into(), Value::Object(steps));
+    }
+    ctx
 }
 
 /// [`context`] moving the payload out of `req` instead of copying it: the

@@ -53,11 +53,11 @@ fn claim_sql(state: &str, due: &str) -> String {
              RETURNING d.id, d.event_id, d.rule, d.action, d.action_type, d.attempts, d.serialize_key,
                        d.attempts_total, d.manual_retries,
                        CASE WHEN d.manual_retries > 0 THEN d.retried_by ELSE d.replayed_by END AS requested_by,
-                       d.lease_token, p.due
+                       d.lease_token, p.due, d.need_ids IS NOT NULL AS step
          )
          SELECT c.id, c.event_id, c.rule, c.action, c.action_type, c.attempts, c.serialize_key,
                 e.source, e.received_at_ms, e.method, e.path, e.query, e.headers, e.body, e.payload,
-                c.attempts_total, c.manual_retries, c.requested_by, c.lease_token
+                c.attempts_total, c.manual_retries, c.requested_by, c.lease_token, c.step
          FROM claimed c JOIN events e ON e.id = c.event_id
          ORDER BY c.due, c.id",
         // A running delivery is due again once its lease has ended.
@@ -127,6 +127,7 @@ fn claimed_from_row(r: &Row) -> Res<Claimed> {
         requested_by: col(r, 17)?,
         serialize_key: col(r, 6)?,
         token: col(r, 18)?,
+        step: col(r, 19)?,
         event: Request {
             event_id,
             source: col(r, 7)?,
@@ -281,13 +282,13 @@ const FINISH: &str = concat!(
             lease_until_ms = NULL, updated_at_ms = $6, owner = NULL
      FROM f JOIN locked l ON l.id = f.id
      WHERE d.id = f.id AND d.status = 'running' AND d.owner = f.owner AND d.lease_token = f.token
-     RETURNING d.id, d.serialize_key"
+     RETURNING d.id, d.serialize_key, d.has_steps, d.event_id"
 );
 
 const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (id, delivery_id, number, started_at_ms, duration_ms, outcome,
-                          status_code, exit_code, error, response, budget_number, round, requested_by)
+                          status_code, exit_code, error, response, budget_number, round, requested_by, output)
      SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::text[], $7::int[],
-                          $8::int[], $9::text[], $10::bytea[], $11::int[], $12::int[], $13::text[])";
+                          $8::int[], $9::text[], $10::bytea[], $11::int[], $12::int[], $13::text[], $14::text[])";
 
 /// See [`crate::store::Store::finish`], for a batch of finishes of any
 /// owners: in one transaction, each delivery moves on only under the lease
@@ -309,12 +310,21 @@ pub async fn finish(
     let next: Vec<Option<i64>> = done.iter().map(|(_, f)| f.next_attempt_at_ms).collect();
     let stmt = tx.prepare_cached(FINISH).await.pg()?;
     let mut moved: std::collections::HashMap<String, Option<String>> = Default::default();
+    // The deliveries with steps behind them that ended (event, delivery).
+    let mut ended: Vec<(String, DeliveryId)> = Vec::new();
     for r in tx
         .query(&stmt, &[&ids, &tokens, &owners, &states, &next, &now])
         .await
         .pg()?
     {
-        moved.insert(col(&r, 0)?, col(&r, 1)?);
+        let id: String = col(&r, 0)?;
+        if col::<bool>(&r, 2)?
+            && let Some((_, f)) = done.iter().find(|(_, f)| f.lease.delivery.as_str() == id)
+            && f.state.is_final()
+        {
+            ended.push((col(&r, 3)?, f.lease.delivery.clone()));
+        }
+        moved.insert(id, col(&r, 1)?);
     }
     let recorded: Vec<(&Finished, bool)> = done
         .iter()
@@ -335,6 +345,11 @@ pub async fn finish(
     keys.dedup();
     lock_keys(&tx, &keys).await?;
     wake_heads(&tx, &keys).await?;
+    if let Some(judge) = done.iter().find_map(|(_, f)| f.judge.as_ref())
+        && !ended.is_empty()
+    {
+        super::steps::settle(&tx, &ended, judge, now).await?;
+    }
     tx.commit().await.pg()?;
     Ok(recorded
         .iter()
@@ -381,9 +396,10 @@ async fn insert_attempts(tx: &deadpool_postgres::Transaction<'_>, done: &[&Finis
     let budget = column!(|a| int(a.budget_number));
     let round = column!(|a| int(a.round));
     let requested = column!(|a| a.requested_by.as_deref());
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+    let output = column!(|a| a.output.as_deref().map(without_nul));
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
         &id, &delivery, &number, &started, &duration, &outcome, &status, &exit, &error, &response,
-        &budget, &round, &requested,
+        &budget, &round, &requested, &output,
     ];
     let stmt = tx.prepare_cached(INSERT_ATTEMPTS).await.pg()?;
     tx.execute(&stmt, &params).await.pg()?;

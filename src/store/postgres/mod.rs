@@ -44,6 +44,7 @@ mod connect;
 mod ingest;
 mod notify;
 mod schema;
+mod steps;
 #[cfg(test)]
 pub mod testing;
 #[cfg(test)]
@@ -329,19 +330,23 @@ struct CannotConnect {
 }
 
 pub(super) const INSERT_DELIVERIES: &str = "INSERT INTO deliveries (id, event_id, rule, action, action_type, status, serialize_key,
-                         next_attempt_at_ms, created_at_ms, updated_at_ms, replayed_by, waiting_on_key)
- SELECT d.id, d.event_id, d.rule, d.action, d.action_type, 'pending', d.serialize_key, d.due, $1, $1, $2,
-        d.serialize_key IS NOT NULL AND (
-            row_number() OVER (PARTITION BY d.serialize_key ORDER BY d.id) > 1
+                         next_attempt_at_ms, created_at_ms, updated_at_ms, replayed_by, waiting_on_key,
+                         needs, need_ids, has_steps)
+ SELECT d.id, d.event_id, d.rule, d.action, d.action_type, d.status, d.serialize_key, d.due, $1, $1, $2,
+        d.status = 'pending' AND d.serialize_key IS NOT NULL AND (
+            row_number() OVER (PARTITION BY d.serialize_key, d.status ORDER BY d.id) > 1
             OR (SELECT o.id FROM deliveries o
                 WHERE o.serialize_key = d.serialize_key
                   AND o.status IN ('pending', 'running', 'retrying')
-                ORDER BY o.serialize_key, o.id LIMIT 1) IS NOT NULL)
- FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[])
-      AS d(id, event_id, due, rule, action, action_type, serialize_key)";
+                ORDER BY o.serialize_key, o.id LIMIT 1) IS NOT NULL),
+        d.needs, d.need_ids, d.has_steps
+ FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[],
+             $10::text[], $11::text[], $12::text[], $13::bool[])
+      AS d(id, event_id, due, rule, action, action_type, serialize_key, status, needs, need_ids, has_steps)";
 
-/// New `pending` deliveries, each of its event and due at its time, in one
-/// statement. A keyed delivery waits on its key when an earlier one of the
+/// New deliveries, each of its event and due at its time (or its own, with
+/// a `delay`), in one statement; steps are stored `waiting` (and never wait
+/// on their key: they join its line when their needs have succeeded). A keyed delivery waits on its key when an earlier one of the
 /// key is unfinished, stored before or in this same statement; the keys'
 /// locks are taken first (see [`claims::lock_keys`]). The probe of earlier
 /// ones is written as the first row in the order of
@@ -366,7 +371,18 @@ async fn insert_deliveries(
     let stmt = tx.prepare_cached(INSERT_DELIVERIES).await.pg()?;
     let ids: Vec<&str> = rows.iter().map(|(_, _, d)| d.id.as_str()).collect();
     let events: Vec<&str> = rows.iter().map(|(e, _, _)| *e).collect();
-    let due: Vec<i64> = rows.iter().map(|(_, due, _)| *due).collect();
+    let due: Vec<i64> = rows
+        .iter()
+        .map(|(_, due, d)| d.due_at_ms.unwrap_or(*due))
+        .collect();
+    let steps: Vec<crate::store::StepColumns> = rows
+        .iter()
+        .map(|(_, _, d)| crate::store::StepColumns::of(d))
+        .collect();
+    let status: Vec<&str> = steps.iter().map(|s| s.status).collect();
+    let needs: Vec<Option<&str>> = steps.iter().map(|s| s.needs.as_deref()).collect();
+    let need_ids: Vec<Option<&str>> = steps.iter().map(|s| s.need_ids.as_deref()).collect();
+    let has_steps: Vec<bool> = rows.iter().map(|(_, _, d)| d.has_steps).collect();
     let rules: Vec<&str> = rows.iter().map(|(_, _, d)| d.rule.as_str()).collect();
     let actions: Vec<&str> = rows.iter().map(|(_, _, d)| d.action.as_str()).collect();
     let types: Vec<&str> = rows
@@ -389,6 +405,10 @@ async fn insert_deliveries(
             &actions,
             &types,
             &keys,
+            &status,
+            &needs,
+            &need_ids,
+            &has_steps,
         ],
     )
     .await
@@ -419,7 +439,9 @@ fn event_from_row(r: &Row) -> Res<StoredEvent> {
 }
 
 const DELIVERY_COLUMNS: &str = "id, event_id, rule, action, action_type, status, serialize_key, attempts, created_at_ms, \
-     attempts_total, manual_retries, retried_by, replayed_by";
+     attempts_total, manual_retries, retried_by, replayed_by, needs, next_attempt_at_ms, reason, step_trace, \
+     CASE WHEN has_steps THEN (SELECT a.output FROM attempts a WHERE a.delivery_id = deliveries.id \
+          AND a.output IS NOT NULL ORDER BY a.number DESC LIMIT 1) END";
 
 fn delivery_from_row(r: &Row) -> Res<StoredDelivery> {
     Ok(StoredDelivery {
@@ -436,7 +458,28 @@ fn delivery_from_row(r: &Row) -> Res<StoredDelivery> {
         retried_by: col(r, 11)?,
         replayed_by: col(r, 12)?,
         created_at_ms: col(r, 8)?,
+        needs: opt_json_col(r, 13)?.unwrap_or_default(),
+        due_at_ms: match DeliveryState::parse(&col::<String>(r, 5)?) {
+            Some(DeliveryState::Pending | DeliveryState::Retrying) => Some(col(r, 14)?),
+            _ => None,
+        },
+        reason: col(r, 15)?,
+        when: opt_json_col(r, 16)?.unwrap_or_default(),
+        output: opt_json_col::<serde_json::Value>(r, 17)
+            .ok()
+            .flatten()
+            .map(crate::store::steps::view),
     })
+}
+
+/// A nullable JSON text column.
+fn opt_json_col<T: serde::de::DeserializeOwned>(r: &Row, i: usize) -> Res<Option<T>> {
+    match col::<Option<String>>(r, i)? {
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| bad_column(i, e)),
+        None => Ok(None),
+    }
 }
 
 /// Events as read, with their deliveries (one query for all of them).
@@ -545,13 +588,48 @@ async fn retry_delivery(
     if status != "dead" && status != "skipped" {
         return Ok(RetryOutcome::NotRetryable(status));
     }
+    let row = tx
+        .query_one(
+            "SELECT event_id, (SELECT n.action || ', which is ' || n.status FROM deliveries n WHERE n.id = d.blocked_by)
+             FROM deliveries d WHERE d.id = $1",
+            &[&id],
+        )
+        .await
+        .pg()?;
+    let (event_id, blocked): (String, Option<String>) = (col(&row, 0)?, col(&row, 1)?);
+    if let Some(need) = blocked {
+        return Ok(RetryOutcome::NotRetryable(format!(
+            "skipped: it needs {need}; retry that one, and this step runs after it"
+        )));
+    }
     tx.execute(
         "UPDATE deliveries SET status = 'pending', attempts = 0, manual_retries = manual_retries + 1, retried_by = $3,
-                next_attempt_at_ms = $2, lease_until_ms = NULL, updated_at_ms = $2, waiting_on_key = false WHERE id = $1",
+                next_attempt_at_ms = $2, lease_until_ms = NULL, updated_at_ms = $2, waiting_on_key = false,
+                reason = NULL WHERE id = $1",
         &[&id, &now, &request],
     )
     .await
     .pg()?;
+    // The steps this delivery's end skipped wait for it again.
+    if let Some(retried) = DeliveryId::parse(id) {
+        let links = steps::links(&tx, &[event_id.as_str()])
+            .await?
+            .remove(&event_id)
+            .unwrap_or_default();
+        let again: Vec<String> = crate::store::steps::unblocked_by(&links, &retried)
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        if !again.is_empty() {
+            tx.execute(
+                "UPDATE deliveries SET status = 'waiting', reason = NULL, blocked_by = NULL, updated_at_ms = $2
+                 WHERE id = ANY($1::text[]) AND status = 'skipped'",
+                &[&again, &now],
+            )
+            .await
+            .pg()?;
+        }
+    }
     tx.commit().await.pg()?;
     Ok(RetryOutcome::Queued)
 }
@@ -972,6 +1050,17 @@ impl Store for PostgresStore {
                 self.link.work_added();
             }
             Ok(())
+        })
+    }
+
+    fn step_outputs(
+        &self,
+        step: &DeliveryId,
+    ) -> BoxFuture<'_, Result<serde_json::Map<String, serde_json::Value>, StoreError>> {
+        let step = step.clone();
+        Box::pin(async move {
+            let client = self.client().await?;
+            steps::outputs_for(&client, &step).await
         })
     }
 

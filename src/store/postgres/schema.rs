@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_waiting_on_key.sql"),
     include_str!("migrations/0003_body_compression.sql"),
+    include_str!("migrations/0004_steps.sql"),
 ];
 
 /// The advisory lock key the migrations are run under: "hookwire" in ASCII.

@@ -116,6 +116,10 @@ async fn events_round_trip_with_every_field() {
         action: "cmd".into(),
         action_type: "command".into(),
         serialize_key: Some("deploy-a/b".into()),
+        due_at_ms: None,
+        needs: Vec::new(),
+        need_names: Vec::new(),
+        has_steps: false,
     });
     assert_eq!(
         store.ingest(e.clone()).await.unwrap(),
