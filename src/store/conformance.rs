@@ -548,3 +548,252 @@ pub async fn lists_page_newest_first(store: &dyn Store) {
         .unwrap();
     assert!(dead.is_empty());
 }
+
+/// Decides steps the way the rules of [`chain`] would: `announce` runs when
+/// crm's output says `created`, `follow-up` a second after its need.
+struct ChainJudge;
+
+impl super::StepJudge for ChainJudge {
+    fn judge(&self, step: &super::steps::Ready<'_>) -> super::Verdict {
+        let created = step.outputs.get("crm").map(|o| &o["json"]["created"]);
+        match (step.action, created) {
+            ("announce", Some(serde_json::Value::Bool(true))) => super::Verdict::Run {
+                due_at_ms: step.now_ms,
+                trace: Vec::new(),
+            },
+            ("follow-up", _) => super::Verdict::Run {
+                due_at_ms: step.now_ms + 1_000,
+                trace: Vec::new(),
+            },
+            _ => super::Verdict::Skip {
+                reason: "its `when` is false".into(),
+                trace: Vec::new(),
+            },
+        }
+    }
+}
+
+/// An event whose rule has a chain of steps: crm ← announce ← follow-up.
+fn chain() -> (NewEvent, [DeliveryId; 3]) {
+    let (mut event, crm) = one_delivery();
+    let (announce, follow) = (DeliveryId::new(), DeliveryId::new());
+    event.deliveries[0].action = "crm".into();
+    event.deliveries[0].has_steps = true;
+    let step = |id: &DeliveryId, action: &str, need: &DeliveryId, need_name: &str, has_steps| {
+        NewDelivery {
+            id: id.clone(),
+            rule: "r".into(),
+            action: action.into(),
+            action_type: "http".into(),
+            serialize_key: None,
+            due_at_ms: None,
+            needs: vec![need.clone()],
+            need_names: vec![need_name.into()],
+            has_steps,
+        }
+    };
+    event
+        .deliveries
+        .push(step(&announce, "announce", &crm, "crm", true));
+    event
+        .deliveries
+        .push(step(&follow, "follow-up", &announce, "announce", false));
+    (event, [crm, announce, follow])
+}
+
+/// Finishes `c` as the dispatcher does, with an output and the chain's judge.
+async fn finish_step(
+    store: &dyn Store,
+    owner: &InstanceId,
+    c: &Claimed,
+    state: DeliveryState,
+    body: &str,
+) {
+    let mut f = finished(
+        c,
+        if state == DeliveryState::Succeeded {
+            AttemptOutcome::Succeeded
+        } else {
+            AttemptOutcome::Failed
+        },
+        state,
+    );
+    f.attempt.output = (state == DeliveryState::Succeeded)
+        .then(|| serde_json::json!({"status": 201, "headers": {}, "body": body}).to_string());
+    f.judge = Some(super::Judge(std::sync::Arc::new(ChainJudge)));
+    assert_eq!(store.finish(owner, f).await.unwrap(), Recorded::Yes);
+}
+
+async fn status_of(store: &dyn Store, id: &DeliveryId) -> (DeliveryState, Option<String>) {
+    let d = store.delivery(id).await.unwrap().unwrap();
+    (d.status, d.reason)
+}
+
+/// Steps are stored `waiting` with their event and never claimed before
+/// their needs succeeded; the last need's finish releases them, and each
+/// runs with the outputs of what it runs after.
+pub async fn a_chain_of_steps_runs_in_order_with_outputs(store: &dyn Store) {
+    let me = InstanceId::new();
+    let (event, [crm, announce, follow]) = chain();
+    store.ingest(event.clone()).await.unwrap();
+    let stored = store.event(&event.id).await.unwrap().unwrap();
+    let states: Vec<_> = stored
+        .deliveries
+        .iter()
+        .map(|d| (d.action.as_str(), d.status))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("crm", DeliveryState::Pending),
+            ("announce", DeliveryState::Waiting),
+            ("follow-up", DeliveryState::Waiting)
+        ]
+    );
+    assert_eq!(stored.deliveries[1].needs, ["crm"]);
+    assert_eq!(stored.deliveries[1].due_at_ms, None);
+    let now = now_ms();
+    let first = claim(store, &me, now, LEASE).await;
+    assert_eq!(first.iter().map(|c| &c.id).collect::<Vec<_>>(), [&crm]);
+    assert!(!first[0].step);
+    finish_step(
+        store,
+        &me,
+        &first[0],
+        DeliveryState::Succeeded,
+        r#"{"created": true, "id": 7}"#,
+    )
+    .await;
+
+    assert_eq!(status_of(store, &announce).await.0, DeliveryState::Pending);
+    assert_eq!(status_of(store, &follow).await.0, DeliveryState::Waiting);
+    let outputs = store.step_outputs(&announce).await.unwrap();
+    assert_eq!(outputs["crm"]["json"]["id"], 7);
+    assert_eq!(outputs["crm"]["status"], 201);
+    // The need shows the output its steps read.
+    let shown = store.delivery(&crm).await.unwrap().unwrap();
+    assert_eq!(shown.output.unwrap()["json"]["created"], true);
+
+    let second = claim(store, &me, now_ms(), LEASE).await;
+    assert_eq!(
+        second.iter().map(|c| &c.id).collect::<Vec<_>>(),
+        [&announce]
+    );
+    assert!(second[0].step);
+    finish_step(store, &me, &second[0], DeliveryState::Succeeded, "ok").await;
+    // follow-up is due a second after announce succeeded, and reads both
+    // outputs: its need's and, through it, crm's.
+    let d = store.delivery(&follow).await.unwrap().unwrap();
+    assert_eq!(d.status, DeliveryState::Pending);
+    let due = d.due_at_ms.unwrap();
+    assert!(due >= now + 1_000, "{d:?}");
+    assert!(claim(store, &me, due - 1, LEASE).await.is_empty());
+    let outputs = store.step_outputs(&follow).await.unwrap();
+    assert_eq!(outputs["crm"]["json"]["id"], 7);
+    assert_eq!(outputs["announce"]["body"], "ok");
+    assert_eq!(outputs["announce"]["json"], serde_json::Value::Null);
+    let third = claim(store, &me, due, LEASE).await;
+    assert_eq!(third.iter().map(|c| &c.id).collect::<Vec<_>>(), [&follow]);
+}
+
+/// A step whose `when` is false over its needs' outputs ends `skipped` with
+/// the reason, and so do the steps behind it.
+pub async fn a_false_when_skips_the_step_and_those_behind_it(store: &dyn Store) {
+    let me = InstanceId::new();
+    let (event, [_, announce, follow]) = chain();
+    store.ingest(event).await.unwrap();
+    let c = claim(store, &me, now_ms(), LEASE).await;
+    finish_step(
+        store,
+        &me,
+        &c[0],
+        DeliveryState::Succeeded,
+        r#"{"created": false}"#,
+    )
+    .await;
+    assert_eq!(
+        status_of(store, &announce).await,
+        (DeliveryState::Skipped, Some("its `when` is false".into()))
+    );
+    assert_eq!(
+        status_of(store, &follow).await,
+        (
+            DeliveryState::Skipped,
+            Some("needs announce, which is skipped".into())
+        )
+    );
+    assert!(claim(store, &me, now_ms() + 10_000, LEASE).await.is_empty());
+}
+
+/// A dead need skips the steps behind it; they cannot be retried on their
+/// own, but retrying the need puts them back to wait, and when it succeeds
+/// they run.
+pub async fn a_dead_need_skips_its_steps_and_a_retry_runs_them(store: &dyn Store) {
+    let me = InstanceId::new();
+    let (event, [crm, announce, follow]) = chain();
+    store.ingest(event).await.unwrap();
+    let c = claim(store, &me, now_ms(), LEASE).await;
+    finish_step(store, &me, &c[0], DeliveryState::Dead, "").await;
+    assert_eq!(
+        status_of(store, &announce).await,
+        (
+            DeliveryState::Skipped,
+            Some("needs crm, which is dead".into())
+        )
+    );
+    assert_eq!(
+        status_of(store, &follow).await,
+        (
+            DeliveryState::Skipped,
+            Some("needs announce, which is skipped".into())
+        )
+    );
+    let refused = store.retry(&announce, &RequestId::new()).await.unwrap();
+    assert_eq!(
+        refused,
+        RetryOutcome::NotRetryable(
+            "skipped: it needs crm, which is dead; retry that one, and this step runs after it"
+                .into()
+        )
+    );
+    assert_eq!(
+        store.retry(&crm, &RequestId::new()).await.unwrap(),
+        RetryOutcome::Queued
+    );
+    assert_eq!(
+        status_of(store, &announce).await,
+        (DeliveryState::Waiting, None)
+    );
+    assert_eq!(
+        status_of(store, &follow).await,
+        (DeliveryState::Waiting, None)
+    );
+    let again = claim(store, &me, now_ms(), LEASE).await;
+    assert_eq!(again.iter().map(|c| &c.id).collect::<Vec<_>>(), [&crm]);
+    finish_step(
+        store,
+        &me,
+        &again[0],
+        DeliveryState::Succeeded,
+        r#"{"created": true}"#,
+    )
+    .await;
+    let next = claim(store, &me, now_ms(), LEASE).await;
+    assert_eq!(next.iter().map(|c| &c.id).collect::<Vec<_>>(), [&announce]);
+}
+
+/// A `delay` dates the first attempt: the delivery is pending, due then,
+/// and not claimed before.
+pub async fn a_delay_dates_the_first_attempt(store: &dyn Store) {
+    let me = InstanceId::new();
+    let (mut event, id) = one_delivery();
+    let due = event.received_at_ms + 2 * 24 * 3600 * 1000;
+    event.deliveries[0].due_at_ms = Some(due);
+    store.ingest(event).await.unwrap();
+    let d = store.delivery(&id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.due_at_ms), (DeliveryState::Pending, Some(due)));
+    assert_eq!(store.next_due().await.unwrap(), Some(due));
+    assert!(claim(store, &me, due - 1, LEASE).await.is_empty());
+    let c = claim(store, &me, due, LEASE).await;
+    assert_eq!(c.iter().map(|c| &c.id).collect::<Vec<_>>(), [&id]);
+}

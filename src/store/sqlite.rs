@@ -905,8 +905,8 @@ fn links(c: &Connection, event_id: &str) -> rusqlite::Result<Vec<steps::Link>> {
         let blocked: Option<String> = r.get(5)?;
         Ok(steps::Link {
             id: id_column(r, 0, DeliveryId::parse)?,
-            rule: r.get(2)?,
-            action: r.get(3)?,
+            rule: r.get(1)?,
+            action: r.get(2)?,
             status: parsed_column(r, 3, DeliveryState::parse, "a delivery state")?,
             needs: match needs {
                 Some(text) => serde_json::from_str::<Vec<String>>(&text)
@@ -2135,6 +2135,26 @@ mod tests {
         #[tokio::test]
         async fn expired_leases_are_claimed_first() {
             c::expired_leases_are_claimed_first(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn a_chain_of_steps_runs_in_order_with_outputs() {
+            c::a_chain_of_steps_runs_in_order_with_outputs(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn a_false_when_skips_the_step_and_those_behind_it() {
+            c::a_false_when_skips_the_step_and_those_behind_it(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn a_dead_need_skips_its_steps_and_a_retry_runs_them() {
+            c::a_dead_need_skips_its_steps_and_a_retry_runs_them(&store().1).await;
+        }
+
+        #[tokio::test]
+        async fn a_delay_dates_the_first_attempt() {
+            c::a_delay_dates_the_first_attempt(&store().1).await;
         }
 
         #[tokio::test]

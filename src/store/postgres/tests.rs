@@ -33,6 +33,26 @@ mod contract {
     }
 
     #[tokio::test]
+    async fn a_chain_of_steps_runs_in_order_with_outputs() {
+        c::a_chain_of_steps_runs_in_order_with_outputs(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn a_false_when_skips_the_step_and_those_behind_it() {
+        c::a_false_when_skips_the_step_and_those_behind_it(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn a_dead_need_skips_its_steps_and_a_retry_runs_them() {
+        c::a_dead_need_skips_its_steps_and_a_retry_runs_them(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn a_delay_dates_the_first_attempt() {
+        c::a_delay_dates_the_first_attempt(&store()).await;
+    }
+
+    #[tokio::test]
     async fn a_released_delivery_keeps_its_place() {
         c::a_released_delivery_keeps_its_place(&store()).await;
     }
@@ -240,6 +260,85 @@ async fn concurrent_claims_on_two_instances_take_each_delivery_once() {
     claimed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     assert_eq!(claimed, all);
+}
+
+/// Counts how often each event's step was judged, and lets it run.
+#[derive(Default)]
+struct CountingJudge(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+impl crate::store::StepJudge for CountingJudge {
+    fn judge(&self, step: &crate::store::steps::Ready<'_>) -> crate::store::Verdict {
+        let mut seen = self.0.lock().unwrap();
+        *seen.entry(step.event.event_id.clone()).or_default() += 1;
+        crate::store::Verdict::Run {
+            due_at_ms: step.now_ms,
+            trace: Vec::new(),
+        }
+    }
+}
+
+/// Two needs of one step finishing at the same moment on two instances
+/// release the step exactly once: never twice (each seeing the other
+/// done), never not at all (each seeing the other still running).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_needs_finishing_at_once_on_two_instances_release_their_step_once() {
+    let url = database();
+    let stores = [
+        Arc::new(PostgresStore::open(&url).unwrap()),
+        Arc::new(PostgresStore::open(&url).unwrap()),
+    ];
+    let judge = Arc::new(CountingJudge::default());
+    let shared = crate::store::Judge(judge.clone());
+    const EVENTS: usize = 40;
+    let mut steps = Vec::new();
+    for _ in 0..EVENTS {
+        let (mut e, a) = one_delivery();
+        let (b, s) = (DeliveryId::new(), DeliveryId::new());
+        e.deliveries[0].has_steps = true;
+        let mut other = e.deliveries[0].clone();
+        other.id = b.clone();
+        other.action = "other".into();
+        let mut step = other.clone();
+        (step.id, step.action, step.has_steps) = (s.clone(), "announce".into(), false);
+        step.needs = vec![a, b];
+        step.need_names = vec!["out".into(), "other".into()];
+        e.deliveries.extend([other, step]);
+        stores[0].ingest(e).await.unwrap();
+        steps.push(s);
+    }
+    let owner = InstanceId::new();
+    let claimed = stores[0]
+        .claim(&owner, now_ms(), 1000, Duration::from_secs(30), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2 * EVENTS);
+    let mut by_event: std::collections::HashMap<_, Vec<_>> = Default::default();
+    for c in claimed {
+        by_event.entry(c.event_id.clone()).or_default().push(c);
+    }
+    let tasks: Vec<_> = by_event
+        .into_values()
+        .flat_map(|pair| {
+            pair.into_iter().enumerate().map(|(i, c)| {
+                let (store, owner, judge) = (stores[i % 2].clone(), owner.clone(), shared.clone());
+                tokio::spawn(async move {
+                    let mut f = finished(&c, AttemptOutcome::Succeeded, DeliveryState::Succeeded);
+                    f.judge = Some(judge);
+                    store.finish(&owner, f).await.unwrap()
+                })
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Recorded::Yes);
+    }
+    for s in &steps {
+        let d = stores[1].delivery(s).await.unwrap().unwrap();
+        assert_eq!(d.status, DeliveryState::Pending, "{d:?}");
+    }
+    let counts = judge.0.lock().unwrap();
+    assert_eq!(counts.len(), EVENTS, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
 }
 
 /// `serialize_by` across instances: workers on two stores claim and finish
