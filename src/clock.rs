@@ -5,8 +5,29 @@
 use std::time::{Duration, SystemTime};
 
 /// Milliseconds since the Unix epoch, now.
+///
+/// A debug build (the one the tests run) reads `HOOKWIRE_CLOCK_OFFSET_MS`
+/// once and adds it: a test restarts the daemon two days ahead to see a
+/// `delay: 2d` come due, without waiting two days. A release build ignores
+/// the variable.
 pub fn now_ms() -> i64 {
-    ms(SystemTime::now())
+    ms(SystemTime::now()).saturating_add(offset_ms())
+}
+
+#[cfg(debug_assertions)]
+fn offset_ms() -> i64 {
+    static OFFSET: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| {
+        std::env::var("HOOKWIRE_CLOCK_OFFSET_MS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    });
+    *OFFSET
+}
+
+#[cfg(not(debug_assertions))]
+fn offset_ms() -> i64 {
+    0
 }
 
 /// A point in time as stored: milliseconds since the Unix epoch.

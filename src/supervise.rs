@@ -111,6 +111,9 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// - `dispatcher-panic`: the dispatcher panics once, right after its first
 ///   claim that returned deliveries.
 /// - `attempt-panic`: every first attempt of a delivery panics.
+/// - `kill-before-step`: the process kills itself (SIGKILL) when it is
+///   about to run an attempt of a step: after its need's success was
+///   committed, before the step did anything.
 pub fn fault(point: &str) -> bool {
     #[cfg(debug_assertions)]
     {

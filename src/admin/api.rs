@@ -197,6 +197,7 @@ async fn retry_as(app: &AdminState, id: &str, request: &RequestId) -> Result<Res
         }
         RetryOutcome::NotFound => Err(ApiError::NoDelivery(id.to_string())),
         RetryOutcome::NotRetryable(status) => Err(ApiError::NotRetryable { id, status }),
+        RetryOutcome::BehindNeed(need) => Err(ApiError::BehindNeed { id, need }),
     }
 }
 

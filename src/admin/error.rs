@@ -23,10 +23,17 @@ pub(super) enum ApiError {
     #[error("no delivery {0}")]
     NoDelivery(String),
     /// `?status=` names no delivery state.
-    #[error("unknown status `{0}`: pending, running, succeeded, retrying, dead or skipped")]
+    #[error(
+        "unknown status `{0}`: waiting, pending, running, succeeded, retrying, dead or skipped"
+    )]
     UnknownStatus(String),
     #[error("delivery {id} is {status}: only dead or skipped deliveries can be retried")]
     NotRetryable { id: DeliveryId, status: String },
+    /// A step skipped because a need ended without success.
+    #[error(
+        "delivery {id} is a step skipped because it needs {need}: retry that one, and this step runs after it"
+    )]
+    BehindNeed { id: DeliveryId, need: String },
     #[error("the store is not available")]
     Store(#[from] StoreError),
     /// An answer could not be turned into JSON: a bug here, not the client's
@@ -42,7 +49,7 @@ impl ApiError {
             ApiError::LoopbackOnly => StatusCode::FORBIDDEN,
             ApiError::NoEvent(_) | ApiError::NoDelivery(_) => StatusCode::NOT_FOUND,
             ApiError::UnknownStatus(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotRetryable { .. } => StatusCode::CONFLICT,
+            ApiError::NotRetryable { .. } | ApiError::BehindNeed { .. } => StatusCode::CONFLICT,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -125,6 +125,12 @@ struct ActionView<'a> {
     name: &'a str,
     #[serde(rename = "type")]
     kind: &'static str,
+    /// The actions it runs after (SPEC §4.7).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    needs: &'a [String],
+    /// `delay`, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay_ms: Option<u64>,
 }
 
 impl<'a> ActionView<'a> {
@@ -132,6 +138,8 @@ impl<'a> ActionView<'a> {
         Self {
             name: &a.name,
             kind: a.type_name(),
+            needs: &a.needs,
+            delay_ms: a.delay.map(|d| d.as_millis() as u64),
         }
     }
 }
@@ -176,6 +184,21 @@ pub(super) struct DeliveryView<'a> {
     replayed_by: Option<&'a str>,
     serialize_key: Option<&'a str>,
     created_at: String,
+    /// For a step: the actions it runs after.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    needs: &'a [String],
+    /// When its next attempt is due, while it is pending or retrying.
+    due_at: Option<String>,
+    due_at_ms: Option<i64>,
+    /// Why it was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    /// A step's `when`, as evaluated when its needs had succeeded.
+    #[serde(skip_serializing_if = "<[crate::matching::Step]>::is_empty")]
+    when: &'a [crate::matching::Step],
+    /// What its successful attempt returned, for the steps that need it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a Value>,
 }
 
 impl<'a> DeliveryView<'a> {
@@ -199,6 +222,12 @@ impl<'a> DeliveryView<'a> {
             replayed_by: d.replayed_by.as_deref(),
             serialize_key: d.serialize_key.as_deref(),
             created_at: crate::clock::rfc3339_ms(d.created_at_ms),
+            needs: &d.needs,
+            due_at: d.due_at_ms.map(crate::clock::rfc3339_ms),
+            due_at_ms: d.due_at_ms,
+            reason: d.reason.as_deref(),
+            when: &d.when,
+            output: d.output.as_ref(),
         }
     }
 }
@@ -272,6 +301,7 @@ struct EventHead<'a> {
     id: &'a EventId,
     source: &'a str,
     received_at: String,
+    received_at_ms: i64,
     method: &'a str,
     path: &'a str,
 }
@@ -282,6 +312,7 @@ impl<'a> EventHead<'a> {
             id: &e.id,
             source: &e.source,
             received_at: crate::clock::rfc3339_ms(e.received_at_ms),
+            received_at_ms: e.received_at_ms,
             method: &e.method,
             path: &e.path,
         }

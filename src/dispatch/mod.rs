@@ -481,6 +481,10 @@ impl Dispatcher {
         if c.attempt == 1 && crate::supervise::fault("attempt-panic") {
             panic!("injected fault: attempt-panic");
         }
+        if c.step && crate::supervise::fault("kill-before-step") {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+        }
         let mut ctx = crate::template::take_context(&mut c.event, &rule.name, c.attempt);
         if c.step {
             // A step renders with what its needs returned (SPEC §4.7).

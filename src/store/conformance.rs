@@ -751,10 +751,7 @@ pub async fn a_dead_need_skips_its_steps_and_a_retry_runs_them(store: &dyn Store
     let refused = store.retry(&announce, &RequestId::new()).await.unwrap();
     assert_eq!(
         refused,
-        RetryOutcome::NotRetryable(
-            "skipped: it needs crm, which is dead; retry that one, and this step runs after it"
-                .into()
-        )
+        RetryOutcome::BehindNeed("crm, which is dead".into())
     );
     assert_eq!(
         store.retry(&crm, &RequestId::new()).await.unwrap(),

@@ -211,6 +211,9 @@ pub enum RetryOutcome {
     NotFound,
     /// Only finished deliveries that did not succeed (`dead`, `skipped`) can be retried.
     NotRetryable(String),
+    /// A step skipped because a need ended without success (`crm, which is
+    /// dead`): that need is what to retry.
+    BehindNeed(String),
 }
 
 /// A delivery claimed for an attempt.

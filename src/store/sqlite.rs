@@ -1294,9 +1294,7 @@ fn retry_delivery(
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             if let Some(need) = blocked {
-                return Ok(RetryOutcome::NotRetryable(format!(
-                    "skipped: it needs {need}; retry that one, and this step runs after it"
-                )));
+                return Ok(RetryOutcome::BehindNeed(need));
             }
             c.execute(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, manual_retries = manual_retries + 1, retried_by = ?3,

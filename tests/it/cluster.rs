@@ -13,7 +13,7 @@ use crate::support::*;
 
 #[path = "../../src/store/postgres/testing.rs"]
 #[allow(dead_code)]
-mod pg;
+pub(crate) mod pg;
 
 /// Relays each event's `n` to the receiver.
 fn relay_rules(rx: &Receiver) -> String {

@@ -17,4 +17,5 @@ mod operations;
 mod readiness;
 mod reload;
 mod retention;
+mod steps;
 mod verification;

@@ -63,10 +63,51 @@ impl Daemon {
 
     /// A daemon on `database` (a `postgres://` URL), with `args`.
     pub fn start_on_url(files: &[(&str, &str)], args: &[&str], database: &str) -> Daemon {
-        let mut d = Self::prepare(files, &[], args, &[], None);
-        d.database = database.to_owned();
+        Self::start_on(files, &[], args, Some(database))
+    }
+
+    /// A daemon with `env` and `args`, on `database` (a `postgres://` URL)
+    /// or, when `None`, on a SQLite file of its own.
+    pub fn start_on(
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+        args: &[&str],
+        database: Option<&str>,
+    ) -> Daemon {
+        let mut d = Self::prepare(files, env, args, &[], None);
+        if let Some(url) = database {
+            d.database = url.to_owned();
+        }
         d.spawn("127.0.0.1:0");
         d
+    }
+
+    /// Sets (or with `None` removes) a variable of the daemon's
+    /// environment, from its next start on.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_owned(), v.to_owned()));
+        }
+    }
+
+    /// Waits for the daemon to exit by itself (a fault that kills it).
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn start_full(
@@ -573,6 +614,8 @@ impl Received {
 pub struct Receiver {
     pub addr: SocketAddr,
     script: Arc<Mutex<Script>>,
+    /// A JSON body answered on a path instead of `answer {status}`.
+    bodies: Arc<Mutex<std::collections::HashMap<String, String>>>,
     seen: Arc<Mutex<Vec<Received>>>,
     notify: Arc<tokio::sync::Notify>,
 }
@@ -588,6 +631,7 @@ impl Receiver {
         let r = Receiver {
             addr: listener.local_addr().unwrap(),
             script: Arc::default(),
+            bodies: Arc::default(),
             seen: Arc::default(),
             notify: Arc::default(),
         };
@@ -640,11 +684,20 @@ impl Receiver {
             .get_mut(&path)
             .and_then(|q| q.pop_front());
         let (status, retry_after) = scripted.unwrap_or((200, None));
-        let mut resp = (
-            axum::http::StatusCode::from_u16(status).unwrap(),
-            format!("answer {status}"),
-        )
-            .into_response();
+        let body = self.bodies.lock().unwrap().get(&path).cloned();
+        let mut resp = match body {
+            Some(json) => (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [("content-type", "application/json")],
+                json,
+            )
+                .into_response(),
+            None => (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                format!("answer {status}"),
+            )
+                .into_response(),
+        };
         if let Some(ra) = retry_after {
             resp.headers_mut()
                 .insert("retry-after", ra.parse().unwrap());
@@ -665,6 +718,14 @@ impl Receiver {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Answers `path` with this JSON body (and the scripted statuses).
+    pub fn answer_json(&self, path: &str, json: &str) {
+        self.bodies
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), json.to_owned());
     }
 
     pub fn requests(&self, path: &str) -> Vec<Received> {

@@ -598,9 +598,7 @@ async fn retry_delivery(
         .pg()?;
     let (event_id, blocked): (String, Option<String>) = (col(&row, 0)?, col(&row, 1)?);
     if let Some(need) = blocked {
-        return Ok(RetryOutcome::NotRetryable(format!(
-            "skipped: it needs {need}; retry that one, and this step runs after it"
-        )));
+        return Ok(RetryOutcome::BehindNeed(need));
     }
     tx.execute(
         "UPDATE deliveries SET status = 'pending', attempts = 0, manual_retries = manual_retries + 1, retried_by = $3,

@@ -1,0 +1,425 @@
+//! Steps (SPEC §4.7) end to end, on both stores: a chain whose second
+//! request carries what the first returned, a step whose `when` is false, a
+//! dead need and its manual retry, a SIGKILL between a need and its step,
+//! and `delay`, short (waited for) and long (with the clock moved ahead).
+//! Two needs finishing at once on two PostgreSQL instances are tested at
+//! the store (`store::postgres::tests`), where "at once" can be made so.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::cluster::pg;
+use crate::support::{Daemon, Receiver, client, run_cli};
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A daemon on `backend`; its leases are short, so that what a killed
+/// process held on PostgreSQL is taken over within seconds.
+fn start(backend: Backend, rules: &str, env: &[(&str, &str)]) -> Daemon {
+    let db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(pg::database()),
+    };
+    Daemon::start_on(&[("r.yaml", rules)], env, &["--lease", "2s"], db.as_deref())
+}
+
+/// form → CRM → chat, and release → deploy command → chat: each second
+/// step reads what the first returned.
+fn chain_rules(rx: &Receiver) -> String {
+    format!(
+        r#"sources:
+  form: {{}}
+  github: {{}}
+rules:
+  - name: lead
+    source: form
+    actions:
+      - name: crm
+        http:
+          url: "{crm}"
+          body: {{ email: "{{{{payload.email}}}}" }}
+        retry: {{ attempts: 2, initial: 200ms, max: 1s }}
+      - name: announce
+        needs: crm
+        when: {{ step: crm, path: $.json.created, equals: true }}
+        http:
+          url: "{chat}"
+          body: {{ text: "New lead #{{{{steps.crm.json.id}}}}: {{{{payload.email}}}}", lead: "{{{{steps.crm.json.id}}}}" }}
+  - name: release
+    source: github
+    actions:
+      - name: deploy
+        command:
+          argv: [sh, -c, 'printf "{{\"url\": \"https://deploy.example/%s\"}}" "$1"', sh, "{{{{payload.release.tag_name}}}}"]
+        retry: {{ attempts: 1 }}
+      - name: report
+        needs: deploy
+        http:
+          url: "{chat}"
+          body: {{ text: "Deployed {{{{payload.release.tag_name}}}}: {{{{steps.deploy.json.url}}}}" }}
+"#,
+        crm = rx.url("/crm"),
+        chat = rx.url("/chat"),
+    )
+}
+
+async fn send(d: &Daemon, path: &str, body: &Value) -> String {
+    let r = client().post(d.url(path)).json(body).send().await.unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let v: Value = r.json().await.unwrap();
+    v["event_id"].as_str().unwrap().to_owned()
+}
+
+/// The event's delivery of `action`, as the API shows it.
+async fn delivery(d: &Daemon, event: &str, action: &str) -> Value {
+    let e = d.event(event).await.expect("stored");
+    e["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["action"] == action)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until the delivery of `action` is in `status`; returns it.
+async fn wait_status(d: &Daemon, event: &str, action: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let x = delivery(d, event, action).await;
+        if x["status"] == status {
+            return x;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{action} never became {status}: {x}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_chain_carries_the_first_output_into_the_second_request(backend: Backend) {
+    let rx = Receiver::start().await;
+    rx.answer_json("/crm", r#"{"id": 4711, "created": true}"#);
+    let d = start(backend, &chain_rules(&rx), &[]);
+    let event = send(&d, "/hooks/form", &json!({"email": "ada@example.com"})).await;
+    // The step waits, with its needs, until the CRM answered.
+    let chat = rx.wait_for("/chat", 1, Duration::from_secs(20)).await;
+    assert_eq!(
+        chat[0].json(),
+        json!({"text": "New lead #4711: ada@example.com", "lead": 4711})
+    );
+    assert_eq!(rx.requests("/crm").len(), 1);
+    let announce = wait_status(&d, &event, "announce", "succeeded").await;
+    assert_eq!(announce["needs"], json!(["crm"]));
+    // Its `when` was evaluated over the CRM's output, and is on record.
+    assert_eq!(announce["when"][0]["result"], true);
+    assert_eq!(
+        announce["when"][0]["condition"],
+        "step crm path $.json.created equals true"
+    );
+    let crm = delivery(&d, &event, "crm").await;
+    assert_eq!(crm["output"]["json"]["id"], 4711);
+    assert_eq!(crm["output"]["status"], 200);
+
+    // release → deploy (a command printing JSON) → chat with its URL.
+    let payload: Value = serde_json::from_slice(&crate::support::fixture(
+        "examples/payloads/release-published.json",
+    ))
+    .unwrap();
+    let release = send(&d, "/hooks/github", &payload).await;
+    let tag = payload["release"]["tag_name"].as_str().unwrap();
+    let chat = rx.wait_for("/chat", 2, Duration::from_secs(20)).await;
+    assert_eq!(
+        chat[1].json()["text"],
+        format!("Deployed {tag}: https://deploy.example/{tag}")
+    );
+    let deploy = wait_status(&d, &release, "deploy", "succeeded").await;
+    assert_eq!(deploy["output"]["exit_code"], 0);
+    assert_eq!(
+        deploy["output"]["json"]["url"],
+        format!("https://deploy.example/{tag}")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_carries_the_first_output_into_the_second_request_on_sqlite() {
+    a_chain_carries_the_first_output_into_the_second_request(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_carries_the_first_output_into_the_second_request_on_postgres() {
+    a_chain_carries_the_first_output_into_the_second_request(Backend::Postgres).await;
+}
+
+async fn a_false_when_skips_the_step_with_the_reason(backend: Backend) {
+    let rx = Receiver::start().await;
+    rx.answer_json("/crm", r#"{"id": 12, "created": false}"#);
+    let d = start(backend, &chain_rules(&rx), &[]);
+    let event = send(&d, "/hooks/form", &json!({"email": "dup@example.com"})).await;
+    let announce = wait_status(&d, &event, "announce", "skipped").await;
+    assert_eq!(announce["reason"], "its `when` is false");
+    assert_eq!(announce["when"][0]["result"], false);
+    assert_eq!(announce["when"][0]["found"], json!(["false"]));
+    assert_eq!(announce["due_at_ms"], Value::Null);
+    assert!(rx.requests("/chat").is_empty());
+    // The event's trace names the step, what it needs, and when its `when` is evaluated.
+    let e = d.event(&event).await.unwrap();
+    let line = &e["trace"][0]["actions"][1];
+    assert_eq!(line["needs"], json!(["crm"]));
+    assert_eq!(line["note"], "its `when` is evaluated when crm succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_false_when_skips_the_step_with_the_reason_on_sqlite() {
+    a_false_when_skips_the_step_with_the_reason(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_false_when_skips_the_step_with_the_reason_on_postgres() {
+    a_false_when_skips_the_step_with_the_reason(Backend::Postgres).await;
+}
+
+async fn a_dead_need_skips_its_step_until_a_manual_retry_succeeds(backend: Backend) {
+    let rx = Receiver::start().await;
+    rx.answer_json("/crm", r#"{"id": 99, "created": true}"#);
+    // The CRM refuses the first request (a 422 is not retried): crm is dead.
+    rx.script("/crm", &[(422, None)]);
+    let d = start(backend, &chain_rules(&rx), &[]);
+    let event = send(&d, "/hooks/form", &json!({"email": "eve@example.com"})).await;
+    let crm = wait_status(&d, &event, "crm", "dead").await;
+    let announce = wait_status(&d, &event, "announce", "skipped").await;
+    assert_eq!(announce["reason"], "needs crm, which is dead");
+    // The step cannot be retried on its own: its need is what failed.
+    let r = client()
+        .post(d.url(&format!(
+            "/api/deliveries/{}/retry",
+            announce["id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("is a step skipped because it needs crm, which is dead: retry that one, and this step runs after it"),
+        "{body}"
+    );
+    // Retrying the need by hand brings the step back, and it runs.
+    let r = client()
+        .post(d.url(&format!(
+            "/api/deliveries/{}/retry",
+            crm["id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let chat = rx.wait_for("/chat", 1, Duration::from_secs(20)).await;
+    assert_eq!(chat[0].json()["text"], "New lead #99: eve@example.com");
+    wait_status(&d, &event, "announce", "succeeded").await;
+    assert_eq!(rx.requests("/crm").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_need_skips_its_step_until_a_manual_retry_succeeds_on_sqlite() {
+    a_dead_need_skips_its_step_until_a_manual_retry_succeeds(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_need_skips_its_step_until_a_manual_retry_succeeds_on_postgres() {
+    a_dead_need_skips_its_step_until_a_manual_retry_succeeds(Backend::Postgres).await;
+}
+
+async fn a_kill_between_a_need_and_its_step_loses_nothing(backend: Backend) {
+    let rx = Receiver::start().await;
+    rx.answer_json("/crm", r#"{"id": 5, "created": true}"#);
+    let mut d = start(
+        backend,
+        &chain_rules(&rx),
+        &[("HOOKWIRE_FAULTS", "kill-before-step")],
+    );
+    let event = send(&d, "/hooks/form", &json!({"email": "kim@example.com"})).await;
+    // crm succeeds; the daemon dies as it is about to run the step.
+    d.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(rx.requests("/crm").len(), 1);
+    assert!(rx.requests("/chat").is_empty());
+    d.set_env("HOOKWIRE_FAULTS", None);
+    // SQLite requeues what the dead process held when it opens; on
+    // PostgreSQL its lease runs out (2 s here) and is taken over.
+    d.restart();
+    let chat = rx.wait_for("/chat", 1, Duration::from_secs(60)).await;
+    assert_eq!(chat[0].json()["text"], "New lead #5: kim@example.com");
+    wait_status(&d, &event, "announce", "succeeded").await;
+    // The need ran once: its success was committed before the kill.
+    assert_eq!(rx.requests("/crm").len(), 1);
+    assert_eq!(rx.requests("/chat").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_a_need_and_its_step_loses_nothing_on_sqlite() {
+    a_kill_between_a_need_and_its_step_loses_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_a_need_and_its_step_loses_nothing_on_postgres() {
+    a_kill_between_a_need_and_its_step_loses_nothing(Backend::Postgres).await;
+}
+
+/// An action delayed 2 s, and a step delayed 2 s after its need.
+fn delay_rules(rx: &Receiver, delay: &str) -> String {
+    format!(
+        r#"sources:
+  form: {{}}
+rules:
+  - name: later
+    source: form
+    actions:
+      - name: now
+        http: {{ url: "{now}", body: {{ n: 1 }} }}
+      - name: soon
+        delay: {delay}
+        http: {{ url: "{soon}", body: {{ n: 2 }} }}
+      - name: after
+        needs: now
+        delay: {delay}
+        http: {{ url: "{after}", body: {{ n: 3 }} }}
+"#,
+        now = rx.url("/now"),
+        soon = rx.url("/soon"),
+        after = rx.url("/after"),
+    )
+}
+
+async fn a_delay_is_honoured(backend: Backend) {
+    let rx = Receiver::start().await;
+    let d = start(backend, &delay_rules(&rx, "2s"), &[]);
+    let sent = Instant::now();
+    let event = send(&d, "/hooks/form", &json!({})).await;
+    let soon = delivery(&d, &event, "soon").await;
+    let e = d.event(&event).await.unwrap();
+    let received = e["received_at_ms"].as_i64().unwrap();
+    assert_eq!(soon["status"], "pending");
+    assert_eq!(soon["due_at_ms"].as_i64().unwrap(), received + 2_000);
+    let now = rx.wait_for("/now", 1, Duration::from_secs(10)).await;
+    let soon = rx.wait_for("/soon", 1, Duration::from_secs(10)).await;
+    let after = rx.wait_for("/after", 1, Duration::from_secs(10)).await;
+    assert!(
+        soon[0].at - sent >= Duration::from_millis(1_900),
+        "{:?}",
+        soon[0].at - sent
+    );
+    // The step's delay counts from its need's success.
+    assert!(
+        after[0].at - now[0].at >= Duration::from_millis(1_900),
+        "{:?}",
+        after[0].at - now[0].at
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_is_honoured_on_sqlite() {
+    a_delay_is_honoured(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_is_honoured_on_postgres() {
+    a_delay_is_honoured(Backend::Postgres).await;
+}
+
+/// Two days are not waited for: the daemon is started again with its
+/// clock two days ahead (a debug build's `HOOKWIRE_CLOCK_OFFSET_MS`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_delay_comes_due_when_its_time_comes() {
+    const TWO_DAYS_MS: i64 = 2 * 24 * 3600 * 1000;
+    let rx = Receiver::start().await;
+    let mut d = start(Backend::Sqlite, &delay_rules(&rx, "2d"), &[]);
+    let event = send(&d, "/hooks/form", &json!({})).await;
+    rx.wait_for("/now", 1, Duration::from_secs(10)).await;
+    let after = wait_status(&d, &event, "after", "pending").await;
+    let soon = delivery(&d, &event, "soon").await;
+    let received = d.event(&event).await.unwrap()["received_at_ms"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(soon["due_at_ms"].as_i64().unwrap(), received + TWO_DAYS_MS);
+    assert!(after["due_at_ms"].as_i64().unwrap() >= received + TWO_DAYS_MS);
+    assert!(rx.requests("/soon").is_empty() && rx.requests("/after").is_empty());
+    d.set_env(
+        "HOOKWIRE_CLOCK_OFFSET_MS",
+        Some(&(TWO_DAYS_MS + 1_000).to_string()),
+    );
+    d.restart();
+    rx.wait_for("/soon", 1, Duration::from_secs(10)).await;
+    rx.wait_for("/after", 1, Duration::from_secs(10)).await;
+}
+
+/// Every load error of steps, with its position, from `hookwire check`,
+/// and a running daemon that keeps its rules when a file has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_load_errors_name_their_place() {
+    let rx = Receiver::start().await;
+    let d = Daemon::start(&[("r.yaml", &chain_rules(&rx))]);
+    let bad = r#"sources:
+  form: {}
+rules:
+  - name: broken
+    source: form
+    actions:
+      - name: a
+        needs: [c]
+        command: { argv: [x] }
+      - name: b
+        needs: nope
+        command: { argv: [x] }
+      - name: c
+        needs: a
+        command: { argv: [x, "{{steps.b.stdout}}"] }
+  - name: reads
+    source: form
+    actions:
+      - name: a
+        command: { argv: [x] }
+      - name: b
+        when: { step: a, exists: true }
+        command: { argv: [x] }
+"#;
+    crate::support::write(&d.rules_dir().join("bad.yaml"), bad);
+    let (code, out, _) = run_cli(d.dir.path(), &["check", "rules/bad.yaml"], &[]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "rules/bad.yaml:11:16: `needs` names `nope`, which is not an action of rule `broken` (its actions: a, b, c)",
+            "rules/bad.yaml:22:23: `steps.a` / `step: a` reads an output this action cannot have: `a` is not among the needs of `b` (add it to `needs`)",
+        ],
+        "{out}"
+    );
+    let fixed = bad.replace("needs: nope", "needs: a");
+    crate::support::write(&d.rules_dir().join("bad.yaml"), &fixed);
+    let (_, out, _) = run_cli(d.dir.path(), &["check", "rules/bad.yaml"], &[]);
+    assert!(
+        out.starts_with("rules/bad.yaml:14:16: `needs` makes a cycle: a → c → a"),
+        "{out}"
+    );
+    // The daemon refused the file and serves on with its rules.
+    d.wait_log("the reload is refused", |l| l.contains("bad.yaml:"))
+        .await;
+    let rules = d.get_json("/api/rules").await;
+    assert!(
+        rules["reload"]["last_error"]
+            .to_string()
+            .contains("bad.yaml"),
+        "{rules}"
+    );
+    let event = send(&d, "/hooks/form", &json!({"email": "still@example.com"})).await;
+    wait_status(&d, &event, "crm", "succeeded").await;
+}
