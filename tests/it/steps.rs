@@ -423,3 +423,62 @@ rules:
     let event = send(&d, "/hooks/form", &json!({"email": "still@example.com"})).await;
     wait_status(&d, &event, "crm", "succeeded").await;
 }
+
+/// `hookwire test --execute` runs the steps after their needs, with what
+/// those really returned; a step whose need failed does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_execute_runs_steps_in_order_with_real_outputs() {
+    let rx = Receiver::start().await;
+    rx.answer_json("/crm", r#"{"id": 77, "created": true}"#);
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::write(&dir.path().join("rules/r.yaml"), &chain_rules(&rx));
+    crate::support::write(
+        &dir.path().join("lead.json"),
+        r#"{"email": "lin@example.com"}"#,
+    );
+    let args = [
+        "test",
+        "--rules",
+        "rules",
+        "--source",
+        "form",
+        "--payload",
+        "lead.json",
+        "--execute",
+        "--format",
+        "json",
+    ];
+    let dir_path = dir.path().to_owned();
+    let run = move || {
+        let (code, out, err) = run_cli(&dir_path, &args, &[]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let report = tokio::task::spawn_blocking(run.clone()).await.unwrap();
+    let rule = &report["rules"][0];
+    assert_eq!(rule["rule"], "lead");
+    let rendered = rule["rendered"].as_array().unwrap();
+    assert_eq!(rendered[0]["action"], "crm");
+    assert_eq!(rendered[0]["executed"]["outcome"], "succeeded");
+    assert_eq!(rendered[1]["action"], "announce");
+    assert_eq!(
+        rendered[1]["rendered"]["body"]["text"],
+        "New lead #77: lin@example.com"
+    );
+    assert_eq!(rendered[1]["executed"]["outcome"], "succeeded");
+    // The step's `when`, evaluated over the real output, is in the trace.
+    assert_eq!(rule["actions"][1]["conditions"][0]["result"], true);
+    let chat = rx.wait_for("/chat", 1, Duration::from_secs(5)).await;
+    assert_eq!(chat[0].json()["lead"], 77);
+
+    // The CRM refuses: the step does not run.
+    rx.script("/crm", &[(500, None)]);
+    let report = tokio::task::spawn_blocking(run).await.unwrap();
+    let rendered = report["rules"][0]["rendered"].as_array().unwrap();
+    assert_eq!(rendered[0]["executed"]["outcome"], "retryable");
+    assert_eq!(
+        rendered[1]["error"],
+        "not run: it needs crm, which did not succeed"
+    );
+    assert_eq!(rx.requests("/chat").len(), 1);
+}
