@@ -890,7 +890,13 @@ fn finish(c: &Connection, owner: &str, f: &Finished, now: i64) -> rusqlite::Resu
         && f.state.is_final()
         && let Some(judge) = &f.judge
     {
-        settle_steps(c, &event_id, &[f.lease.delivery.clone()], judge, now)?;
+        settle_steps(
+            c,
+            &event_id,
+            std::slice::from_ref(&f.lease.delivery),
+            judge,
+            now,
+        )?;
     }
     Ok(Recorded::Yes)
 }
@@ -1036,7 +1042,7 @@ const WAL_SIZE_LIMIT: i64 = 32 << 20;
 
 const PRUNE_RANGE: &str = "SELECT max(id), count(*) FROM (SELECT id FROM events WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3)";
 const PRUNE_EVENTS: &str = "DELETE FROM events WHERE id > ?1 AND id <= ?2 AND received_at_ms < ?3 AND NOT EXISTS (
-    SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.status IN ('pending', 'running', 'retrying'))";
+    SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.status IN ('waiting', 'pending', 'running', 'retrying'))";
 const PRUNE_DEDUP: &str =
     "DELETE FROM dedup WHERE rowid IN (SELECT rowid FROM dedup WHERE created_at_ms < ?1 LIMIT ?2)";
 

@@ -647,7 +647,7 @@ const PRUNE_EVENTS: &str = "WITH batch AS (
         DELETE FROM events e USING batch b
         WHERE e.id = b.id AND e.received_at_ms < $3
           AND NOT EXISTS (SELECT 1 FROM deliveries d
-                          WHERE d.event_id = e.id AND d.status IN ('pending', 'running', 'retrying'))
+                          WHERE d.event_id = e.id AND d.status IN ('waiting', 'pending', 'running', 'retrying'))
         RETURNING 1
     )
     SELECT (SELECT max(id) FROM batch), (SELECT count(*) FROM batch), (SELECT count(*) FROM gone)";
