@@ -243,7 +243,7 @@ fn load_errors_name_the_problem_and_position() {
         (
             "{header: a, every: true, equals: x}",
             (1, 1),
-            "`every` applies to `path` operands only",
+            "`every` applies to `path` and `step` operands only",
         ),
         (
             "{all: {path: $.a, exists: true}}",
