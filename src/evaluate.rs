@@ -269,6 +269,27 @@ pub fn step_when(
     }
 }
 
+/// Puts into an event's trace the `when` of each step as it was evaluated
+/// when its needs had succeeded (it is stored with the step's delivery).
+/// A replay's deliveries of the same action come later in `deliveries`:
+/// the first evaluated one is shown.
+pub fn with_step_conditions(trace: &mut [RuleTrace], deliveries: &[crate::store::StoredDelivery]) {
+    for rule in trace.iter_mut() {
+        for line in rule.actions.iter_mut().filter(|a| !a.needs.is_empty()) {
+            let evaluated = deliveries
+                .iter()
+                .find(|d| d.rule == rule.rule && d.action == line.action && !d.when.is_empty());
+            if let Some(d) = evaluated {
+                line.conditions = d.when.clone();
+                line.note = Some(format!(
+                    "its `when` was evaluated when {} succeeded",
+                    line.needs.join(" and ")
+                ));
+            }
+        }
+    }
+}
+
 /// Completes a stored trace with the rules of the source it leaves out (see
 /// [`EXPLAIN_ALL_UP_TO`]), explained now against `set`, each marked
 /// `explained_on_read`.

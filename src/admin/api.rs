@@ -102,6 +102,7 @@ pub(super) async fn event(
         let req = e.request();
         crate::evaluate::explain_missing(&set, &req, &mut trace);
     }
+    crate::evaluate::with_step_conditions(&mut trace, &e.deliveries);
     let deliveries = e
         .deliveries
         .iter()

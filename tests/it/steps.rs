@@ -172,7 +172,8 @@ async fn a_false_when_skips_the_step_with_the_reason(backend: Backend) {
     let e = d.event(&event).await.unwrap();
     let line = &e["trace"][0]["actions"][1];
     assert_eq!(line["needs"], json!(["crm"]));
-    assert_eq!(line["note"], "its `when` is evaluated when crm succeeded");
+    assert_eq!(line["note"], "its `when` was evaluated when crm succeeded");
+    assert_eq!(line["conditions"][0]["result"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
