@@ -16,6 +16,8 @@ use serde_json::Value;
 /// One case per operator and combinator, on paths payloads commonly have.
 const CONDITIONS: &[&str] = &[
     "{path: $.ref, equals: refs/heads/main}",
+    "{step: crm, path: '$..id', gt: 0}",
+    "{step: nope, exists: false}",
     "{path: $.n, equals: 5.0}",
     "{path: $.list, equals: [1, 2, 3.0]}",
     "{path: '$..id', not_equals: 0}",
@@ -109,11 +111,15 @@ fuzz_target!(|data: &[u8]| {
         .get("method")
         .and_then(Value::as_str)
         .unwrap_or("POST");
+    // The payload is also the output of a step's need, `crm`.
+    let mut outputs = serde_json::Map::new();
+    outputs.insert("crm".to_owned(), payload.clone());
     let input = Input {
         payload: &payload,
         headers: &headers,
         query: &query,
         method,
+        steps: Some(&outputs),
     };
     for c in FIXED.iter() {
         check(c, &input);

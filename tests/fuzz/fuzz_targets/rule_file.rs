@@ -99,6 +99,7 @@ fuzz_target!(|data: &[u8]| {
         headers: &headers,
         query: &query,
         method: "POST",
+        steps: None,
     };
     for rule in &set.rules {
         let whens = rule
