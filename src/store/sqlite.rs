@@ -826,17 +826,24 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
         // The claim bumps it (see `claim`).
         token: r.get::<_, i64>(18)? + 1,
         step: r.get(19)?,
-        event: Request {
-            event_id: r.get(1)?,
-            source: r.get(7)?,
-            received_at: crate::clock::rfc3339_ms(r.get(8)?),
-            method: r.get(9)?,
-            path: r.get(10)?,
-            query: query_pairs(Some(&r.get::<_, String>(11)?)),
-            headers: json_column(r, 12)?,
-            body: bytes::Bytes::from(r.get::<_, Vec<u8>>(13)?),
-            payload: payload_column(r, 14, 13)?,
-        },
+        event: request_from_row(r, 1, 7)?,
+    })
+}
+
+/// An event's request from a row holding its id at `id` and, from `from`
+/// on, its source, received_at_ms, method, path, query, headers, body and
+/// payload.
+fn request_from_row(r: &rusqlite::Row<'_>, id: usize, from: usize) -> rusqlite::Result<Request> {
+    Ok(Request {
+        event_id: r.get(id)?,
+        source: r.get(from)?,
+        received_at: crate::clock::rfc3339_ms(r.get(from + 1)?),
+        method: r.get(from + 2)?,
+        path: r.get(from + 3)?,
+        query: query_pairs(Some(&r.get::<_, String>(from + 4)?)),
+        headers: json_column(r, from + 5)?,
+        body: bytes::Bytes::from(r.get::<_, Vec<u8>>(from + 6)?),
+        payload: payload_column(r, from + 7, from + 6)?,
     })
 }
 
@@ -959,19 +966,7 @@ fn event_request(c: &Connection, event_id: &str) -> rusqlite::Result<Request> {
     c.prepare_cached(
         "SELECT id, source, received_at_ms, method, path, query, headers, body, payload FROM events WHERE id = ?1",
     )?
-    .query_row([event_id], |r| {
-        Ok(Request {
-            event_id: r.get(0)?,
-            source: r.get(1)?,
-            received_at: crate::clock::rfc3339_ms(r.get(2)?),
-            method: r.get(3)?,
-            path: r.get(4)?,
-            query: query_pairs(Some(&r.get::<_, String>(5)?)),
-            headers: json_column(r, 6)?,
-            body: bytes::Bytes::from(r.get::<_, Vec<u8>>(7)?),
-            payload: payload_column(r, 8, 7)?,
-        })
-    })
+    .query_row([event_id], |r| request_from_row(r, 0, 1))
 }
 
 /// Settles the steps behind `finished` deliveries of one event (see

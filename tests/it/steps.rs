@@ -12,6 +12,25 @@ use serde_json::{Value, json};
 use crate::cluster::pg;
 use crate::support::{Daemon, Receiver, client, run_cli};
 
+/// `NAME::on_sqlite` and `NAME::on_postgres`: the scenario `NAME(backend)`
+/// on each store.
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            use super::Backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                super::$name(Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                super::$name(Backend::Postgres).await;
+            }
+        }
+    };
+}
 #[derive(Clone, Copy, Debug)]
 enum Backend {
     Sqlite,
@@ -147,15 +166,7 @@ async fn a_chain_carries_the_first_output_into_the_second_request(backend: Backe
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chain_carries_the_first_output_into_the_second_request_on_sqlite() {
-    a_chain_carries_the_first_output_into_the_second_request(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chain_carries_the_first_output_into_the_second_request_on_postgres() {
-    a_chain_carries_the_first_output_into_the_second_request(Backend::Postgres).await;
-}
+on_both_stores!(a_chain_carries_the_first_output_into_the_second_request);
 
 async fn a_false_when_skips_the_step_with_the_reason(backend: Backend) {
     let rx = Receiver::start().await;
@@ -176,15 +187,7 @@ async fn a_false_when_skips_the_step_with_the_reason(backend: Backend) {
     assert_eq!(line["conditions"][0]["result"], false);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_false_when_skips_the_step_with_the_reason_on_sqlite() {
-    a_false_when_skips_the_step_with_the_reason(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_false_when_skips_the_step_with_the_reason_on_postgres() {
-    a_false_when_skips_the_step_with_the_reason(Backend::Postgres).await;
-}
+on_both_stores!(a_false_when_skips_the_step_with_the_reason);
 
 async fn a_dead_need_skips_its_step_until_a_manual_retry_succeeds(backend: Backend) {
     let rx = Receiver::start().await;
@@ -230,15 +233,7 @@ async fn a_dead_need_skips_its_step_until_a_manual_retry_succeeds(backend: Backe
     assert_eq!(rx.requests("/crm").len(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_need_skips_its_step_until_a_manual_retry_succeeds_on_sqlite() {
-    a_dead_need_skips_its_step_until_a_manual_retry_succeeds(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_need_skips_its_step_until_a_manual_retry_succeeds_on_postgres() {
-    a_dead_need_skips_its_step_until_a_manual_retry_succeeds(Backend::Postgres).await;
-}
+on_both_stores!(a_dead_need_skips_its_step_until_a_manual_retry_succeeds);
 
 async fn a_kill_between_a_need_and_its_step_loses_nothing(backend: Backend) {
     let rx = Receiver::start().await;
@@ -265,15 +260,7 @@ async fn a_kill_between_a_need_and_its_step_loses_nothing(backend: Backend) {
     assert_eq!(rx.requests("/chat").len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_between_a_need_and_its_step_loses_nothing_on_sqlite() {
-    a_kill_between_a_need_and_its_step_loses_nothing(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_between_a_need_and_its_step_loses_nothing_on_postgres() {
-    a_kill_between_a_need_and_its_step_loses_nothing(Backend::Postgres).await;
-}
+on_both_stores!(a_kill_between_a_need_and_its_step_loses_nothing);
 
 /// An action delayed 2 s, and a step delayed 2 s after its need.
 fn delay_rules(rx: &Receiver, delay: &str) -> String {
@@ -326,15 +313,7 @@ async fn a_delay_is_honoured(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delay_is_honoured_on_sqlite() {
-    a_delay_is_honoured(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delay_is_honoured_on_postgres() {
-    a_delay_is_honoured(Backend::Postgres).await;
-}
+on_both_stores!(a_delay_is_honoured);
 
 /// Two days are not waited for: the daemon is started again with its
 /// clock two days ahead (a debug build's `HOOKWIRE_CLOCK_OFFSET_MS`).

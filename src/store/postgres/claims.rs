@@ -112,8 +112,6 @@ pub async fn claim(
 }
 
 fn claimed_from_row(r: &Row) -> Res<Claimed> {
-    let event_id: String = col(r, 1)?;
-    let body: Vec<u8> = col(r, 13)?;
     Ok(Claimed {
         id: id_col(r, 0, DeliveryId::parse)?,
         event_id: id_col(r, 1, EventId::parse)?,
@@ -128,17 +126,25 @@ fn claimed_from_row(r: &Row) -> Res<Claimed> {
         serialize_key: col(r, 6)?,
         token: col(r, 18)?,
         step: col(r, 19)?,
-        event: Request {
-            event_id,
-            source: col(r, 7)?,
-            received_at: crate::clock::rfc3339_ms(col(r, 8)?),
-            method: col(r, 9)?,
-            path: col(r, 10)?,
-            query: query_pairs(Some(&col::<String>(r, 11)?)),
-            headers: json_col(r, 12)?,
-            payload: payload_col(r, 14, &body)?,
-            body: bytes::Bytes::from(body),
-        },
+        event: request_from_row(r, 1, 7)?,
+    })
+}
+
+/// An event's request from a row holding its id at `id` and, from `from`
+/// on, its source, received_at_ms, method, path, query, headers, body and
+/// payload.
+pub(super) fn request_from_row(r: &Row, id: usize, from: usize) -> Res<Request> {
+    let body: Vec<u8> = col(r, from + 6)?;
+    Ok(Request {
+        event_id: col(r, id)?,
+        source: col(r, from)?,
+        received_at: crate::clock::rfc3339_ms(col(r, from + 1)?),
+        method: col(r, from + 2)?,
+        path: col(r, from + 3)?,
+        query: query_pairs(Some(&col::<String>(r, from + 4)?)),
+        headers: json_col(r, from + 5)?,
+        payload: payload_col(r, from + 7, &body)?,
+        body: bytes::Bytes::from(body),
     })
 }
 

@@ -15,9 +15,9 @@ use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
 
-use super::{Pg, Res, col, id_col, json_col, payload_col};
+use super::{Pg, Res, col, id_col};
 use crate::ids::DeliveryId;
-use crate::request::{Request, query_pairs};
+use crate::request::Request;
 use crate::store::DeliveryState;
 use crate::store::steps::{self as shared, Change, Judge, Link};
 
@@ -92,18 +92,7 @@ async fn event_request(client: &impl GenericClient, event: &str) -> Res<Request>
         .await
         .pg()?;
     let r = client.query_one(&stmt, &[&event]).await.pg()?;
-    let body: Vec<u8> = col(&r, 7)?;
-    Ok(Request {
-        event_id: col(&r, 0)?,
-        source: col(&r, 1)?,
-        received_at: crate::clock::rfc3339_ms(col(&r, 2)?),
-        method: col(&r, 3)?,
-        path: col(&r, 4)?,
-        query: query_pairs(Some(&col::<String>(&r, 5)?)),
-        headers: json_col(&r, 6)?,
-        payload: payload_col(&r, 8, &body)?,
-        body: bytes::Bytes::from(body),
-    })
+    super::claims::request_from_row(&r, 0, 1)
 }
 
 /// See [`crate::store::Store::step_outputs`].
