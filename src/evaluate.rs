@@ -303,3 +303,76 @@ pub fn explain_missing(set: &RuleSet, req: &Request, trace: &mut Vec<RuleTrace>)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(yaml: &str) -> RuleSet {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r.yaml"), yaml).unwrap();
+        crate::rules::load(
+            &[dir.path().to_path_buf()],
+            &Default::default(),
+            &Default::default(),
+        )
+        .unwrap()
+    }
+
+    fn request(payload: serde_json::Value) -> Request {
+        Request {
+            event_id: "evt_1".into(),
+            source: "form".into(),
+            received_at: String::new(),
+            method: "POST".into(),
+            path: "/hooks/form".into(),
+            headers: Vec::new(),
+            query: Vec::new(),
+            body: bytes::Bytes::new(),
+            payload,
+        }
+    }
+
+    const RULES: &str = "sources:\n  form: {}\nrules:\n  - name: lead\n    source: form\n    actions:\n      - name: announce\n        needs: crm\n        when: { step: crm, exists: true }\n        command: { argv: [x] }\n      - name: crm\n        when: { path: $.email, exists: true }\n        delay: 1s\n        command: { argv: [x] }\n";
+
+    /// A step written before its need still gets the need's id; its `when`
+    /// waits for the need's output; a `delay` dates the first attempt.
+    #[test]
+    fn a_step_is_planned_after_its_needs_with_their_ids() {
+        let set = set(RULES);
+        let eval = evaluate(&set, &request(serde_json::json!({"email": "a@b.c"})));
+        let planned = eval.new_deliveries(1_000);
+        let (crm, announce) = (&planned[0], &planned[1]);
+        assert_eq!(
+            (crm.action.as_str(), announce.action.as_str()),
+            ("crm", "announce")
+        );
+        assert_eq!(announce.needs, [crm.id.clone()]);
+        assert_eq!(announce.need_names, ["crm"]);
+        assert!(crm.has_steps && !announce.has_steps);
+        assert_eq!((crm.due_at_ms, announce.due_at_ms), (Some(2_000), None));
+        // The trace keeps the file's order and says when the step's `when` is read.
+        let lines = &eval.trace[0].actions;
+        assert_eq!(lines[0].action, "announce");
+        assert_eq!(
+            lines[0].note.as_deref(),
+            Some("its `when` is evaluated when crm succeeded")
+        );
+        assert!(lines[0].conditions.is_empty());
+    }
+
+    /// A need whose own `when` is false gets no delivery, and neither does
+    /// its step: the trace says why.
+    #[test]
+    fn a_step_whose_need_has_no_delivery_has_none() {
+        let set = set(RULES);
+        let eval = evaluate(&set, &request(serde_json::json!({})));
+        assert!(eval.deliveries.is_empty());
+        let lines = &eval.trace[0].actions;
+        assert!(!lines[0].delivery);
+        assert_eq!(
+            lines[0].note.as_deref(),
+            Some("no delivery: it needs crm, which has none")
+        );
+    }
+}

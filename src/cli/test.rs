@@ -342,8 +342,10 @@ fn render_text(r: &Report) -> String {
         for a in &t.actions {
             let state = if a.delivery {
                 "delivery"
-            } else {
+            } else if a.needs.is_empty() {
                 "skipped by its `when`"
+            } else {
+                "no delivery"
             };
             let needs = if a.needs.is_empty() {
                 String::new()
