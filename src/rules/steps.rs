@@ -76,7 +76,7 @@ pub(super) fn check(
     }
     for (i, action) in actions.iter().enumerate() {
         let before = closure(actions, i);
-        let allowed = |name: &str| before.iter().any(|b| *b == name);
+        let allowed = |name: &str| before.contains(&name);
         let mut refs: Vec<(String, Pos)> = action
             .when
             .as_ref()

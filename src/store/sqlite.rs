@@ -890,7 +890,13 @@ fn finish(c: &Connection, owner: &str, f: &Finished, now: i64) -> rusqlite::Resu
         && f.state.is_final()
         && let Some(judge) = &f.judge
     {
-        settle_steps(c, &event_id, &[f.lease.delivery.clone()], judge, now)?;
+        settle_steps(
+            c,
+            &event_id,
+            std::slice::from_ref(&f.lease.delivery),
+            judge,
+            now,
+        )?;
     }
     Ok(Recorded::Yes)
 }

@@ -325,9 +325,26 @@ mod tests {
             a.clone(),
             serde_json::json!({"status": 201, "body": "{\"created\": true, \"id\": 7}"}),
         )]);
-        assert!(settle(&mut links, &[a.clone()], &outputs, &event(), &WhenJson, 100).is_empty());
+        assert!(
+            settle(
+                &mut links,
+                std::slice::from_ref(&a),
+                &outputs,
+                &event(),
+                &WhenJson,
+                100
+            )
+            .is_empty()
+        );
         links[1].status = DeliveryState::Succeeded;
-        let changes = settle(&mut links, &[b.clone()], &outputs, &event(), &WhenJson, 100);
+        let changes = settle(
+            &mut links,
+            std::slice::from_ref(&b),
+            &outputs,
+            &event(),
+            &WhenJson,
+            100,
+        );
         assert!(
             matches!(&changes[..], [Change::Released { id, due_at_ms: 105, .. }] if *id == s),
             "{changes:?}"
@@ -348,7 +365,7 @@ mod tests {
         ];
         let changes = settle(
             &mut links,
-            &[a.clone()],
+            std::slice::from_ref(&a),
             &HashMap::new(),
             &event(),
             &WhenJson,
@@ -380,7 +397,14 @@ mod tests {
             link(&t, "follow-up", DeliveryState::Waiting, &[&s]),
         ];
         let outputs = HashMap::from([(a.clone(), serde_json::json!({"body": "not json"}))]);
-        let changes = settle(&mut links, &[a.clone()], &outputs, &event(), &WhenJson, 0);
+        let changes = settle(
+            &mut links,
+            std::slice::from_ref(&a),
+            &outputs,
+            &event(),
+            &WhenJson,
+            0,
+        );
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert!(
             matches!(&changes[0], Change::Skipped { reason, blocked_by: None, .. } if reason.contains("`when` is false"))
