@@ -122,6 +122,83 @@ function stepRows(steps, depth, tbody) {
     stepRows(s.children, depth + 1, tbody);
   }
 }
+// Steps (actions with `needs`) and outputs. Everything here is drawn as text
+// too: an output is whatever a remote answered or a command printed.
+const EXCERPT = 160;
+// One line, cut short: whitespace (and any control character) runs become one space.
+function excerpt(text) {
+  const t = String(text).replace(/[\s\x00-\x1f\x7f]+/g, " ").trim();
+  return t.length > EXCERPT ? t.slice(0, EXCERPT - 1) + "…" : t;
+}
+// What an action's successful attempt returned: its status or exit code,
+// then its parsed JSON, else its body or stdout. Email keeps nothing ({}).
+function outputText(o) {
+  if (!o || typeof o !== "object") return "";
+  const parts = [];
+  if (o.status != null) parts.push("HTTP " + o.status);
+  else if (o.exit_code != null) parts.push("exit " + o.exit_code);
+  const data = o.json != null ? JSON.stringify(o.json) : o.body || o.stdout || "";
+  if (data !== "") parts.push(excerpt(data));
+  return parts.length ? parts.join(" ") : "sent";
+}
+// The delivery of a step's need: same rule, and made by the same replay (a
+// replay's step follows the replay's own need), else any of that action.
+function needOf(all, dl, name) {
+  const same = all.filter((x) => x.rule === dl.rule && x.action === name);
+  return same.find((x) => (x.replayed_by || null) === (dl.replayed_by || null)) || same[0];
+}
+const shortTime = (t) => (t || "").replace("T", " ").slice(0, 19) + " UTC";
+function fromNow(ms) {
+  const s = Math.round((ms - Date.now()) / 1000);
+  if (s <= 0) return "now";
+  if (s < 90) return `in ${s} s`;
+  if (s < 90 * 60) return `in ${Math.round(s / 60)} min`;
+  if (s < 36 * 3600) return `in ${Math.round(s / 3600)} h`;
+  return `in ${Math.round(s / 86400)} d`;
+}
+// Label/value rows under a delivery's heading: what it runs after, when it
+// is due, why it was skipped, its `when` as evaluated, the outputs it used
+// (or, for a need, what it returned). Null when there is nothing to say.
+function deliveryAbout(dl, all, trace) {
+  const tbody = el("tbody");
+  const row = (label, ...value) => tbody.append(el("tr", { class: label }, el("th", {}, label), el("td", {}, ...value)));
+  const needs = dl.needs || [];
+  if (needs.length) {
+    const after = [];
+    needs.forEach((n, i) => {
+      const need = needOf(all, dl, n);
+      if (i) after.push(", ");
+      after.push(el("span", { class: "mono" }, n), " ", need ? pill(need.status) : el("span", { class: "muted" }, "(no delivery)"));
+    });
+    row("after", ...after);
+  }
+  if ((dl.status === "pending" || dl.status === "retrying") && dl.due_at) {
+    row("due", el("span", { class: "mono" }, shortTime(dl.due_at)), " ", el("span", { class: "muted" }, `(${fromNow(dl.due_at_ms)})`));
+  }
+  if (dl.reason) row("skipped", dl.reason);
+  if ((dl.when || []).length) {
+    const body = el("tbody");
+    stepRows(dl.when, 0, body);
+    row("when", el("table", { class: "trace when" }, body));
+  } else if (dl.status === "waiting") {
+    // Not evaluated yet: the trace says when it will be.
+    const rule = (trace || []).find((r) => r.rule === dl.rule);
+    const line = rule && (rule.actions || []).find((a) => a.action === dl.action);
+    if (line && line.note) row("when", el("span", { class: "muted" }, line.note));
+  }
+  if (needs.length) {
+    const used = [];
+    for (const n of needs) {
+      const need = needOf(all, dl, n);
+      const text = need && need.output ? outputText(need.output) : "none";
+      used.push(el("div", { class: "output" }, el("span", { class: "mono need" }, n + ": "), el("span", { class: "mono" }, text)));
+    }
+    row("used", ...used);
+  } else if (dl.output) {
+    row("returned", el("span", { class: "mono" }, outputText(dl.output)));
+  }
+  return tbody.rows.length ? el("table", { class: "about", "data-id": dl.id }, tbody) : null;
+}
 async function showEvent(id) {
   selected = id;
   history.replaceState(null, "", "#" + id);
@@ -147,6 +224,8 @@ async function showEvent(id) {
     const head = el("h3", { class: "delivery", "data-id": dl.id }, `${dl.rule}/${dl.action} (${dl.type}) `, pill(dl.status), ` ${deliveryAttempts(dl)} `);
     if (dl.status === "dead" || dl.status === "skipped") head.append(el("button", { class: "retry", onclick: () => retry(dl.id) }, "Retry"));
     d.append(head);
+    const about = deliveryAbout(dl, e.deliveries, e.trace);
+    if (about) d.append(about);
     const tbody = el("tbody");
     for (const a of dl.attempt_log || []) {
       tbody.append(el("tr", {},

@@ -225,6 +225,151 @@ fn attempt_label(a: &Value, budget: &Value) -> String {
     )
 }
 
+/// Longest excerpt of an output on one line, in characters.
+const EXCERPT: usize = 120;
+
+/// One line, cut short: runs of whitespace become one space, and other
+/// control characters are escaped, so what a remote answered or a command
+/// printed cannot move the terminal's cursor or restyle it.
+fn excerpt(text: &str) -> String {
+    let mut out = String::new();
+    let mut space = false;
+    for c in text.trim().chars() {
+        if c.is_whitespace() {
+            space = true;
+            continue;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if out.chars().count() > EXCERPT {
+        out = out.chars().take(EXCERPT - 1).collect();
+        out.push('…');
+    }
+    out
+}
+
+/// What an action's successful attempt returned (SPEC §4.7), short: its
+/// status or exit code, then its parsed JSON, else its body or stdout. An
+/// email keeps nothing (`{}`): it was sent.
+fn output_line(o: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(code) = o["status"].as_u64() {
+        parts.push(format!("HTTP {code}"));
+    } else if let Some(code) = o["exit_code"].as_i64() {
+        parts.push(format!("exit {code}"));
+    }
+    let data = if o["json"].is_null() {
+        [&o["body"], &o["stdout"]]
+            .into_iter()
+            .filter_map(Value::as_str)
+            .find(|t| !t.is_empty())
+            .map(excerpt)
+    } else {
+        Some(excerpt(&o["json"].to_string()))
+    };
+    parts.extend(data.filter(|d| !d.is_empty()));
+    if parts.is_empty() {
+        "sent".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// The delivery of a step's need: of the same rule, made by the same replay
+/// when there is one (a replay's step follows the replay's own need).
+fn need_of<'a>(all: &'a [Value], d: &Value, name: &str) -> Option<&'a Value> {
+    let same: Vec<&Value> = all
+        .iter()
+        .filter(|x| x["rule"] == d["rule"] && x["action"] == name)
+        .collect();
+    same.iter()
+        .find(|x| x["replayed_by"] == d["replayed_by"])
+        .or(same.first())
+        .copied()
+}
+
+/// `in 3 min`, `in 2 d`: how far ahead `ms` is from now, roughly.
+fn from_now(ms: i64) -> String {
+    let s = (ms - crate::clock::now_ms()) / 1000;
+    match s {
+        ..=0 => "now".to_owned(),
+        1..90 => format!("in {s} s"),
+        90..5400 => format!("in {} min", (s + 30) / 60),
+        5400..129_600 => format!("in {} h", (s + 1800) / 3600),
+        _ => format!("in {} d", (s + 43_200) / 86_400),
+    }
+}
+
+/// The lines under a delivery about steps and outputs: what it runs after
+/// (with their states), when it is due, why it was skipped, its `when` as
+/// evaluated (or when it will be), the outputs of its needs it used; for a
+/// delivery that is no step, what it returned when that was kept.
+fn delivery_about(out: &mut String, d: &Value, all: &[Value], trace: &Value) {
+    let needs: Vec<&str> = d["needs"]
+        .as_array()
+        .map(|n| n.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !needs.is_empty() {
+        let after: Vec<String> = needs
+            .iter()
+            .map(|n| match need_of(all, d, n) {
+                Some(x) => format!("{n} ({})", s(&x["status"])),
+                None => format!("{n} (no delivery)"),
+            })
+            .collect();
+        out.push_str(&format!("    after {}\n", after.join(", ")));
+    }
+    if matches!(d["status"].as_str(), Some("pending" | "retrying"))
+        && let (Some(at), Some(ms)) = (d["due_at"].as_str(), d["due_at_ms"].as_i64())
+    {
+        out.push_str(&format!("    due {at} ({})\n", from_now(ms)));
+    }
+    if let Some(reason) = d["reason"].as_str() {
+        out.push_str(&format!("    skipped: {reason}\n"));
+    }
+    match serde_json::from_value::<Vec<crate::matching::Step>>(d["when"].clone()) {
+        Ok(when) if !when.is_empty() => {
+            out.push_str("    when:\n");
+            super::test::steps(out, &when, 3);
+        }
+        _ if d["status"] == "waiting" => {
+            // Not evaluated yet: the trace says when it will be.
+            let note = trace
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["rule"] == d["rule"])
+                .flat_map(|r| r["actions"].as_array().into_iter().flatten())
+                .find(|a| a["action"] == d["action"])
+                .and_then(|a| a["note"].as_str());
+            if let Some(note) = note {
+                out.push_str(&format!("    when: {note}\n"));
+            }
+        }
+        _ => {}
+    }
+    if needs.is_empty() {
+        if d["output"].is_object() {
+            out.push_str(&format!("    returned: {}\n", output_line(&d["output"])));
+        }
+        return;
+    }
+    for n in needs {
+        let used = need_of(all, d, n)
+            .filter(|x| x["output"].is_object())
+            .map_or_else(|| "none".to_owned(), |x| output_line(&x["output"]));
+        out.push_str(&format!("    used {n}: {used}\n"));
+    }
+}
+
 fn render(op: &Op, v: &Value) -> String {
     match op {
         Op::Events { .. } => {
@@ -316,7 +461,11 @@ fn render(op: &Op, v: &Value) -> String {
                 }
             }
             out.push_str("\ndeliveries:\n");
-            for d in v["deliveries"].as_array().into_iter().flatten() {
+            let all = v["deliveries"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for d in all {
                 out.push_str(&format!(
                     "  {}  {}/{}  {}  {}\n",
                     s(&d["id"]),
@@ -325,6 +474,7 @@ fn render(op: &Op, v: &Value) -> String {
                     s(&d["status"]),
                     delivery_attempts(d)
                 ));
+                delivery_about(&mut out, d, all, &v["trace"]);
                 for a in d["attempt_log"].as_array().into_iter().flatten() {
                     let code = if a["status_code"].is_null() {
                         s(&a["exit_code"])
@@ -366,5 +516,34 @@ fn render(op: &Op, v: &Value) -> String {
             s(&v["status"]),
             s(&v["request_id"])
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{excerpt, output_line};
+
+    #[test]
+    fn an_excerpt_is_one_short_line_with_control_characters_escaped() {
+        assert_eq!(excerpt("  a\n\n b\tc  "), "a b c");
+        assert_eq!(excerpt("x\u{1b}[31my"), "x\\u{1b}[31my");
+        let long = excerpt(&"z".repeat(500));
+        assert_eq!(long.chars().count(), super::EXCERPT);
+        assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn an_output_line_has_the_code_then_the_json_else_the_text() {
+        let http = json!({"status": 201, "headers": {}, "body": "{\"id\": 7}", "json": {"id": 7}});
+        assert_eq!(output_line(&http), r#"HTTP 201 {"id":7}"#);
+        let text = json!({"status": 200, "headers": {}, "body": "ok\n", "json": null});
+        assert_eq!(output_line(&text), "HTTP 200 ok");
+        let command = json!({"exit_code": 0, "stdout": "", "stderr": "warn", "json": null});
+        assert_eq!(output_line(&command), "exit 0");
+        let printed = json!({"exit_code": 0, "stdout": "done\n", "stderr": "", "json": null});
+        assert_eq!(output_line(&printed), "exit 0 done");
+        assert_eq!(output_line(&json!({})), "sent");
     }
 }

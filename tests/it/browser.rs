@@ -203,6 +203,229 @@ async fn dashboard_shows_live_events_traces_and_retries() {
     result.unwrap();
 }
 
+/// The rows under a delivery's heading, as `[label, text]` pairs.
+async fn about(b: &Browser, delivery: &str) -> Result<Value, CmdError> {
+    b.wait_for(&format!("#detail table.about[data-id='{delivery}']"))
+        .await?;
+    b.js(
+        "const t = document.querySelector(`#detail table.about[data-id='${arguments[0]}']`);
+         return [...t.tBodies[0].rows].map((r) => [r.cells[0].textContent, r.cells[1].textContent]);",
+        vec![json!(delivery)],
+    )
+    .await
+}
+
+/// The `[label, text]` row of `rows` labelled `label`, as text ("" if none).
+fn about_row(rows: &Value, label: &str) -> String {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[0] == label)
+        .and_then(|r| r[1].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A chain (SPEC §4.7) in the event detail: the CRM answers with JSON, the
+/// step `announce` runs after it (its `when` reads the CRM's answer) and
+/// shows what it ran after, its `when` as evaluated and the output it used;
+/// a delayed step shows when it is due, and one behind it waits. Leaves
+/// `steps.png` in the test's target directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_steps_with_needs_when_and_the_outputs_they_used() {
+    let rx = Receiver::start().await;
+    // The first lead is not new to the CRM.
+    rx.answer_json("/crm", r#"{"id": 12, "created": false}"#);
+    let rules = format!(
+        r#"sources:
+  forms: {{}}
+rules:
+  - name: lead
+    source: forms
+    when: {{ path: $.email, exists: true }}
+    actions:
+      - name: crm
+        http:
+          url: "{crm}"
+          body: {{ email: "{{{{payload.email}}}}" }}
+      - name: announce
+        needs: crm
+        when: {{ step: crm, path: $.json.created, equals: true }}
+        http:
+          url: "{chat}"
+          body: {{ text: "New lead #{{{{steps.crm.json.id}}}}: {{{{payload.email}}}}" }}
+      - name: follow-up
+        needs: crm
+        delay: 2d
+        http:
+          url: "{mail}"
+          body: {{ lead: "{{{{steps.crm.json.id}}}}" }}
+      - name: survey
+        needs: follow-up
+        when: {{ step: follow-up, path: $.status, equals: 200 }}
+        http: {{ url: "{mail}" }}
+"#,
+        crm = rx.url("/crm"),
+        chat = rx.url("/chat"),
+        mail = rx.url("/mail"),
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    let b = Browser::open().await;
+    let run = async {
+        b.client.goto(&d.url("/")).await?;
+        b.wait_for("#live.yes").await?;
+
+        // Its `when` is false: the step is skipped, and says why.
+        let sent: Value = d
+            .post_json(
+                "/hooks/forms",
+                json!({"email": "dup@example.com"}).to_string(),
+            )
+            .await;
+        let dup = sent["event_id"].as_str().unwrap().to_owned();
+        b.click(&format!("#events tr[data-id='{dup}']")).await?;
+        b.wait_for("#detail h3.delivery .pill.skipped").await?;
+        let e: Value = d.get_json(&format!("/api/events/{dup}")).await;
+        let skipped = e["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["action"] == "announce")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let rows = about(&b, &skipped).await?;
+        assert_eq!(about_row(&rows, "skipped"), "its `when` is false", "{rows}");
+        assert!(
+            about_row(&rows, "when").contains("equals truefalsefalse"),
+            "{rows}"
+        );
+        assert!(
+            about_row(&rows, "used").contains(r#""created":false"#),
+            "{rows}"
+        );
+
+        // A new lead: the announcement goes out with the CRM's id.
+        rx.answer_json("/crm", r#"{"id": 4711, "created": true}"#);
+        let sent: Value = d
+            .post_json(
+                "/hooks/forms",
+                json!({"email": "ada@example.com"}).to_string(),
+            )
+            .await;
+        let id = sent["event_id"].as_str().unwrap().to_owned();
+        b.click(&format!("#events tr[data-id='{id}']")).await?;
+        let chat = rx.wait_for("/chat", 1, Duration::from_secs(20)).await;
+        assert_eq!(chat[0].json()["text"], "New lead #4711: ada@example.com");
+
+        let e: Value = d.get_json(&format!("/api/events/{id}")).await;
+        let of = |action: &str| {
+            e["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["action"] == action)
+                .and_then(|x| x["id"].as_str())
+                .unwrap()
+                .to_owned()
+        };
+        let (crm, announce, follow_up, survey) =
+            (of("crm"), of("announce"), of("follow-up"), of("survey"));
+
+        // The page follows the stream to the step's end state.
+        b.wait_for(&format!(
+            "#detail h3.delivery[data-id='{announce}'] .pill.succeeded"
+        ))
+        .await?;
+        let rows = about(&b, &announce).await?;
+        assert_eq!(about_row(&rows, "after"), "crm succeeded", "{rows}");
+        let when = about_row(&rows, "when");
+        assert!(
+            when.starts_with("step crm path $.json.created equals true") && when.contains("true"),
+            "{rows}"
+        );
+        let used = about_row(&rows, "used");
+        assert!(
+            used.starts_with("crm: HTTP 200 {")
+                && used.contains(r#""id":4711"#)
+                && used.contains(r#""created":true"#),
+            "{rows}"
+        );
+        // The when is drawn like the rule's trace: condition, found, result.
+        let cells = b
+            .js(
+                "return [...document.querySelectorAll(`#detail table.about[data-id='${arguments[0]}'] table.when td`)].slice(0, 3).map((td) => td.textContent);",
+                vec![json!(announce)],
+            )
+            .await?;
+        assert_eq!(
+            cells,
+            json!(["step crm path $.json.created equals true", "true", "true"])
+        );
+
+        // The need shows what it returned.
+        let rows = about(&b, &crm).await?;
+        assert!(
+            about_row(&rows, "returned").starts_with("HTTP 200 {"),
+            "{rows}"
+        );
+
+        // The delayed step is due in two days; the one behind it waits, and
+        // says when its `when` will be evaluated.
+        b.wait_for(&format!(
+            "#detail h3.delivery[data-id='{follow_up}'] .pill.pending"
+        ))
+        .await?;
+        let rows = about(&b, &follow_up).await?;
+        let due = about_row(&rows, "due");
+        assert!(due.ends_with(" UTC (in 2 d)"), "{rows}");
+        assert_eq!(
+            &due[..10],
+            &e["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["action"] == "follow-up")
+                .unwrap()["due_at"]
+                .as_str()
+                .unwrap()[..10],
+        );
+        b.wait_for(&format!(
+            "#detail h3.delivery[data-id='{survey}'] .pill.waiting"
+        ))
+        .await?;
+        let rows = about(&b, &survey).await?;
+        assert_eq!(
+            rows,
+            json!([
+                ["after", "follow-up pending"],
+                ["when", "its `when` is evaluated when follow-up succeeded"],
+                ["used", "follow-up: none"]
+            ])
+        );
+        // The feed's row counts the waiting step too.
+        b.wait_for(&format!("#events tr[data-id='{id}'] .pill.waiting"))
+            .await?;
+
+        // The deliveries at the top of the detail, for the picture.
+        b.js(
+            "[...document.querySelectorAll('#detail h2')].find((h) => h.textContent === 'Deliveries').scrollIntoView();
+             document.getElementById('detail').scrollTop -= 12;",
+            vec![],
+        )
+        .await?;
+        let png = b.client.screenshot().await?;
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("steps.png");
+        std::fs::write(&path, png).unwrap();
+        println!("steps screenshot: {}", path.display());
+        Ok::<_, CmdError>(())
+    };
+    let result = run.await;
+    let _ = b.client.close().await;
+    result.unwrap();
+}
+
 /// Strings that, if the page ever took them for markup or followed them as
 /// URLs, would run `hit(n)`: mark the window, retitle the page, and call the
 /// test's receiver (`/pwned`; the policy blocks that call, the marks it does not).
@@ -239,8 +462,10 @@ async fn hostile_payloads_and_headers_show_as_text_and_run_nothing() {
     let vectors = hostile(&rx);
     let yaml = |s: &str| format!("'{}'", s.replace('\'', "''"));
     // `lead` matches and its command dies echoing the payload, so the values
-    // come back in the attempt's output too; `picky` fails, showing one in
-    // the trace (the condition's own value is hostile as well).
+    // come back in the attempt's output too; `echo` succeeds printing it, so
+    // they are also the output its step `after` used, and what that step's
+    // `when` found; `picky` fails, showing one in the trace (the condition's
+    // own value is hostile as well).
     let rules = format!(
         r#"sources:
   forms: {{}}
@@ -252,11 +477,18 @@ rules:
       - name: script
         command: {{ argv: ["/bin/sh", "-c", "cat; exit 3"], stdin: payload }}
         retry: {{ attempts: 1 }}
+      - name: echo
+        command: {{ argv: ["/bin/cat"], stdin: payload }}
+      - name: after
+        needs: echo
+        when: {{ step: echo, path: $.json.note, equals: {note} }}
+        command: {{ argv: ["/bin/true"] }}
   - name: picky
     source: forms
-    when: {{ path: $.name, equals: {} }}
+    when: {{ path: $.name, equals: {name} }}
 "#,
-        yaml(&vectors[1])
+        name = yaml(&vectors[1]),
+        note = yaml(&vectors[0]),
     );
     let token = "xss-admin-t0ken";
     let d = Daemon::start_with(&[("r.yaml", &rules)], &[], &["--admin-token", token]);
@@ -319,8 +551,13 @@ rules:
         .await?;
         b.click(&row).await?;
 
-        // The detail: trace, the dead command's output, headers, body.
+        // The detail: trace, the dead command's output, the step with the
+        // output it used and its `when`, headers, body.
         b.wait_for("#detail h3.delivery .pill.dead").await?;
+        b.wait_for("#detail table.about table.when td.res.yes")
+            .await?;
+        let used = b.text("#detail table.about tr.used td").await?;
+        assert!(used.starts_with("echo: exit 0 {"), "{used}");
         b.wait_for("#detail table.attempts pre").await?;
         let headers = b.text("#detail pre.headers").await?;
         for v in &vectors {

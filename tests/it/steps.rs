@@ -462,3 +462,139 @@ async fn test_execute_runs_steps_in_order_with_real_outputs() {
     );
     assert_eq!(rx.requests("/chat").len(), 1);
 }
+
+/// The lines `hookwire event` prints for the delivery of `action`: its
+/// heading, then what it says about steps and outputs (attempts left out),
+/// trimmed.
+fn cli_block(out: &str, action: &str) -> Vec<String> {
+    let mut lines = out
+        .lines()
+        .skip_while(|l| l.trim() != "deliveries:")
+        .skip(1);
+    let head = format!("  lead/{action}  ");
+    let mut block = Vec::new();
+    for l in lines.by_ref() {
+        if l.starts_with("  dlv_") && l.contains(&head) {
+            block.push(l.split_once(&head).unwrap().1.to_owned());
+            break;
+        }
+    }
+    block.extend(
+        lines
+            .take_while(|l| !l.starts_with("  dlv_") && !l.is_empty())
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.starts_with('#')),
+    );
+    block
+}
+
+/// `hookwire event` shows each step with what it runs after (and their
+/// states), its state, when it is due, why it was skipped, its `when` as
+/// evaluated and the outputs it used; a need shows what it returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookwire_event_shows_steps_with_needs_due_times_reasons_and_outputs() {
+    let rx = Receiver::start().await;
+    rx.answer_json("/crm", r#"{"id": 4711, "created": true}"#);
+    let rules = format!(
+        r#"sources:
+  form: {{}}
+rules:
+  - name: lead
+    source: form
+    actions:
+      - name: crm
+        http:
+          url: "{crm}"
+          body: {{ email: "{{{{payload.email}}}}" }}
+      - name: announce
+        needs: crm
+        when: {{ step: crm, path: $.json.created, equals: true }}
+        http: {{ url: "{chat}", body: {{ text: "New lead #{{{{steps.crm.json.id}}}}" }} }}
+      - name: follow-up
+        needs: crm
+        delay: 2d
+        http: {{ url: "{mail}" }}
+      - name: survey
+        needs: follow-up
+        when: {{ step: follow-up, path: $.status, equals: 200 }}
+        http: {{ url: "{mail}" }}
+"#,
+        crm = rx.url("/crm"),
+        chat = rx.url("/chat"),
+        mail = rx.url("/mail"),
+    );
+    let d = start(Backend::Sqlite, &rules, &[]);
+    let server = d.url("");
+    let event = send(&d, "/hooks/form", &json!({"email": "ada@example.com"})).await;
+    wait_status(&d, &event, "announce", "succeeded").await;
+    let due_at = wait_status(&d, &event, "follow-up", "pending").await["due_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, out, err) = run_cli(d.dir.path(), &["event", &event, "--server", &server], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let crm = cli_block(&out, "crm");
+    assert_eq!(crm[0], "succeeded  attempts 1", "{out}");
+    assert!(crm[1].starts_with("returned: HTTP 200 {"), "{out}");
+    let returned = crm[1].trim_start_matches("returned: ");
+    assert!(
+        returned.contains(r#""id":4711"#) && returned.contains(r#""created":true"#),
+        "{out}"
+    );
+    assert_eq!(
+        cli_block(&out, "announce"),
+        [
+            "succeeded  attempts 1".to_owned(),
+            "after crm (succeeded)".to_owned(),
+            "when:".to_owned(),
+            "✔ step crm path $.json.created equals true  [line 13:15]".to_owned(),
+            "found: true".to_owned(),
+            format!("used crm: {returned}"),
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        cli_block(&out, "follow-up"),
+        [
+            "pending  attempts 0".to_owned(),
+            "after crm (succeeded)".to_owned(),
+            format!("due {due_at} (in 2 d)"),
+            format!("used crm: {returned}"),
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        cli_block(&out, "survey"),
+        [
+            "waiting  attempts 0",
+            "after follow-up (pending)",
+            "when: its `when` is evaluated when follow-up succeeded",
+            "used follow-up: none",
+        ],
+        "{out}"
+    );
+
+    // The CRM says the lead was not created: the step is skipped, and says why.
+    rx.answer_json("/crm", r#"{"id": 12, "created": false}"#);
+    let event = send(&d, "/hooks/form", &json!({"email": "dup@example.com"})).await;
+    wait_status(&d, &event, "announce", "skipped").await;
+    let (code, out, err) = run_cli(d.dir.path(), &["event", &event, "--server", &server], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let announce = cli_block(&out, "announce");
+    assert_eq!(
+        announce[..5],
+        [
+            "skipped  attempts 0",
+            "after crm (succeeded)",
+            "skipped: its `when` is false",
+            "when:",
+            "✘ step crm path $.json.created equals true  [line 13:15]",
+        ],
+        "{out}"
+    );
+    assert!(
+        announce.last().unwrap().starts_with("used crm: HTTP 200 {"),
+        "{out}"
+    );
+}
