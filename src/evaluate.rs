@@ -347,7 +347,7 @@ mod tests {
             (crm.action.as_str(), announce.action.as_str()),
             ("crm", "announce")
         );
-        assert_eq!(announce.needs, [crm.id.clone()]);
+        assert_eq!(announce.needs, std::slice::from_ref(&crm.id));
         assert_eq!(announce.need_names, ["crm"]);
         assert!(crm.has_steps && !announce.has_steps);
         assert_eq!((crm.due_at_ms, announce.due_at_ms), (Some(2_000), None));
