@@ -33,7 +33,11 @@ fn pair(rules: &str, args: &[&str]) -> (Daemon, Daemon) {
 
 /// Sends events numbered `0..total` from `senders` tasks, alternately to each
 /// of `urls`; returns the acknowledged numbers.
-async fn send_alternately(urls: Vec<String>, total: usize, senders: usize) -> Vec<usize> {
+pub(crate) async fn send_alternately(
+    urls: Vec<String>,
+    total: usize,
+    senders: usize,
+) -> Vec<usize> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..senders {

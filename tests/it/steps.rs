@@ -598,3 +598,100 @@ rules:
         "{out}"
     );
 }
+
+/// Two daemons on one PostgreSQL, one worker each, so that the two needs
+/// of one event are mostly run by different instances and finish at about
+/// the same moment: every event's step runs, once. (The store test
+/// `two_needs_finishing_at_once_on_two_instances_release_their_step_once`
+/// makes the moment exactly the same, and fails without the lock.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_of_two_needs_runs_once_across_two_instances() {
+    let rx = Receiver::start().await;
+    let rules = format!(
+        r#"sources:
+  hook: {{}}
+rules:
+  - name: join
+    source: hook
+    actions:
+      - name: a
+        http: {{ url: "{a}", body: {{ n: "{{{{payload.n}}}}" }} }}
+      - name: b
+        http: {{ url: "{b}", body: {{ n: "{{{{payload.n}}}}" }} }}
+      - name: both
+        needs: [a, b]
+        http: {{ url: "{step}", body: {{ n: "{{{{payload.n}}}}", a: "{{{{steps.a.status}}}}", b: "{{{{steps.b.status}}}}" }} }}
+"#,
+        a = rx.url("/a"),
+        b = rx.url("/b"),
+        step = rx.url("/step"),
+    );
+    let db = pg::database();
+    let args = ["--workers", "1"];
+    let one = Daemon::start_on(&[("r.yaml", &rules)], &[], &args, Some(&db));
+    let two = Daemon::start_on(&[("r.yaml", &rules)], &[], &args, Some(&db));
+    const EVENTS: usize = 60;
+    let urls = vec![one.url("/hooks/hook"), two.url("/hooks/hook")];
+    let acked = crate::cluster::send_alternately(urls, EVENTS, 4).await;
+    assert_eq!(acked.len(), EVENTS);
+    let steps = rx.wait_for("/step", EVENTS, Duration::from_secs(60)).await;
+    let mut seen: Vec<i64> = steps
+        .iter()
+        .map(|r| r.json()["n"].as_i64().unwrap())
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), EVENTS, "each event's step once");
+    assert!(
+        steps
+            .iter()
+            .all(|r| r.json()["a"] == 200 && r.json()["b"] == 200)
+    );
+    // Both instances ran needs, and nothing is left waiting.
+    assert!(!rx.requests("/a").is_empty() && !rx.requests("/b").is_empty());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while one.count_deliveries(&["succeeded"]).await < 3 * EVENTS {
+        assert!(Instant::now() < deadline, "not every delivery succeeded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(one.count_deliveries(&["waiting"]).await, 0);
+    assert_eq!(rx.requests("/step").len(), EVENTS);
+}
+
+/// `hookwire check -v` lists each rule, and the step graph of those with steps.
+#[test]
+fn check_verbose_shows_the_step_graph() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let check = |path: &str| {
+        let (code, out, err) = run_cli(root, &["check", "-v", path], &[]);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    let at = |out: &str, head: &str| -> Vec<String> {
+        let lines: Vec<&str> = out.lines().collect();
+        let i = lines
+            .iter()
+            .position(|l| l.starts_with(head))
+            .unwrap_or_else(|| panic!("no `{head}` in:\n{out}"));
+        lines[i..].iter().take(5).map(|l| l.to_string()).collect()
+    };
+    let rules = check("rules");
+    let lead = at(&rules, "rule lead-to-crm (rules/contact-form.yaml:");
+    assert!(lead[0].ends_with("source contact-form: steps"), "{rules}");
+    assert_eq!(lead[1..3], ["  crm", "  announce ← crm"]);
+    let push = at(&rules, "rule push-to-chat (rules/github.yaml:");
+    assert!(push[0].ends_with("source github: chat"), "{rules}");
+    let deploy = at(&rules, "rule deploy-on-release (rules/github.yaml:");
+    assert_eq!(deploy[1..3], ["  deploy", "  report ← deploy"]);
+    let form = check("examples/form-to-crm");
+    let lead = at(&form, "rule lead (examples/form-to-crm/form-to-crm.yaml:");
+    assert_eq!(
+        lead[1..5],
+        [
+            "  crm",
+            "  announce ← crm",
+            "  follow-up ← crm (delay 2days)",
+            "  tell-sales"
+        ]
+    );
+}
