@@ -85,6 +85,11 @@ MATCH_REF = "refs/heads/master"
 NEVER_REF = "refs/heads/never"
 REPO = "Codertocat/Hello-World"
 TICK = os.sysconf("SC_CLK_TCK")
+# The backlog scenario: events sent with the receiver down, and at what rate.
+BACKLOG_EVENTS = 100_000
+BACKLOG_RATE = 4_000
+# The latency scenario's open-loop rates, events/s.
+LATENCY_RATES = (1_000, 3_000)
 
 
 def log(msg):
@@ -916,11 +921,16 @@ class Bench:
                 f"X-Hub-Signature-256: {github_signature(self.body)}"]
         subprocess.run(argv, check=True, timeout=seconds + 300, stdout=subprocess.DEVNULL)
         sent = {}
+        statuses = {}
         with open(out) as f:
             for line in f:
                 id_, at, status = line.split()
+                statuses[status] = statuses.get(status, 0) + 1
                 if 200 <= int(status) < 300:
                     sent[id_] = int(at)
+        refused = {k: v for k, v in statuses.items() if not k.startswith("2")}
+        if refused:
+            log(f"open loop at {rate}/s: answers other than 2xx (0: none): {refused}")
         return sent
 
     def latency(self, work, rate, seconds):
@@ -1534,11 +1544,6 @@ SCENARIOS = [
     ("pg-http", "hookwire on PostgreSQL, match → http (delivered)"),
     ("pg-history", "hookwire on PostgreSQL with 1,000,000 finished deliveries, match → http"),
 ]
-
-
-BACKLOG_EVENTS = 100_000
-BACKLOG_RATE = 4_000
-LATENCY_RATES = (1_000, 3_000)
 
 
 def percentile(sorted_xs, q):
