@@ -114,7 +114,10 @@ async fn ids(State(app): State<Arc<App>>) -> String {
 /// The durable ceiling's writer: waits for one body, takes every other one
 /// already waiting (up to 512), inserts them in one transaction, commits,
 /// and answers them all.
-fn writer(path: &str, mut rx: mpsc::Receiver<(Bytes, oneshot::Sender<bool>)>) -> Result<(), Failure> {
+fn writer(
+    path: &str,
+    mut rx: mpsc::Receiver<(Bytes, oneshot::Sender<bool>)>,
+) -> Result<(), Failure> {
     let mut conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.execute_batch(

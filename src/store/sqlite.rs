@@ -82,6 +82,13 @@ trait WriteJob: Send {
     fn reply(self: Box<Self>, committed: Result<(), &StoreError>);
     /// Runs after the batch committed, outside any transaction, before `reply`.
     fn after_commit(&mut self, _conn: &Connection) {}
+    /// Whether the job's commit must be on disk before it is answered (an
+    /// event acknowledged to its sender, an attempt's record). A batch of
+    /// jobs that need not be (claims, heartbeats, releases) commits without
+    /// waiting for the disk; see [`run_batch`].
+    fn durable(&self) -> bool {
+        true
+    }
 }
 
 /// Checkpoints the WAL without waiting for anyone (PASSIVE): copies what it
@@ -118,6 +125,7 @@ struct Job<T, F> {
     work: Option<F>,
     result: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    durable: bool,
 }
 
 impl<T: Send, F: FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send> WriteJob for Job<T, F> {
@@ -137,6 +145,10 @@ impl<T: Send, F: FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send> WriteJo
         }
         self.result = Some(result);
         Ok(())
+    }
+
+    fn durable(&self) -> bool {
+        self.durable
     }
 
     fn reply(self: Box<Self>, committed: Result<(), &StoreError>) {
@@ -395,11 +407,32 @@ impl SqliteStore {
         &self,
         work: impl FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.write_as(true, work).await
+    }
+
+    /// [`Self::write`] for a write that may be lost in a crash without harm,
+    /// because what it records is rebuilt at the next start: a claim (its
+    /// delivery is queued again, `requeue_orphans`), a heartbeat, a release.
+    /// Its batch commits without waiting for the disk unless a durable job
+    /// shares it; a later durable commit writes it out in order.
+    async fn write_lazy<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write_as(false, work).await
+    }
+
+    async fn write_as<T: Send + 'static>(
+        &self,
+        durable: bool,
+        work: impl FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.send(Box::new(Job {
             work: Some(work),
             result: None,
             reply: tx,
+            durable,
         }))?;
         rx.await.map_err(|_| writer_stopped())?
     }
@@ -563,7 +596,32 @@ fn writer_loop(
 }
 
 /// Runs every job of the batch in one transaction and commits it once.
+///
+/// A batch in which no job needs durability commits with `synchronous =
+/// NORMAL`: in WAL mode the commit is then not flushed to disk (a power
+/// loss may undo it), but it stays ordered before every later commit, and
+/// the next durable one (`FULL`) flushes it too. A claim answered that way
+/// costs no disk flush, which is most of the time from an event's commit to
+/// its delivery's start.
 fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), StoreError> {
+    let lazy = batch.iter().all(|j| !j.durable());
+    if lazy && let Err(e) = conn.execute_batch("PRAGMA synchronous = NORMAL") {
+        return Err(StoreError::Unavailable(e.to_string()));
+    }
+    let result = run_transaction(conn, batch);
+    if lazy && let Err(e) = conn.execute_batch("PRAGMA synchronous = FULL") {
+        // A writer that could not go back to FULL must not commit events.
+        return Err(StoreError::Unavailable(format!(
+            "cannot restore synchronous = FULL: {e}"
+        )));
+    }
+    result
+}
+
+fn run_transaction(
+    conn: &mut Connection,
+    batch: &mut [Box<dyn WriteJob>],
+) -> Result<(), StoreError> {
     // Failures are logged by the caller's health tracker, once per outage.
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         return Err(StoreError::Unavailable(e.to_string()));
@@ -601,6 +659,7 @@ fn probe_loop(jobs: &mpsc::WeakSender<Box<dyn WriteJob>>, health: &Health) {
                 work: Some(probe),
                 result: None,
                 reply,
+                durable: true,
             }));
         }
     }
@@ -1382,7 +1441,7 @@ impl Store for SqliteStore {
         // The names of the skipped actions as one JSON array (`json_each`).
         let skip = serde_json::to_string(&skip).unwrap_or_else(|_| "[]".to_owned());
         let owner = owner.to_string();
-        Box::pin(self.write(move |c, _| claim(c, &owner, now_ms, limit, lease_ms, &skip)))
+        Box::pin(self.write_lazy(move |c, _| claim(c, &owner, now_ms, limit, lease_ms, &skip)))
     }
 
     fn renew(
@@ -1392,7 +1451,7 @@ impl Store for SqliteStore {
         lease: Duration,
     ) -> BoxFuture<'_, Result<Vec<DeliveryId>, StoreError>> {
         let (owner, lease_ms) = (owner.to_string(), millis(lease));
-        Box::pin(self.write(move |c, now| renew(c, &owner, &held, now + lease_ms)))
+        Box::pin(self.write_lazy(move |c, now| renew(c, &owner, &held, now + lease_ms)))
     }
 
     fn expedite(
@@ -1419,7 +1478,7 @@ impl Store for SqliteStore {
         due_at_ms: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         let owner = owner.to_string();
-        Box::pin(self.write(move |c, now| release(c, &owner, &held, due_at_ms, now)))
+        Box::pin(self.write_lazy(move |c, now| release(c, &owner, &held, due_at_ms, now)))
     }
 
     fn finish(
@@ -1749,6 +1808,49 @@ mod tests {
     }
 
     /// Runs `events` as one batch and returns each job's answer, in order.
+    /// A batch of claims, heartbeats and releases only commits without a
+    /// disk flush (`synchronous = NORMAL`); any durable job in the batch
+    /// makes it flush (`FULL`), and the writer is back to `FULL` after.
+    #[test]
+    fn only_batches_without_durable_jobs_skip_the_disk_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = open(&dir);
+        drop(_store);
+        let mut conn = writer(&dir);
+        let job = |durable: bool| {
+            let (tx, rx) = oneshot::channel::<Result<i64, StoreError>>();
+            let job: Box<dyn WriteJob> = Box::new(Job {
+                work: Some(|c: &Connection, _now| {
+                    c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+                }),
+                result: None,
+                reply: tx,
+                durable,
+            });
+            (job, rx)
+        };
+        const NORMAL: i64 = 1;
+        const FULL: i64 = 2;
+        for (kinds, want) in [
+            (vec![false, false], NORMAL),
+            (vec![false, true], FULL),
+            (vec![true], FULL),
+        ] {
+            let (mut batch, answers): (Vec<_>, Vec<_>) = kinds.iter().map(|d| job(*d)).unzip();
+            run_batch(&mut conn, &mut batch).unwrap();
+            for j in batch {
+                j.reply(Ok(()));
+            }
+            for mut rx in answers {
+                assert_eq!(rx.try_recv().unwrap().unwrap(), want, "{kinds:?}");
+            }
+            let after: i64 = conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(after, FULL, "{kinds:?}");
+        }
+    }
+
     fn one_batch(
         conn: &mut Connection,
         events: Vec<NewEvent>,
@@ -1763,6 +1865,7 @@ mod tests {
                 work: Some(move |c: &Connection, now| ingest_one(c, &p, now)),
                 result: None,
                 reply: tx,
+                durable: true,
             });
             batch.push(job);
             answers.push(rx);
