@@ -179,13 +179,7 @@ fn plan_actions(
     let mut planned: Vec<&str> = Vec::new();
     // Steps may be written before their needs: decided once every action
     // they need is.
-    let has_steps = rule.actions.iter().any(|a| !a.needs.is_empty());
-    let mut order: Vec<&crate::rules::Action> = rule.actions.iter().collect();
-    if has_steps {
-        // An action runs after strictly more actions than any of its needs.
-        order.sort_by_key(|a| rule.runs_after(&a.name).len());
-    }
-    for action in order {
+    for action in rule.ordered_actions() {
         let step = !action.needs.is_empty();
         let (mut create, steps) = match (&action.when, step) {
             (Some(c), false) => c.explain(input),
@@ -250,7 +244,7 @@ fn plan_actions(
             note,
         });
     }
-    if has_steps {
+    if rule.has_steps() {
         // The trace lists the actions in file order.
         actions.sort_by_key(|t| rule.actions.iter().position(|a| a.name == t.action));
     }

@@ -249,9 +249,7 @@ impl Run<'_> {
         let mut out = Vec::new();
         // The outputs of the actions that succeeded, by name.
         let mut outputs = serde_json::Map::new();
-        let mut order: Vec<&crate::rules::Action> = rule.actions.iter().collect();
-        order.sort_by_key(|a| rule.runs_after(&a.name).len());
-        for action in order {
+        for action in rule.ordered_actions() {
             let Some(line) = trace
                 .actions
                 .iter_mut()

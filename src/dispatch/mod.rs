@@ -353,7 +353,7 @@ impl Dispatcher {
         // Whether the target was asked: a render that fails never reaches it.
         let mut rendered = false;
         // A step some other step needs keeps its output.
-        let keep_output = found.is_some_and(|(r, a)| r.has_dependents(&a.name));
+        let keep_output = found.is_some_and(|(_, a)| a.needed);
         let (result, policy) = match found {
             None => (
                 AttemptResult::fail(
@@ -518,7 +518,7 @@ impl Dispatcher {
                         c.id.as_str(),
                         &rule.name,
                         &c.event,
-                        rule.has_dependents(&action.name),
+                        action.needed,
                     )
                     .await,
                 true,

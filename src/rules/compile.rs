@@ -49,6 +49,9 @@ pub struct Rule {
     pub enabled: bool,
     pub when: Option<Condition>,
     pub actions: Vec<Action>,
+    /// Indexes of `actions` with every action after the ones it needs
+    /// (computed at load; file order when the rule has no steps).
+    pub order: Vec<usize>,
     pub respond: Option<Respond>,
     pub file: String,
     pub pos: Pos,
@@ -73,6 +76,9 @@ pub struct Action {
     /// The actions of the same rule this one runs after (SPEC §4.7); empty
     /// for an action that runs when the event arrives.
     pub needs: Vec<String>,
+    /// Some step of the same rule needs this action: its successful
+    /// attempt keeps its output (computed at load).
+    pub needed: bool,
     /// The first attempt is due this long after the event, or after the
     /// last need succeeded for a step.
     pub delay: Option<Duration>,
@@ -472,6 +478,7 @@ impl<'a> Builder<'a> {
         if actions.len() == raw.actions.iter().flatten().count() {
             super::steps::check(&raw.name, &actions, &needs, &nodes, &mut errs.list);
         }
+        let order = super::steps::order(&mut actions);
         let respond = raw.respond.and_then(|r| compile_respond(r, errs));
         Some((
             Rule {
@@ -480,6 +487,7 @@ impl<'a> Builder<'a> {
                 enabled: raw.enabled.unwrap_or(true),
                 when,
                 actions,
+                order,
                 respond,
                 file: errs.file.to_owned(),
                 pos,
@@ -568,6 +576,7 @@ impl<'a> Builder<'a> {
             serialize_by,
             concurrency,
             needs: Vec::new(),
+            needed: false,
             delay: raw.delay.map(|d| d.get()),
             kind: kind?,
             pos,

@@ -181,6 +181,25 @@ fn closure(actions: &[Action], i: usize) -> Vec<&str> {
     out
 }
 
+/// Marks the actions some step needs, and answers the order to plan and
+/// run them in: each after the actions it needs (an action runs after
+/// strictly more actions than any of its needs). Called once per rule at
+/// load, so that requests and attempts only read the result.
+pub(super) fn order(actions: &mut [Action]) -> Vec<usize> {
+    let needed: Vec<bool> = actions
+        .iter()
+        .map(|a| actions.iter().any(|o| o.needs.contains(&a.name)))
+        .collect();
+    for (a, n) in actions.iter_mut().zip(needed) {
+        a.needed = n;
+    }
+    let mut order: Vec<usize> = (0..actions.len()).collect();
+    if actions.iter().any(|a| !a.needs.is_empty()) {
+        order.sort_by_key(|&i| closure(actions, i).len());
+    }
+    order
+}
+
 /// The `steps.<name>` references of every template string under `node`
 /// (its `when` holds conditions, not templates).
 fn template_step_refs(node: &Node, out: &mut Vec<(String, Pos)>) {
@@ -211,9 +230,17 @@ impl Rule {
     /// Whether some step of this rule needs `action` (its output is then
     /// kept with its successful attempt).
     pub fn has_dependents(&self, action: &str) -> bool {
-        self.actions
-            .iter()
-            .any(|a| a.needs.iter().any(|n| n == action))
+        self.action(action).is_some_and(|a| a.needed)
+    }
+
+    /// The actions, each after the ones it needs (see [`Rule::order`]).
+    pub fn ordered_actions(&self) -> impl Iterator<Item = &Action> {
+        self.order.iter().filter_map(|&i| self.actions.get(i))
+    }
+
+    /// Whether any action of this rule is a step.
+    pub fn has_steps(&self) -> bool {
+        self.actions.iter().any(|a| !a.needs.is_empty())
     }
 
     /// The actions `action` runs after, directly or through its needs:

@@ -1057,25 +1057,16 @@ fn settle_steps(
          WHERE id = ?1 AND status = 'waiting'",
     )?;
     for change in &changes {
-        let (due, reason, blocked, trace) = match change {
-            steps::Change::Released {
-                due_at_ms, trace, ..
-            } => (Some(*due_at_ms), None, None, trace),
-            steps::Change::Skipped {
-                reason,
-                blocked_by,
-                trace,
-                ..
-            } => (None, Some(reason.as_str()), blocked_by.as_ref(), trace),
-        };
-        let trace = (!trace.is_empty()).then(|| serde_json::to_string(trace).unwrap_or_default());
+        let cols = change
+            .columns()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         update.execute(params![
             change.id().as_str(),
             change.state().as_str(),
-            due,
-            reason,
-            blocked.map(DeliveryId::as_str),
-            trace,
+            cols.due_at_ms,
+            cols.reason,
+            cols.blocked_by,
+            cols.trace,
             now
         ])?;
     }

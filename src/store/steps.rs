@@ -94,6 +94,31 @@ impl Change {
         }
     }
 
+    /// What the `UPDATE` that records it writes besides the state: the due
+    /// time, the skip reason, the need that skipped it, and the evaluated
+    /// `when` as JSON (none when empty).
+    pub fn columns(&self) -> Result<Columns<'_>, serde_json::Error> {
+        let (due_at_ms, reason, blocked_by, trace) = match self {
+            Change::Released {
+                due_at_ms, trace, ..
+            } => (Some(*due_at_ms), None, None, trace),
+            Change::Skipped {
+                reason,
+                blocked_by,
+                trace,
+                ..
+            } => (None, Some(reason.as_str()), blocked_by.as_ref(), trace),
+        };
+        Ok(Columns {
+            due_at_ms,
+            reason,
+            blocked_by: blocked_by.map(DeliveryId::as_str),
+            trace: (!trace.is_empty())
+                .then(|| serde_json::to_string(trace))
+                .transpose()?,
+        })
+    }
+
     /// The step's new state, for the `UPDATE` that records it.
     pub fn state(&self) -> DeliveryState {
         match self {
@@ -101,6 +126,14 @@ impl Change {
             Change::Skipped { .. } => DeliveryState::Skipped,
         }
     }
+}
+
+/// See [`Change::columns`].
+pub struct Columns<'a> {
+    pub due_at_ms: Option<i64>,
+    pub reason: Option<&'a str>,
+    pub blocked_by: Option<&'a str>,
+    pub trace: Option<String>,
 }
 
 /// Whether any delivery of `links` still waits: only then is there

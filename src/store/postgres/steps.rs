@@ -19,7 +19,7 @@ use super::{Pg, Res, col, id_col};
 use crate::ids::DeliveryId;
 use crate::request::Request;
 use crate::store::DeliveryState;
-use crate::store::steps::{self as shared, Change, Judge, Link};
+use crate::store::steps::{self as shared, Judge, Link};
 
 /// The deliveries of some events, as settling steps needs them, by event.
 pub(super) async fn links(
@@ -168,29 +168,16 @@ pub(super) async fn settle(
             now,
         );
         for change in &changes {
-            let (due, reason, blocked, trace) = match change {
-                Change::Released {
-                    due_at_ms, trace, ..
-                } => (Some(*due_at_ms), None, None, trace),
-                Change::Skipped {
-                    reason,
-                    blocked_by,
-                    trace,
-                    ..
-                } => (None, Some(reason.as_str()), blocked_by.as_ref(), trace),
-            };
-            let trace = (!trace.is_empty())
-                .then(|| serde_json::to_string(trace))
-                .transpose()?;
+            let cols = change.columns()?;
             tx.execute(
                 &update,
                 &[
                     &change.id().as_str(),
                     &change.state().as_str(),
-                    &due,
-                    &reason,
-                    &blocked.map(DeliveryId::as_str),
-                    &trace,
+                    &cols.due_at_ms,
+                    &cols.reason,
+                    &cols.blocked_by,
+                    &cols.trace,
                     &now,
                 ],
             )
