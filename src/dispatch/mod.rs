@@ -485,6 +485,16 @@ impl Dispatcher {
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
         }
+        if let Err(e) = c.parse_payload() {
+            // Only a damaged database holds such a row: no later attempt can read it either.
+            return (
+                AttemptResult::fail(
+                    Outcome::Permanent,
+                    format!("the stored payload cannot be read: {e}"),
+                ),
+                false,
+            );
+        }
         let mut ctx = crate::template::take_context(&mut c.event, &rule.name, c.attempt);
         if c.step {
             // A step renders with what its needs returned (SPEC §4.7).

@@ -234,8 +234,11 @@ pub struct Claimed {
     /// The request that started this round (see [`StoredAttempt::requested_by`]).
     pub requested_by: Option<String>,
     pub serialize_key: Option<String>,
-    /// The event's request, as the action is rendered from it.
+    /// The event's request, as the action is rendered from it; its
+    /// `payload` is `null` until [`Claimed::parse_payload`].
     pub event: Request,
+    /// The event's payload as stored.
+    pub payload: StoredPayload,
     /// The claim's lease token (see [`Lease`]).
     pub token: i64,
     /// A step: its templates read the outputs of its needs ([`Store::step_outputs`]).
@@ -243,12 +246,44 @@ pub struct Claimed {
 }
 
 impl Claimed {
+    /// Parses the stored payload into `event.payload`. A claim hands it over
+    /// unparsed, so that the parse runs on the attempt's task and not on the
+    /// store's writer (SQLite's one writer thread spent a quarter of its time
+    /// on it while draining a backlog; bench/RESULTS.md).
+    pub fn parse_payload(&mut self) -> Result<(), serde_json::Error> {
+        self.event.payload = self.payload.parse(&self.event.body)?;
+        Ok(())
+    }
+
     /// The claim, to finish, release or renew it with.
     pub fn lease(&self) -> Lease {
         Lease {
             delivery: self.id.clone(),
             token: self.token,
         }
+    }
+}
+
+/// An event's payload column as both stores keep it: `''` when the payload
+/// is the JSON body itself (parsed again from the body, which ingest's strict
+/// JSON check passed), otherwise the JSON text of the decoded payload (form,
+/// XML, multipart).
+#[derive(Debug, Clone, Default)]
+pub struct StoredPayload(String);
+
+impl StoredPayload {
+    pub fn from_column(text: String) -> Self {
+        Self(text)
+    }
+
+    /// The payload, read from this column and the event's `body`.
+    pub fn parse(&self, body: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+        if self.0.is_empty() {
+            // A leading byte order mark passed ingest's check; the parser does not take it.
+            let json = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+            return serde_json::from_slice(json);
+        }
+        serde_json::from_str(&self.0)
     }
 }
 

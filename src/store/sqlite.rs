@@ -36,7 +36,7 @@ use super::steps;
 use super::{
     AttemptOutcome, Claimed, DEDUP_WINDOW_MS, DeliveryState, Finished, IngestOutcome, Lease,
     NewDelivery, NewEvent, Page, Pruned, Recorded, RetryOutcome, Store, StoreError, StoreStats,
-    StoredAttempt, StoredDelivery, StoredEvent, first_event_id_at,
+    StoredAttempt, StoredDelivery, StoredEvent, StoredPayload, first_event_id_at,
 };
 use crate::ids::{DeliveryId, EventId, InstanceId, RequestId};
 use crate::request::{Request, query_pairs};
@@ -83,9 +83,10 @@ trait WriteJob: Send {
     /// Runs after the batch committed, outside any transaction, before `reply`.
     fn after_commit(&mut self, _conn: &Connection) {}
     /// Whether the job's commit must be on disk before it is answered (an
-    /// event acknowledged to its sender, an attempt's record). A batch of
-    /// jobs that need not be (claims, heartbeats, releases) commits without
-    /// waiting for the disk; see [`run_batch`].
+    /// event acknowledged to its sender, a retry an operator asked for). A
+    /// batch of jobs that need not be (claims, heartbeats, releases, the
+    /// records of finished attempts) commits without waiting for the disk;
+    /// see [`run_batch`].
     fn durable(&self) -> bool {
         true
     }
@@ -412,9 +413,13 @@ impl SqliteStore {
 
     /// [`Self::write`] for a write that may be lost in a crash without harm,
     /// because what it records is rebuilt at the next start: a claim (its
-    /// delivery is queued again, `requeue_orphans`), a heartbeat, a release.
+    /// delivery is queued again, `requeue_orphans`), a heartbeat, a release,
+    /// a finished attempt (its delivery is still `pending` or `running` on
+    /// disk, so it runs again: at least once, SPEC §1).
     /// Its batch commits without waiting for the disk unless a durable job
-    /// shares it; a later durable commit writes it out in order.
+    /// shares it; a later durable commit writes it out in order. Only an
+    /// operating-system crash or a power loss can undo such a commit: a
+    /// process that is killed loses nothing SQLite has committed.
     async fn write_lazy<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection, i64) -> rusqlite::Result<T> + Send + 'static,
@@ -885,7 +890,9 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
         // The claim bumps it (see `claim`).
         token: r.get::<_, i64>(18)? + 1,
         step: r.get(19)?,
-        event: request_from_row(r, 1, 7)?,
+        // Parsed by the dispatcher, off this (the writer) thread.
+        payload: StoredPayload::from_column(r.get(14)?),
+        event: unparsed_request(r, 1, 7)?,
     })
 }
 
@@ -893,6 +900,15 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
 /// on, its source, received_at_ms, method, path, query, headers, body and
 /// payload.
 fn request_from_row(r: &rusqlite::Row<'_>, id: usize, from: usize) -> rusqlite::Result<Request> {
+    let mut request = unparsed_request(r, id, from)?;
+    request.payload = StoredPayload::from_column(r.get(from + 7)?)
+        .parse(&request.body)
+        .map_err(|e| bad_column(from + 7, e))?;
+    Ok(request)
+}
+
+/// [`request_from_row`] with a `null` payload.
+fn unparsed_request(r: &rusqlite::Row<'_>, id: usize, from: usize) -> rusqlite::Result<Request> {
     Ok(Request {
         event_id: r.get(id)?,
         source: r.get(from)?,
@@ -902,7 +918,7 @@ fn request_from_row(r: &rusqlite::Row<'_>, id: usize, from: usize) -> rusqlite::
         query: query_pairs(Some(&r.get::<_, String>(from + 4)?)),
         headers: json_column(r, from + 5)?,
         body: bytes::Bytes::from(r.get::<_, Vec<u8>>(from + 6)?),
-        payload: payload_column(r, from + 7, from + 6)?,
+        payload: serde_json::Value::Null,
     })
 }
 
@@ -1194,22 +1210,16 @@ fn json_column<T: serde::de::DeserializeOwned>(
     serde_json::from_str(&text).map_err(|e| bad_column(i, e))
 }
 
-/// The payload column: JSON text, or '' when the payload is the JSON body
-/// itself, which is then parsed again from the body column (`body`).
+/// The payload column, parsed ([`StoredPayload`]) with the body column `body`.
 fn payload_column(
     r: &rusqlite::Row<'_>,
     i: usize,
     body: usize,
 ) -> rusqlite::Result<serde_json::Value> {
-    let text: String = r.get(i)?;
-    if text.is_empty() {
-        // A body stored as its own payload passed ingest's strict JSON check;
-        // reading it back is a plain parse (a leading byte order mark aside).
-        let body: Vec<u8> = r.get(body)?;
-        let json = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
-        return serde_json::from_slice(json).map_err(|e| bad_column(i, e));
-    }
-    serde_json::from_str(&text).map_err(|e| bad_column(i, e))
+    let body: Vec<u8> = r.get(body)?;
+    StoredPayload::from_column(r.get(i)?)
+        .parse(&body)
+        .map_err(|e| bad_column(i, e))
 }
 
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
@@ -1478,7 +1488,7 @@ impl Store for SqliteStore {
         f: Finished,
     ) -> BoxFuture<'_, Result<Recorded, StoreError>> {
         let owner = owner.to_string();
-        Box::pin(self.write(move |c, now| finish(c, &owner, &f, now)))
+        Box::pin(self.write_lazy(move |c, now| finish(c, &owner, &f, now)))
     }
 
     fn next_due(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {

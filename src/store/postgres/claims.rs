@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 use super::{Pg, Res, col, id_col, json_col, payload_col, u32_col};
 use crate::ids::{DeliveryId, EventId};
 use crate::request::{Request, query_pairs};
-use crate::store::{Claimed, Finished, Lease, Recorded};
+use crate::store::{Claimed, Finished, Lease, Recorded, StoredPayload};
 
 /// Due deliveries of one waiting state, oldest due first, locked (skipping
 /// those another claim holds), then marked `running` for the claimer with
@@ -126,7 +126,9 @@ fn claimed_from_row(r: &Row) -> Res<Claimed> {
         serialize_key: col(r, 6)?,
         token: col(r, 18)?,
         step: col(r, 19)?,
-        event: request_from_row(r, 1, 7)?,
+        // Parsed by the dispatcher, like SQLite's.
+        payload: StoredPayload::from_column(col(r, 14)?),
+        event: unparsed_request(r, 1, 7)?,
     })
 }
 
@@ -134,6 +136,13 @@ fn claimed_from_row(r: &Row) -> Res<Claimed> {
 /// on, its source, received_at_ms, method, path, query, headers, body and
 /// payload.
 pub(super) fn request_from_row(r: &Row, id: usize, from: usize) -> Res<Request> {
+    let mut request = unparsed_request(r, id, from)?;
+    request.payload = payload_col(r, from + 7, &request.body)?;
+    Ok(request)
+}
+
+/// [`request_from_row`] with a `null` payload.
+fn unparsed_request(r: &Row, id: usize, from: usize) -> Res<Request> {
     let body: Vec<u8> = col(r, from + 6)?;
     Ok(Request {
         event_id: col(r, id)?,
@@ -143,7 +152,7 @@ pub(super) fn request_from_row(r: &Row, id: usize, from: usize) -> Res<Request> 
         path: col(r, from + 3)?,
         query: query_pairs(Some(&col::<String>(r, from + 4)?)),
         headers: json_col(r, from + 5)?,
-        payload: payload_col(r, from + 7, &body)?,
+        payload: serde_json::Value::Null,
         body: bytes::Bytes::from(body),
     })
 }

@@ -173,15 +173,11 @@ fn json_col<T: serde::de::DeserializeOwned>(r: &Row, i: usize) -> Res<T> {
     serde_json::from_str(&text).map_err(|e| bad_column(i, e))
 }
 
-/// The payload column: JSON text, or '' when the payload is the JSON body
-/// itself, parsed again from it (as SQLite stores it).
+/// The payload column, parsed ([`crate::store::StoredPayload`]) with the event's body.
 fn payload_col(r: &Row, i: usize, body: &[u8]) -> Res<serde_json::Value> {
-    let text: String = col(r, i)?;
-    if text.is_empty() {
-        let json = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-        return serde_json::from_slice(json).map_err(|e| bad_column(i, e));
-    }
-    serde_json::from_str(&text).map_err(|e| bad_column(i, e))
+    crate::store::StoredPayload::from_column(col(r, i)?)
+        .parse(body)
+        .map_err(|e| bad_column(i, e))
 }
 
 /// A duration as stored: whole milliseconds.
