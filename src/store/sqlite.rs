@@ -2007,18 +2007,52 @@ mod tests {
             .query_row("SELECT payload FROM events", [], |r| r.get(0))
             .unwrap();
         assert_eq!(column, "");
-        // The dispatcher reads the same payload with the delivery it claims.
-        let claimed = store
-            .claim(
-                me(),
-                now_ms(),
-                10,
-                std::time::Duration::from_secs(60),
-                Vec::new(),
+        // The dispatcher reads the same payload with the delivery it claims,
+        // parsing it itself, off the writer thread.
+        let mut claimed = store
+            .claim(me(), now_ms(), 10, Duration::from_secs(60), Vec::new())
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(claimed.event.payload, serde_json::Value::Null);
+        claimed.parse_payload().unwrap();
+        assert_eq!(claimed.event.payload, got.payload);
+    }
+
+    /// A payload that cannot be read (only a damaged database holds one) no
+    /// longer fails the claim it is in, which would hold up every delivery
+    /// claimed with it, again and again: the claim succeeds and the attempt
+    /// of that one delivery fails on it.
+    #[tokio::test]
+    async fn an_unreadable_stored_payload_fails_only_its_own_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let (good, bad) = (event("github", None), event("github", None));
+        store.ingest(good.clone()).await.unwrap();
+        store.ingest(bad.clone()).await.unwrap();
+        raw(&dir)
+            .execute(
+                "UPDATE events SET payload = '{\"ref\": ' WHERE id = ?1",
+                [bad.id.as_str()],
             )
+            .unwrap();
+        let mut claimed = store
+            .claim(me(), now_ms(), 10, Duration::from_secs(60), Vec::new())
             .await
             .unwrap();
-        assert_eq!(claimed[0].event.payload, got.payload);
+        let events: std::collections::BTreeSet<_> =
+            claimed.iter().map(|c| c.event_id.clone()).collect();
+        assert_eq!(events, [good.id, bad.id.clone()].into(), "{claimed:?}");
+        for c in &mut claimed {
+            let parsed = c.parse_payload();
+            if c.event_id == bad.id {
+                let e = parsed.unwrap_err().to_string();
+                assert!(e.contains("EOF while parsing"), "{e}");
+            } else {
+                parsed.unwrap();
+                assert_ne!(c.event.payload, serde_json::Value::Null);
+            }
+        }
     }
 
     #[tokio::test]

@@ -178,11 +178,14 @@ async fn events_round_trip_with_every_field() {
     let got = store.event(&e.id).await.unwrap().unwrap();
     assert_eq!(got.payload, serde_json::json!({"ref": "main"}));
     let owner = InstanceId::new();
-    let claimed = store
+    let mut claimed = store
         .claim(&owner, now_ms(), 10, Duration::from_secs(30), Vec::new())
         .await
         .unwrap();
-    let of_e = claimed.iter().find(|c| c.event_id == e.id).unwrap();
+    let of_e = claimed.iter_mut().find(|c| c.event_id == e.id).unwrap();
+    // Handed over unparsed, parsed by whoever runs the attempt.
+    assert_eq!(of_e.event.payload, serde_json::Value::Null);
+    of_e.parse_payload().unwrap();
     assert_eq!(of_e.event.payload, got.payload);
 }
 
