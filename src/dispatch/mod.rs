@@ -146,15 +146,26 @@ impl Dispatcher {
             for (target, in_flight) in self.targets.newly_saturated(now) {
                 crate::telemetry::target_saturated(&target, in_flight);
             }
+            // No more than the targets have room for: a claim of more would
+            // give the rest back at once, two writes (and the reading of
+            // every claimed body) for nothing. With no room anywhere there is
+            // nothing to claim, and the query would walk the whole backlog
+            // past skipped actions to find it out. (With no rules, whatever
+            // is due ends `skipped` and is claimed all the same.)
+            let limit = if map.is_empty() {
+                free
+            } else {
+                free.min(room.values().sum())
+            };
             let mut claimed = Vec::new();
-            if free > 0 {
+            if limit > 0 {
                 let started = Instant::now();
                 match self
                     .store
                     .claim(
                         &self.instance,
                         now_ms(),
-                        free as u32,
+                        limit as u32,
                         self.lease,
                         skip.clone(),
                     )
@@ -192,7 +203,7 @@ impl Dispatcher {
             if !claimed.is_empty() && crate::supervise::fault_once("dispatcher-panic") {
                 panic!("injected fault: dispatcher-panic");
             }
-            let full = free > 0 && claimed.len() == free;
+            let full = limit > 0 && claimed.len() == limit;
             // A claim may hold more deliveries of one target than it has room
             // for (the query does not count per target): the rest go back.
             let mut over = Vec::new();

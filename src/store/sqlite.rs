@@ -40,6 +40,7 @@ use super::{
 };
 use crate::ids::{DeliveryId, EventId, InstanceId, RequestId};
 use crate::request::{Request, query_pairs};
+use rusqlite::config::DbConfig;
 
 /// How many jobs share one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -284,6 +285,12 @@ fn open_conn(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreErr
     // Every statement the store runs stays prepared (rusqlite keeps 16 by
     // default, fewer than the store has: the claim path re-parsed its SQL).
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // A plan that does not depend on the values bound: without this, SQLite
+    // (built with STAT4) compiles a cached statement again whenever a value
+    // it estimated a range with changes — every claim, with a new `now`
+    // (a tenth of the writer's time while draining a backlog).
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(db_err)?;
     Ok(conn)
 }
 
