@@ -1568,6 +1568,14 @@ def backlog_line(r):
             f"({r['lost']} lost, {r['dups']} duplicated), peak RSS over all {r['rss_kb'] / 1024:.1f} MB")
 
 
+def scenario_dir(prefix):
+    """A fresh work directory for one scenario, after `sync`: no scenario
+    inherits the dirty pages of the one before (a million PostgreSQL rows
+    still being written back slow down every fsync of the next one)."""
+    os.sync()
+    return tempfile.TemporaryDirectory(prefix=prefix)
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -1881,7 +1889,7 @@ def main():
         for key, title in SCENARIOS:
             if only and key not in only:
                 continue
-            with tempfile.TemporaryDirectory(prefix=f"hookwire-bench-{key}-") as work:
+            with scenario_dir(f"hookwire-bench-{key}-") as work:
                 r = runs[key](work)
             results[key].append(r)
             extra = ""
@@ -1903,22 +1911,22 @@ def main():
             )
         if not only or "latency" in only:
             for rate in LATENCY_RATES:
-                with tempfile.TemporaryDirectory(prefix="hookwire-bench-latency-") as work:
+                with scenario_dir("hookwire-bench-latency-") as work:
                     r = bench.latency(work, rate, args.duration)
                 latencies.append(r)
                 log(f"round {rnd} latency       {latency_line(r)}")
         if not only or "backlog" in only:
-            with tempfile.TemporaryDirectory(prefix="hookwire-bench-backlog-") as work:
+            with scenario_dir("hookwire-bench-backlog-") as work:
                 r = bench.backlog(work)
             backlogs.append(r)
             log(f"round {rnd} backlog       {backlog_line(r)}")
         if not only or "reload" in only:
-            with tempfile.TemporaryDirectory(prefix="hookwire-bench-reload-") as work:
+            with scenario_dir("hookwire-bench-reload-") as work:
                 took = bench.reload(work)
             reloads += took[1:]
             log(f"round {rnd} reload        start {took[0] if took else '?'} ms, reloads {took[1:]} ms")
         if not only or "outage" in only:
-            with tempfile.TemporaryDirectory(prefix="hookwire-bench-outage-") as work:
+            with scenario_dir("hookwire-bench-outage-") as work:
                 o = bench.outage(work)
             outages.append(o)
             log(
@@ -1927,11 +1935,11 @@ def main():
                 f"{o['drain_s']:.1f} s after it came back"
             )
         if not only or "idle" in only:
-            with tempfile.TemporaryDirectory(prefix="hookwire-bench-idle-") as work:
+            with scenario_dir("hookwire-bench-idle-") as work:
                 idle.append(bench.idle_rss(work))
             log(f"round {rnd} idle RSS      {idle[-1] / 1024:.1f} MB")
         if not only or "retention" in only:
-            with tempfile.TemporaryDirectory(prefix="hookwire-bench-retention-") as work:
+            with scenario_dir("hookwire-bench-retention-") as work:
                 r = bench.retention(work, args.prune_events)
             retention.append(r)
             log(
@@ -1940,18 +1948,18 @@ def main():
             )
 
         if not only or "pg-scale" in only:
-            with tempfile.TemporaryDirectory(prefix="hookwire-bench-pg-scale-") as work:
+            with scenario_dir("hookwire-bench-pg-scale-") as work:
                 sc = bench.pg_scale(work)
             if sc:
                 scale.append(sc)
                 log(f"round {rnd} pg-scale      {scale_line(sc)}")
         if not only or "pg-takeover" in only:
-            with tempfile.TemporaryDirectory(prefix="hookwire-bench-pg-takeover-") as work:
+            with scenario_dir("hookwire-bench-pg-takeover-") as work:
                 t = bench.pg_takeover(work)
             takeovers.append(t)
             log(f"round {rnd} pg-takeover   {takeover_line(t)}")
         if not only or "pg-serial" in only:
-            with tempfile.TemporaryDirectory(prefix="hookwire-bench-pg-serial-") as work:
+            with scenario_dir("hookwire-bench-pg-serial-") as work:
                 r = bench.pg_serial(work, args.serial_waiting)
             serials.append(r)
             log(f"round {rnd} pg-serial     {serial_line(r)}")
