@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use hookwire::cli;
 use hookwire::config::{ByteSize, Duration};
 
@@ -14,7 +14,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A webhook daemon: receive, verify, match with rule files, store durably, fan out to actions.
 #[derive(Parser, Debug)]
-#[command(name = "hookwire", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "hookwire",
+    version = env!("HOOKWIRE_VERSION"),
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -98,6 +102,17 @@ enum Command {
         delivery_id: String,
         #[command(flatten)]
         api: ApiArgs,
+    },
+    /// Print the shell completion script for bash, zsh, fish or powershell.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (hookwire.1 and one per subcommand) into a directory.
+    Man {
+        /// The directory; created if missing.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -298,7 +313,59 @@ fn main() -> ExitCode {
         Some(Command::Retry { delivery_id, api }) => {
             cli::ops::run(&api.api(), cli::ops::Op::Retry { id: delivery_id })
         }
+        Some(Command::Completions { shell }) => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "hookwire", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the completion script: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Man { dir }) => match write_man_pages(&dir) {
+            Ok(written) => {
+                for path in written {
+                    println!("{}", path.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: cannot write the man pages into {}: {e}",
+                    dir.display()
+                );
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// Writes `hookwire.1` and `hookwire-SUBCOMMAND.1` for every subcommand into
+/// `dir`; answers the files written.
+fn write_man_pages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let command = Cli::command();
+    let mut pages = vec![("hookwire".to_owned(), command.clone())];
+    for sub in command.get_subcommands() {
+        // Named as git names its pages (`man hookwire-serve`), with the
+        // synopsis as it is typed (`hookwire serve …`).
+        let name = format!("hookwire-{}", sub.get_name());
+        let typed = format!("hookwire {}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name).bin_name(typed)));
+    }
+    let mut written = Vec::new();
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(&path, out)?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

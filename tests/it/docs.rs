@@ -163,3 +163,127 @@ fn cargo_run_knows_which_binary_is_the_daemon() {
     );
     assert!(readme().contains("cargo run --release "));
 }
+
+/// The subcommands `hookwire --help` lists.
+fn subcommands() -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, help, _) = run_cli(dir.path(), &["--help"], &[]);
+    assert_eq!(code, 0);
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `--version` names the commit the binary was built from, when it was built
+/// from a git checkout (as this test's is, in CI's fresh clone).
+#[test]
+fn the_version_names_the_commit_it_was_built_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run_cli(dir.path(), &["--version"], &[]);
+    assert_eq!(code, 0);
+    let version = concat!("hookwire ", env!("CARGO_PKG_VERSION"));
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned());
+    match head {
+        Some(commit) => assert_eq!(out.trim(), format!("{version} ({commit})")),
+        None => assert_eq!(out.trim(), version),
+    }
+}
+
+/// Every shell gets a script that knows every subcommand; bash's parses
+/// (`bash -n`); a closed pipe is not a crash.
+#[test]
+fn completions_know_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let subcommands = subcommands();
+    assert!(subcommands.len() >= 10, "{subcommands:?}");
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let (code, script, err) = run_cli(dir.path(), &["completions", shell], &[]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        for sub in &subcommands {
+            assert!(
+                script.contains(sub.as_str()),
+                "{shell} completions lack `{sub}`"
+            );
+        }
+        if shell == "bash" {
+            let path = dir.path().join("hookwire.bash");
+            std::fs::write(&path, &script).unwrap();
+            let check = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                check.status.success(),
+                "{}",
+                String::from_utf8_lossy(&check.stderr)
+            );
+        }
+    }
+    let (code, _, err) = run_cli(dir.path(), &["completions", "tcsh"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid value 'tcsh'"), "{err}");
+    // The reader stops early: the script ends quietly.
+    let mut child = std::process::Command::new(BIN)
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `hookwire man DIR` writes a page per subcommand and one for hookwire,
+/// each a roff page with its title, and lists them; an unwritable place is
+/// a clear error.
+#[test]
+fn man_pages_are_written_for_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("man/man1");
+    let (code, listed, err) = run_cli(dir.path(), &["man", out_dir.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let mut want = vec!["hookwire".to_owned()];
+    want.extend(subcommands().iter().map(|s| format!("hookwire-{s}")));
+    let mut written = Vec::new();
+    for name in &want {
+        let path = out_dir.join(format!("{name}.1"));
+        let page = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}.1: {e}"));
+        assert!(page.contains(&format!(".TH {name} 1")), "{name}.1:\n{page}");
+        written.push(path.display().to_string());
+    }
+    assert_eq!(listed.lines().collect::<Vec<_>>(), written);
+    // The synopsis is what is typed.
+    let serve = std::fs::read_to_string(out_dir.join("hookwire-serve.1")).unwrap();
+    assert!(serve.contains("hookwire serve"), "{serve}");
+    assert!(serve.contains("HOOKWIRE_LISTEN"), "{serve}");
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let (code, _, err) = run_cli(
+        dir.path(),
+        &["man", file.join("man1").to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: cannot write the man pages into "),
+        "{err}"
+    );
+}
