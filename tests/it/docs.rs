@@ -182,6 +182,7 @@ fn subcommands() -> Vec<String> {
 /// `--version` names the commit the binary was built from, when it was built
 /// from a git checkout (as this test's is, in CI's fresh clone).
 #[test]
+#[allow(clippy::disallowed_methods)] // asks git for HEAD
 fn the_version_names_the_commit_it_was_built_from() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out, _) = run_cli(dir.path(), &["--version"], &[]);
@@ -203,6 +204,7 @@ fn the_version_names_the_commit_it_was_built_from() {
 /// Every shell gets a script that knows every subcommand; bash's parses
 /// (`bash -n`); a closed pipe is not a crash.
 #[test]
+#[allow(clippy::disallowed_methods)] // runs bash -n, and the binary with a closed pipe
 fn completions_know_every_subcommand() {
     let dir = tempfile::tempdir().unwrap();
     let subcommands = subcommands();
