@@ -957,3 +957,135 @@ async fn json_logs_are_one_object_per_line() {
         "{log}"
     );
 }
+
+/// `examples/deploy/grafana-dashboard.json` asks only for what `/metrics`
+/// exposes: every metric its queries name is a family of a running daemon
+/// (a counter read as `_total`, a histogram as `_bucket`), and every label it
+/// groups by is one that family's samples carry, after an event was stored,
+/// matched and delivered.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_what_metrics_exposes() {
+    let rx = crate::support::Receiver::start().await;
+    let rules = format!(
+        "sources:\n  hook: {{ dedup: \"{{{{payload.n}}}}\" }}\nrules:\n  - name: relay\n    source: hook\n    actions:\n      - http: {{ url: \"{}\" }}\n      - name: down\n        retry: {{ attempts: 1 }}\n        http: {{ url: \"http://127.0.0.1:1/refused\" }}\n",
+        rx.url("/in")
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    // Stored and delivered, a target refusing often enough to open its
+    // breaker, a duplicate, a rejection: every family the dashboard reads
+    // has samples that show their labels.
+    for n in 1..=hookwire::dispatch::targets::FAILURES_TO_OPEN {
+        d.post_json("/hooks/hook", format!(r#"{{"n": {n}}}"#)).await;
+    }
+    d.post_json("/hooks/hook", r#"{"n": 1}"#).await;
+    let bad = client()
+        .post(d.url("/hooks/hook"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    rx.wait_for("/in", 1, Duration::from_secs(15)).await;
+    // The attempt is counted once its delivery is recorded.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let metrics = loop {
+        let text = d.get_text("/metrics").await;
+        if text.contains("hookwire_deliveries_total{")
+            && text.contains("hookwire_target_breaker_open{")
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no delivery counted or no breaker opened:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // family → kind, and each sample name → the labels it carries.
+    let mut families = std::collections::BTreeMap::new();
+    let mut labels: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            families.insert(name.to_owned(), kind.to_owned());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name_end = line.find(['{', ' ']).unwrap();
+            let set = labels.entry(line[..name_end].to_owned()).or_default();
+            if let Some(inner) = line[name_end..].strip_prefix('{') {
+                for pair in inner.split('}').next().unwrap().split(',') {
+                    set.insert(pair.split('=').next().unwrap().to_owned());
+                }
+            }
+        }
+    }
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/deploy/grafana-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let mut asked = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        let names: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("hookwire_"))
+            .collect();
+        assert!(!names.is_empty(), "{expr} queries no hookwire metric");
+        for sample in names {
+            let family = families.iter().find_map(|(family, kind)| {
+                let suffixes: &[&str] = match kind.as_str() {
+                    "counter" => &["_total"],
+                    "histogram" => &["_bucket", "_sum", "_count"],
+                    _ => &[""],
+                };
+                suffixes
+                    .iter()
+                    .any(|s| sample == format!("{family}{s}"))
+                    .then_some(family.clone())
+            });
+            let family = family.unwrap_or_else(|| {
+                panic!("`{expr}` asks for {sample}, which /metrics does not expose")
+            });
+            asked.insert(family);
+            // `by (a, b)`: each label, besides a histogram's `le`, is on the samples.
+            if let Some(by) = expr.split("by (").nth(1) {
+                for label in by.split(')').next().unwrap().split(',').map(str::trim) {
+                    if label == "le" {
+                        continue;
+                    }
+                    let carried = labels.get(sample).is_some_and(|l| l.contains(label));
+                    assert!(
+                        carried,
+                        "`{expr}` groups {sample} by `{label}`, which its samples do not carry:\n{metrics}"
+                    );
+                }
+            }
+        }
+    }
+    // What the issue asks the dashboard to show.
+    for family in [
+        "hookwire_events_received",
+        "hookwire_rules_matched",
+        "hookwire_deliveries",
+        "hookwire_attempt_duration_seconds",
+        "hookwire_queue_depth",
+        "hookwire_reload_failures",
+    ] {
+        assert!(
+            asked.contains(family),
+            "the dashboard does not show {family}: {asked:?}"
+        );
+    }
+}
