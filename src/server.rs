@@ -205,6 +205,13 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
     // Tests and scripts read the bound address from this line.
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("hookwire listening on {scheme}://{addr}");
+    // A unit of `Type=notify` is started once the address is bound, the rules
+    // loaded and the store open, so that whatever is ordered after it finds
+    // the daemon answering. Without `NOTIFY_SOCKET` (not under systemd) this
+    // does nothing.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd that hookwire is ready");
+    }
 
     accept_loop(
         listener,

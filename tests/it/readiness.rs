@@ -252,3 +252,28 @@ async fn readiness_comes_back_without_traffic() {
         serde_json::json!([])
     );
 }
+
+/// Under systemd (`Type=notify`, examples/deploy/hookwire.service) hookwire
+/// says `READY=1` on `NOTIFY_SOCKET` once it listens with its rules loaded
+/// and its store open: here the socket is the test's own, and by the time
+/// the message arrives the daemon answers `/readyz`.
+#[tokio::test]
+async fn systemd_hears_ready_once_the_daemon_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let rules = "sources:\n  hook: {}\nrules: []\n";
+    let d = Daemon::start_with(
+        &[("r.yaml", rules)],
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+        &[],
+    );
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("no READY=1 within 15 s");
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "READY=1");
+    let r = client().get(d.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
