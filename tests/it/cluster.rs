@@ -239,8 +239,9 @@ async fn a_long_attempt_runs_once_across_instances() {
 async fn a_frozen_instances_late_result_is_discarded() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("runs");
+    // The command names the instance that runs it (its parent).
     let rules = format!(
-        "sources:\n  hook: {{}}\nrules:\n  - name: job\n    source: hook\n    actions:\n      - name: run\n        command:\n          argv: [/bin/sh, -c, \"echo start >> '{l}'; sleep 2; echo end >> '{l}'\"]\n          timeout: 30s\n",
+        "sources:\n  hook: {{}}\nrules:\n  - name: job\n    source: hook\n    actions:\n      - name: run\n        command:\n          argv: [/bin/sh, -c, \"echo start $PPID >> '{l}'; sleep 2; echo end >> '{l}'\"]\n          timeout: 30s\n",
         l = log.display()
     );
     let (a, b) = pair(&rules, &["--lease", "1s"]);
@@ -248,28 +249,46 @@ async fn a_frozen_instances_late_result_is_discarded() {
         .as_str()
         .unwrap()
         .to_owned();
-    // The ingesting instance starts it at once.
+    // One of the two starts it at once (mostly the one that ingested it, but
+    // the other hears of it at the same moment): that one is frozen.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log).is_ok_and(|t| t.starts_with("start")) {
+    let runner = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(pid) = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("start "))
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
         assert!(Instant::now() < deadline, "the attempt did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    signal(a.pid(), nix::sys::signal::Signal::SIGSTOP);
-    // B takes it over once A's lease has run out, and records its success.
+    };
+    let (frozen, other) = if runner == a.pid() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!(runner, frozen.pid(), "run by neither instance");
+    signal(frozen.pid(), nix::sys::signal::Signal::SIGSTOP);
+    // The other takes it over once the frozen one's lease has run out, and
+    // records its success.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let e = b.event(&id).await.unwrap();
+        let e = other.event(&id).await.unwrap();
         if e["deliveries"][0]["status"] == "succeeded" {
             break;
         }
         assert!(Instant::now() < deadline, "not taken over: {e:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    signal(a.pid(), nix::sys::signal::Signal::SIGCONT);
-    a.wait_log("the late result discarded", |l| l.contains("lease lost"))
+    signal(frozen.pid(), nix::sys::signal::Signal::SIGCONT);
+    frozen
+        .wait_log("the late result discarded", |l| l.contains("lease lost"))
         .await;
-    assert_eq!(a.metric("hookwire_leases_lost_total").await, 1.0);
-    let e = b.event(&id).await.unwrap();
+    assert_eq!(frozen.metric("hookwire_leases_lost_total").await, 1.0);
+    let e = other.event(&id).await.unwrap();
     let attempts = e["deliveries"][0]["attempt_log"].as_array().unwrap();
     assert_eq!(attempts.len(), 1, "{e:#}");
     assert_eq!(attempts[0]["outcome"], "succeeded");
