@@ -102,6 +102,8 @@ fn shipped_rules_and_examples_are_valid() {
         "examples/github-to-chat",
         "examples/form-to-crm",
         "examples/deploy-on-release",
+        // Every recipe, with its `tests:` (real payloads, exact bodies).
+        "examples/recipes",
     ] {
         let (code, out, err) = run_cli(root, &["check", dir], &[]);
         assert_eq!(code, 0, "{dir}: {out}{err}");
