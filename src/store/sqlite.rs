@@ -908,9 +908,7 @@ fn claimed_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
 /// payload.
 fn request_from_row(r: &rusqlite::Row<'_>, id: usize, from: usize) -> rusqlite::Result<Request> {
     let mut request = unparsed_request(r, id, from)?;
-    request.payload = StoredPayload::from_column(r.get(from + 7)?)
-        .parse(&request.body)
-        .map_err(|e| bad_column(from + 7, e))?;
+    request.payload = payload_column(r, from + 7, &request.body)?;
     Ok(request)
 }
 
@@ -1217,19 +1215,20 @@ fn json_column<T: serde::de::DeserializeOwned>(
     serde_json::from_str(&text).map_err(|e| bad_column(i, e))
 }
 
-/// The payload column, parsed ([`StoredPayload`]) with the body column `body`.
+/// The payload column, parsed ([`StoredPayload`]) with the event's body.
 fn payload_column(
     r: &rusqlite::Row<'_>,
     i: usize,
-    body: usize,
+    body: &[u8],
 ) -> rusqlite::Result<serde_json::Value> {
-    let body: Vec<u8> = r.get(body)?;
     StoredPayload::from_column(r.get(i)?)
-        .parse(&body)
+        .parse(body)
         .map_err(|e| bad_column(i, e))
 }
 
 fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    // Read once: the payload of a JSON body is parsed from it.
+    let body: Vec<u8> = r.get(7)?;
     Ok(StoredEvent {
         id: id_column(r, 0, EventId::parse)?,
         source: r.get(1)?,
@@ -1238,8 +1237,8 @@ fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
         path: r.get(4)?,
         query: r.get(5)?,
         headers: json_column(r, 6)?,
-        body: r.get(7)?,
-        payload: payload_column(r, 8, 7)?,
+        payload: payload_column(r, 8, &body)?,
+        body,
         facts: json_column(r, 9)?,
         trace: json_column(r, 10)?,
         matched: json_column(r, 11)?,
