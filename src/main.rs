@@ -108,6 +108,9 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the JSON Schema (draft 2020-12) of rule files, for editors
+    /// (`# yaml-language-server: $schema=…`).
+    Schema,
     /// Write the man pages (hookwire.1 and one per subcommand) into a directory.
     Man {
         /// The directory; created if missing.
@@ -316,15 +319,13 @@ fn main() -> ExitCode {
         Some(Command::Completions { shell }) => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "hookwire", &mut script);
-            // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
-            match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: cannot write the completion script: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            print_out("the completion script", &script)
+        }
+        Some(Command::Schema) => {
+            let schema = hookwire::syntax::raw::schema();
+            let mut text = serde_json::to_vec_pretty(&schema).unwrap_or_default();
+            text.push(b'\n');
+            print_out("the schema", &text)
         }
         Some(Command::Man { dir }) => match write_man_pages(&dir) {
             Ok(written) => {
@@ -341,6 +342,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Writes `bytes` to stdout. A closed pipe (`| head`) is the reader's
+/// choice, not an error.
+fn print_out(what: &str, bytes: &[u8]) -> ExitCode {
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write {what}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -34,6 +34,7 @@ target/release/hookwire man "$assets/man" >/dev/null
 target/release/hookwire completions bash >"$assets/hookwire.bash"
 target/release/hookwire completions zsh >"$assets/_hookwire"
 target/release/hookwire completions fish >"$assets/hookwire.fish"
+target/release/hookwire schema >"$assets/rule-file.schema.json"
 deb=$(cargo deb --no-build --locked | tail -n 1)
 echo "$deb ($(du -h "$deb" | cut -f1))"
 
@@ -51,7 +52,7 @@ step "install"
 dpkg -i "$deb"
 for f in /usr/bin/hookwire /usr/share/man/man1/hookwire-serve.1.gz \
     /usr/share/bash-completion/completions/hookwire /etc/hookwire/rules/github.yaml \
-    /lib/systemd/system/hookwire.service; do
+    /usr/share/hookwire/rule-file.schema.json /lib/systemd/system/hookwire.service; do
     [ -e "$f" ] || { echo "missing: $f" >&2; exit 1; }
 done
 mode=$(stat -c %a /etc/hookwire/hookwire.env)

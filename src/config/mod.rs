@@ -50,6 +50,20 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A span of time with a unit: `250ms`, `5s`, `10m`, `2h`, `7d`.",
+            "pattern": r"^\s*(\$\{.*\}|([0-9]+\s*[a-zµ]+\s*)+)$"
+        })
+    }
+}
+
 /// A number of bytes: `512`, `64KiB`, `1MiB` (also `kB`/`MB`, decimal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
@@ -101,6 +115,21 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["integer", "string"],
+            "minimum": 0,
+            "description": "A number of bytes: `512`, `64KiB`, `1MiB` (also `kB`/`MB`, decimal).",
+            "pattern": r"^\s*(\$\{.*\}|[0-9]+(\.[0-9]+)?\s*[A-Za-z]*)\s*$"
+        })
+    }
+}
+
 /// A field that takes one value or a list of them (`secret: x` or `secret: [x, y]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OneOrMany<T>(pub Vec<T>);
@@ -137,6 +166,23 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+impl<T: schemars::JsonSchema> schemars::JsonSchema for OneOrMany<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("OneOrMany_{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let one = generator.subschema_for::<T>();
+        schemars::json_schema!({
+            "anyOf": [one, { "type": "array", "items": one, "minItems": 1 }]
+        })
     }
 }
 

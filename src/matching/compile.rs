@@ -6,27 +6,8 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::*;
+use crate::syntax::grammar::{self, COMBINATORS, EVERY, OPERANDS, OPERATORS};
 use crate::syntax::node::{Kind, Node, Pos};
-
-const OPERANDS: [&str; 5] = ["path", "header", "query", "method", "step"];
-const OPERATORS: [&str; 15] = [
-    "equals",
-    "not_equals",
-    "in",
-    "not_in",
-    "matches",
-    "glob",
-    "contains",
-    "starts_with",
-    "ends_with",
-    "exists",
-    "gt",
-    "gte",
-    "lt",
-    "lte",
-    "every",
-];
-const COMBINATORS: [&str; 3] = ["all", "any", "not"];
 
 /// Compiles a `when` value: one condition or a list (all must hold).
 /// Problems are pushed to `errors`; `None` when any was found.
@@ -80,12 +61,12 @@ fn compile_map(
 
     for (key, value) in entries {
         let k = key.name.as_str();
-        if k == "every" {
+        if k == EVERY.name {
             every = Some(value);
         } else if k == "path" && entries.iter().any(|(o, _)| o.name == "step") {
             // `step: NAME` reads its output at `path` (default `$`).
             step_path = Some(value);
-        } else if OPERANDS.contains(&k) {
+        } else if grammar::is(&OPERANDS, k) {
             if let Some((first, _)) = operand {
                 errors.push((
                     key.pos,
@@ -93,7 +74,7 @@ fn compile_map(
                 ));
             }
             operand.get_or_insert((k, value));
-        } else if OPERATORS.contains(&k) {
+        } else if grammar::is(&OPERATORS, k) {
             if let Some((first, _)) = operator {
                 errors.push((
                     key.pos,
@@ -101,7 +82,7 @@ fn compile_map(
                 ));
             }
             operator.get_or_insert((k, value));
-        } else if COMBINATORS.contains(&k) {
+        } else if grammar::is(&COMBINATORS, k) {
             if let Some((first, _)) = combinator {
                 errors.push((
                     key.pos,
@@ -114,9 +95,9 @@ fn compile_map(
                 key.pos,
                 format!(
                     "unknown key `{k}` in condition, expected an operand ({}), an operator ({}) or a combinator ({})",
-                    OPERANDS.join(", "),
-                    OPERATORS[..14].join(", "),
-                    COMBINATORS.join(", ")
+                    grammar::names(&OPERANDS),
+                    grammar::names(&OPERATORS),
+                    grammar::names(&COMBINATORS)
                 ),
             ));
         }

@@ -195,7 +195,6 @@ pub struct RuleTest {
 
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-const TOP_LEVEL: [&str; 3] = ["sources", "rules", "tests"];
 const SHELLS: [&str; 6] = ["sh", "bash", "zsh", "dash", "ksh", "fish"];
 
 pub struct Builder<'a> {
@@ -303,7 +302,7 @@ impl<'a> Builder<'a> {
                 if !entries.is_empty()
                     && !entries
                         .iter()
-                        .any(|(k, _)| TOP_LEVEL.contains(&k.name.as_str())) =>
+                        .any(|(k, _)| raw::TOP_LEVEL.contains(&k.name.as_str())) =>
             {
                 errs.push(
                     root.pos,

@@ -86,6 +86,25 @@ impl<T> std::ops::Deref for Spanned<T> {
     }
 }
 
+/// A position is not part of the schema: a `Spanned<T>` is written as a `T`.
+impl<T: schemars::JsonSchema> schemars::JsonSchema for Spanned<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        T::schema_id()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
 const SPANNED: &str = "$hookwire::Spanned";
 const NODE: &str = "$hookwire::Node";
 

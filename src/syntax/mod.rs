@@ -1,7 +1,8 @@
 //! The positioned syntax of rule files: YAML, TOML and JSON read into one
 //! [`node::Node`] tree where every key and value knows its line and column,
-//! serde over that tree ([`de`]), and the raw shapes of sources, rules and
-//! actions as written ([`raw`]).
+//! serde over that tree ([`de`]), the raw shapes of sources, rules and
+//! actions as written ([`raw`]), the words of the condition language
+//! ([`grammar`]) and the JSON Schema drawn from both ([`raw::schema`]).
 //!
 //! Nothing here compiles anything: `matching` and `template` compile their own
 //! parts from these nodes, and `rules` compiles the whole set on top of them.
@@ -16,5 +17,6 @@
 //! scalars by default (`yes` becomes `true`, which changes a shipped example).
 
 pub mod de;
+pub mod grammar;
 pub mod node;
 pub mod raw;

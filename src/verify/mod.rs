@@ -49,48 +49,76 @@ const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 /// the receiving clock, in either direction.
 // `deny_unknown_fields` on the enum applies to every struct variant (serde has
 // no per-variant form), so a misspelt option is a load error in each scheme.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum VerifyConfig {
     /// GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`.
-    Github { secret: OneOrMany<String> },
+    Github {
+        /// The shared secret (or a list while rotating: any may match); write it as `${VAR}`.
+        secret: OneOrMany<String>,
+    },
     /// Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=…]` over `{t}.{body}`.
     Stripe {
+        /// The shared secret (or a list while rotating: any may match); write it as `${VAR}`.
         secret: OneOrMany<String>,
+        /// How far a signed timestamp may be from this clock, either way; default `300s`.
         tolerance: Option<config::Duration>,
     },
     /// Slack: `X-Slack-Signature: v0=<hex>` over `v0:{X-Slack-Request-Timestamp}:{body}`.
     Slack {
+        /// The shared secret (or a list while rotating: any may match); write it as `${VAR}`.
         secret: OneOrMany<String>,
+        /// How far a signed timestamp may be from this clock, either way; default `300s`.
         tolerance: Option<config::Duration>,
     },
     /// Standard Webhooks (and Svix): `webhook-id`, `webhook-timestamp`,
     /// `webhook-signature: v1,<base64> …` over `{id}.{timestamp}.{body}`.
     /// The secret is the base64 key, usually after `whsec_`; padding is optional.
     Standard {
+        /// The shared secret (or a list while rotating: any may match); write it as `${VAR}`.
         secret: OneOrMany<String>,
+        /// How far a signed timestamp may be from this clock, either way; default `300s`.
         tolerance: Option<config::Duration>,
     },
     /// Shopify: `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256 of the body>`.
-    Shopify { secret: OneOrMany<String> },
+    Shopify {
+        /// The shared secret (or a list while rotating: any may match); write it as `${VAR}`.
+        secret: OneOrMany<String>,
+    },
     /// GitLab: `X-Gitlab-Token` equals the token.
-    Gitlab { token: OneOrMany<String> },
+    Gitlab {
+        /// The token GitLab sends (or a list: any may match); write it as `${VAR}`.
+        token: OneOrMany<String>,
+    },
     /// A shared token in the named `header` or `query` parameter (exactly one of them).
     Token {
+        /// The header that carries the token.
         header: Option<String>,
+        /// The query parameter that carries the token.
         query: Option<String>,
+        /// The token (or a list: any may match); write it as `${VAR}`.
         value: OneOrMany<String>,
     },
     /// `Authorization: Basic …` with this username and password.
-    Basic { username: String, password: String },
+    Basic {
+        /// The expected user name.
+        username: String,
+        /// The expected password; write it as `${VAR}`.
+        password: String,
+    },
     /// Any other HMAC of the raw body in a named header: `algorithm`
     /// (default `sha256`), `encoding` (default `hex`) and a `prefix` to strip
     /// (default none, e.g. `"sha1="`).
     Hmac {
+        /// The header that carries the signature.
         header: String,
+        /// `sha1`, `sha256` (default) or `sha512`.
         algorithm: Option<HmacAlgorithm>,
+        /// `hex` (default) or `base64`.
         encoding: Option<Encoding>,
+        /// Text before the signature to strip, e.g. `"sha1="`.
         prefix: Option<String>,
+        /// The shared secret (or a list while rotating: any may match); write it as `${VAR}`.
         secret: OneOrMany<String>,
     },
 }
@@ -122,7 +150,7 @@ impl fmt::Debug for VerifyConfig {
 }
 
 /// The hash behind a generic `hmac` scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HmacAlgorithm {
     Sha1,
@@ -131,7 +159,7 @@ pub enum HmacAlgorithm {
 }
 
 /// How a generic `hmac` signature is written in its header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     Hex,

@@ -94,17 +94,20 @@ fn check_passes_valid_rules_and_warns_about_unsigned_sources_and_shell_scripts()
     );
 }
 
+/// Every directory of rule files the repository ships.
+pub const SHIPPED_RULE_DIRS: [&str; 5] = [
+    "rules",
+    "examples/github-to-chat",
+    "examples/form-to-crm",
+    "examples/deploy-on-release",
+    // Every recipe, with its `tests:` (real payloads, exact bodies).
+    "examples/recipes",
+];
+
 #[test]
 fn shipped_rules_and_examples_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in [
-        "rules",
-        "examples/github-to-chat",
-        "examples/form-to-crm",
-        "examples/deploy-on-release",
-        // Every recipe, with its `tests:` (real payloads, exact bodies).
-        "examples/recipes",
-    ] {
+    for dir in SHIPPED_RULE_DIRS {
         let (code, out, err) = run_cli(root, &["check", dir], &[]);
         assert_eq!(code, 0, "{dir}: {out}{err}");
     }

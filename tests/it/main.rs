@@ -11,6 +11,7 @@ mod cluster;
 mod delivery;
 mod docs;
 mod durability;
+mod editor;
 mod hardening;
 mod layers;
 mod operations;
