@@ -185,6 +185,10 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
             move || Box::pin(dispatcher.clone().run(stop.clone(), grace))
         },
     ));
+    let sampling = tokio::spawn(supervise("sampler", tasks.clone(), cancel.clone(), {
+        let (store, cancel) = (store.clone(), cancel.clone());
+        move || Box::pin(sample_loop(store.clone(), cancel.clone()))
+    }));
     let pruning = tokio::spawn(supervise("pruner", tasks.clone(), cancel.clone(), {
         let (cancel, retention) = (cancel.clone(), opts.retention);
         move || Box::pin(prune_loop(store.clone(), retention, cancel.clone()))
@@ -228,6 +232,7 @@ pub async fn serve(opts: ServeOptions, cancel: CancellationToken) -> anyhow::Res
     stop_dispatch.cancel();
     let _ = dispatching.await;
     let _ = pruning.await;
+    let _ = sampling.await;
     let _ = watching.await;
     if let Some(h) = hearing {
         let _ = h.await;
@@ -295,6 +300,21 @@ async fn prune_loop(store: SharedStore, retention: Duration, cancel: Cancellatio
         let every = (retention / 2).clamp(Duration::from_secs(1), PRUNE_EVERY);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = cancel.cancelled() => break,
+        }
+    }
+}
+
+/// How often the queue depth is read for the dashboard's chart (and the gauge).
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+async fn sample_loop(store: SharedStore, cancel: CancellationToken) {
+    loop {
+        if let Ok(depth) = store.queue_depth().await {
+            crate::telemetry::queue_depth(depth);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SAMPLE_EVERY) => {}
             _ = cancel.cancelled() => break,
         }
     }

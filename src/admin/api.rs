@@ -208,3 +208,20 @@ pub(super) async fn targets(State(app): State<Arc<AdminState>>) -> Result<Respon
         targets: app.targets.snapshot(std::time::Instant::now()),
     })
 }
+
+/// `GET /api/overview`: this instance's last hour, for the dashboard's charts
+/// (the queue depth read now is its newest point).
+pub(super) async fn overview(State(app): State<Arc<AdminState>>) -> Result<Response, ApiError> {
+    if let Ok(depth) = app.store.queue_depth().await {
+        crate::telemetry::queue_depth(depth);
+    }
+    let now = crate::clock::now_ms();
+    answer(
+        &crate::telemetry::overview::OVERVIEW
+            .snapshot(now, SLOWEST_SHOWN)
+            .with_totals(),
+    )
+}
+
+/// Actions listed under "slowest".
+const SLOWEST_SHOWN: usize = 5;

@@ -327,6 +327,103 @@ async function live() {
     reloadQueue();
   });
 }
+// The overview strip: this instance's last hour (/api/overview), drawn as
+// inline SVG built node by node (names reach it only as text nodes), so the
+// strict policy needs no exception: no library, no inline style.
+const SVG_NS = "http://www.w3.org/2000/svg";
+const svg = (tag, attrs = {}, ...kids) => {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  return e;
+};
+const CHART_W = 300, CHART_H = 64, SOURCE_COLOURS = 6;
+const minuteLabel = (start, i) => new Date(start + i * 60000).toISOString().slice(11, 16) + " UTC";
+function legend(figure, items) {
+  const p = figure.querySelector(".legend");
+  p.replaceChildren(...items.flatMap(([cls, text]) => [el("span", { class: "swatch " + cls }), text]));
+}
+function empty(chart, text) {
+  chart.replaceChildren(svg("svg", { viewBox: `0 0 ${CHART_W} ${CHART_H}`, class: "empty" },
+    svg("text", { x: CHART_W / 2, y: CHART_H / 2, "text-anchor": "middle" }, text)));
+}
+// Bars per minute, one stacked segment per series, oldest minute on the left.
+function stackedBars(figure, series, cls, start, what) {
+  const chart = figure.querySelector(".chart");
+  const minutes = series.length ? series[0].per_minute.length : 60;
+  const sums = Array.from({ length: minutes }, (_, i) => series.reduce((n, s) => n + s.per_minute[i], 0));
+  const max = Math.max(...sums, 0);
+  legend(figure, series.map((s, k) => [cls(s, k), `${s.name} ${s.total}`]));
+  if (max === 0) return empty(chart, `no ${what} in the last hour`);
+  const w = CHART_W / minutes;
+  const g = svg("svg", { viewBox: `0 0 ${CHART_W} ${CHART_H}`, role: "img", "aria-label": `${what} per minute, most ${max}` });
+  for (let i = 0; i < minutes; i++) {
+    let y = CHART_H - 10;
+    series.forEach((s, k) => {
+      const v = s.per_minute[i];
+      if (!v) return;
+      const h = Math.max(1, (v / max) * (CHART_H - 14));
+      y -= h;
+      g.append(svg("rect", { class: "bar " + cls(s, k), x: (i * w).toFixed(2), y: y.toFixed(2), width: Math.max(0.5, w - 0.6).toFixed(2), height: h.toFixed(2) },
+        svg("title", {}, `${s.name}: ${v} at ${minuteLabel(start, i)}`)));
+    });
+  }
+  g.append(svg("line", { class: "axis", x1: 0, x2: CHART_W, y1: CHART_H - 10, y2: CHART_H - 10 }),
+    svg("text", { x: 0, y: CHART_H }, "−60 min"), svg("text", { x: CHART_W, y: CHART_H, "text-anchor": "end" }, "now"),
+    svg("text", { x: CHART_W, y: 8, "text-anchor": "end" }, `${max}/min`));
+  chart.replaceChildren(g);
+}
+function queueChart(figure, samples, start, now) {
+  const chart = figure.querySelector(".chart");
+  if (!samples.length) { legend(figure, []); return empty(chart, "no readings yet"); }
+  const max = Math.max(...samples.map((s) => s.depth), 1);
+  const x = (at) => ((at - start) / Math.max(1, now - start)) * CHART_W;
+  const y = (d) => CHART_H - 10 - (d / max) * (CHART_H - 14);
+  const pts = samples.map((s) => `${x(s.at).toFixed(1)},${y(s.depth).toFixed(1)}`);
+  const first = x(samples[0].at).toFixed(1), last = x(samples[samples.length - 1].at).toFixed(1);
+  const g = svg("svg", { viewBox: `0 0 ${CHART_W} ${CHART_H}`, role: "img", "aria-label": `queue depth, now ${samples[samples.length - 1].depth}` },
+    svg("polygon", { class: "depth-area", points: `${first},${CHART_H - 10} ${pts.join(" ")} ${last},${CHART_H - 10}` }),
+    svg("polyline", { class: "depth-line", points: pts.join(" ") }),
+    // The newest reading, visible even when it is the only one.
+    svg("circle", { class: "depth-now", cx: last, cy: y(samples[samples.length - 1].depth).toFixed(1), r: 2.5 }),
+    svg("line", { class: "axis", x1: 0, x2: CHART_W, y1: CHART_H - 10, y2: CHART_H - 10 }),
+    svg("text", { x: 0, y: CHART_H }, "−60 min"), svg("text", { x: CHART_W, y: CHART_H, "text-anchor": "end" }, "now"),
+    svg("text", { x: CHART_W, y: 8, "text-anchor": "end" }, `max ${max}`));
+  chart.replaceChildren(g);
+  const d = samples[samples.length - 1].depth;
+  figure.querySelector(".legend").textContent = `now ${d} waiting, ${samples.length} reading${samples.length === 1 ? "" : "s"}`;
+}
+const ms = (v) => v >= 1000 ? `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)} s` : `${v.toFixed(v >= 10 ? 0 : 1)} ms`;
+function slowestChart(figure, slow) {
+  const chart = figure.querySelector(".chart");
+  if (!slow.length) return empty(chart, "no attempts in the last hour");
+  const max = Math.max(...slow.map((s) => s.p95_ms), 0.001);
+  const row = CHART_H / 5;
+  const g = svg("svg", { viewBox: `0 0 ${CHART_W} ${CHART_H}`, role: "img", "aria-label": "slowest actions by p95 attempt duration" });
+  slow.forEach((s, i) => {
+    const y = i * row;
+    const w = Math.max(1, (s.p95_ms / max) * (CHART_W * 0.35));
+    g.append(svg("g", { class: "slow" },
+      svg("title", {}, `${s.target}: p95 ${ms(s.p95_ms)} over ${s.attempts} attempts`),
+      svg("text", { class: "label", x: 0, y: y + row - 3 }, s.target.length > 30 ? s.target.slice(0, 29) + "…" : s.target),
+      svg("rect", { class: "slow-bar", x: CHART_W * 0.48, y: y + 2, width: w.toFixed(1), height: row - 4 }),
+      svg("text", { x: CHART_W, y: y + row - 3, "text-anchor": "end" }, ms(s.p95_ms))));
+  });
+  chart.replaceChildren(g);
+}
+async function loadOverview() {
+  const o = await api("/api/overview").catch(() => null);
+  if (!o) return;
+  stackedBars($("chart-events"), o.events, (s, k) => "s" + (k % SOURCE_COLOURS), o.start, "events");
+  stackedBars($("chart-outcomes"), o.outcomes, (s) => "o-" + s.name, o.start, "attempts");
+  queueChart($("chart-queue"), o.queue_depth, o.start, o.now);
+  slowestChart($("chart-slowest"), o.slowest);
+}
+// Cheap (counts kept in memory), and a minute is the charts' resolution.
+const OVERVIEW_EVERY = 5000;
+loadOverview();
+setInterval(loadOverview, OVERVIEW_EVERY);
+
 $("source").onchange = $("matched").onchange = () => loadEvents(false);
 $("more").onclick = () => loadEvents(true);
 loadRules().catch((e) => { $("ruleset").textContent = "cannot load: " + e.message; });

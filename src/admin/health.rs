@@ -37,9 +37,7 @@ pub(super) async fn readyz(State(app): State<Arc<AdminState>>) -> Response {
 /// Prometheus text; no ids in labels, no secrets, so it is open like the health checks.
 pub(super) async fn metrics(State(app): State<Arc<AdminState>>) -> Response {
     if let Ok(depth) = app.store.queue_depth().await {
-        crate::telemetry::METRICS
-            .queue_depth
-            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        crate::telemetry::queue_depth(depth);
     }
     if let Ok(oldest) = app.store.oldest_waiting().await {
         let age = oldest.map_or(0, |at| (crate::clock::now_ms() - at).max(0));

@@ -64,6 +64,7 @@ pub fn router(app: Arc<AdminState>) -> Router<Arc<AdminState>> {
         .route("/api/deliveries/{id}", get(api::delivery))
         .route("/api/deliveries/{id}/retry", post(api::retry))
         .route("/api/targets", get(api::targets))
+        .route("/api/overview", get(api::overview))
         .route("/api/stream", get(stream::stream))
         .route(
             "/api/stream/ticket",

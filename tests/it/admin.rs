@@ -1089,3 +1089,102 @@ async fn the_grafana_dashboard_queries_only_what_metrics_exposes() {
         );
     }
 }
+
+/// `GET /api/overview` counts what this instance did in the last hour, from
+/// real traffic, behind the admin token like the rest of the API.
+#[tokio::test]
+async fn the_overview_counts_events_outcomes_depth_and_the_slowest_actions() {
+    let rx = Receiver::start().await;
+    rx.script("/down", &[(503, None); 3]);
+    let rules = format!(
+        "sources:\n  github: {{}}\n  forms: {{}}\nrules:\n  - name: chat\n    source: github\n    actions:\n      - name: post\n        http: {{ url: \"{}\" }}\n  - name: lead\n    source: forms\n    actions:\n      - name: crm\n        http: {{ url: \"{}\" }}\n        retry: {{ attempts: 2, initial: 1h }}\n      - name: sleepy\n        command: {{ argv: [sleep, \"0.2\"] }}\n",
+        rx.url("/up"),
+        rx.url("/down")
+    );
+    let token = "ov-t0ken";
+    let d = Daemon::start_with(&[("r.yaml", &rules)], &[], &["--admin-token", token]);
+    let hook = |path: &'static str| {
+        client()
+            .post(d.url(path))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(hook("/hooks/github").await.unwrap().status(), 202);
+    }
+    assert_eq!(hook("/hooks/forms").await.unwrap().status(), 202);
+
+    let overview = || async {
+        client()
+            .get(d.url("/api/overview"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    // 3 posts, the CRM's first attempt and the sleep: five attempts.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let o = loop {
+        let o = overview().await;
+        let attempts: u64 = o["outcomes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["total"].as_u64().unwrap())
+            .sum();
+        if attempts == 5 || Instant::now() > deadline {
+            break o;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let series = |key: &str| -> Vec<(String, u64, u64)> {
+        o[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let minutes = s["per_minute"].as_array().unwrap();
+                assert_eq!(minutes.len(), 60, "{o:#}");
+                (
+                    s["name"].as_str().unwrap().to_owned(),
+                    s["total"].as_u64().unwrap(),
+                    minutes.iter().map(|n| n.as_u64().unwrap()).sum(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        series("events"),
+        [("forms".into(), 1, 1), ("github".into(), 3, 3)],
+        "{o:#}"
+    );
+    assert_eq!(
+        series("outcomes"),
+        [("succeeded".into(), 4, 4), ("retrying".into(), 1, 1)],
+        "{o:#}"
+    );
+    // The retrying CRM delivery waits an hour: read at this request.
+    let depth = o["queue_depth"].as_array().unwrap();
+    assert_eq!(depth.last().unwrap()["depth"], 1, "{o:#}");
+    let start = o["start"].as_i64().unwrap();
+    let now = o["now"].as_i64().unwrap();
+    assert!(now - start >= 59 * 60_000 && now - start < 60 * 60_000, "{o:#}");
+    // The 0.2 s command first, then the two http actions.
+    let slowest = o["slowest"].as_array().unwrap();
+    assert_eq!(slowest[0]["target"], "lead/sleepy", "{o:#}");
+    assert_eq!(slowest[0]["attempts"], 1);
+    let p95 = slowest[0]["p95_ms"].as_f64().unwrap();
+    assert!((150.0..=260.0).contains(&p95), "{o:#}");
+    let targets: Vec<&str> = slowest.iter().map(|s| s["target"].as_str().unwrap()).collect();
+    assert_eq!(targets.len(), 3, "{o:#}");
+    assert!(targets.contains(&"chat/post") && targets.contains(&"lead/crm"));
+
+    let r = client().get(d.url("/api/overview")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the overview needs the token");
+    // And the daemon goes on serving.
+    assert_eq!(hook("/hooks/github").await.unwrap().status(), 202);
+}

@@ -763,3 +763,121 @@ async fn a_busy_stream_makes_the_dashboard_reload_at_most_once_a_second() {
     let _ = b.client.close().await;
     result.unwrap();
 }
+
+/// The overview strip draws the last hour from real traffic: events per
+/// minute by source, attempts by outcome (a receiver answering 500 leaves
+/// its delivery retrying), the queue depth, and the slowest action (a real
+/// `sleep` of 0.3 s) first. Leaves `overview.png` in the test's target
+/// directory (the README's picture).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_strip_charts_the_last_hour_from_real_traffic() {
+    let rx = Receiver::start().await;
+    rx.script("/crm", &[(500, None); 4]);
+    let rules = format!(
+        r#"sources:
+  github: {{}}
+  forms: {{}}
+rules:
+  - name: push-to-chat
+    source: github
+    actions:
+      - name: chat
+        http: {{ url: "{chat}" }}
+  - name: deploy
+    source: github
+    actions:
+      - name: script
+        command: {{ argv: [sleep, "0.3"] }}
+  - name: lead
+    source: forms
+    actions:
+      - name: crm
+        http: {{ url: "{crm}" }}
+        retry: {{ attempts: 5, initial: 1m }}
+"#,
+        chat = rx.url("/chat"),
+        crm = rx.url("/crm"),
+    );
+    let d = Daemon::start(&[("r.yaml", &rules)]);
+    for i in 0..3 {
+        d.post_json(
+            "/hooks/github",
+            json!({ "ref": format!("refs/heads/b{i}") }).to_string(),
+        )
+        .await;
+    }
+    for _ in 0..2 {
+        d.post_json(
+            "/hooks/forms",
+            json!({"email": "ada@example.com"}).to_string(),
+        )
+        .await;
+    }
+    rx.wait_for("/chat", 3, Duration::from_secs(10)).await;
+    rx.wait_for("/crm", 2, Duration::from_secs(10)).await;
+
+    let b = Browser::open().await;
+    let run = async {
+        b.client.goto(&d.url("/")).await?;
+        // Every attempt above has finished once the three commands have:
+        // wait until the charts say so (the page redraws every 5 s).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let drawn = loop {
+            let v = b
+                .js(
+                    "const sum = (sel) => [...document.querySelectorAll(sel)]
+                        .map((t) => Number(t.textContent.split(': ')[1].split(' ')[0]))
+                        .reduce((a, b) => a + b, 0);
+                     return {
+                       events: sum('#chart-events rect.bar title'),
+                       outcomes: sum('#chart-outcomes rect.bar title'),
+                       sources: document.querySelector('#chart-events .legend').textContent,
+                       states: document.querySelector('#chart-outcomes .legend').textContent,
+                       depth: document.querySelectorAll('#chart-queue polyline.depth-line').length,
+                       depth_legend: document.querySelector('#chart-queue .legend').textContent,
+                       slow: [...document.querySelectorAll('#chart-slowest g.slow text.label')].map((t) => t.textContent),
+                       slow_first: (document.querySelector('#chart-slowest g.slow title') || {}).textContent || '',
+                     };",
+                    vec![],
+                )
+                .await?;
+            if v["outcomes"] == 8 || std::time::Instant::now() > deadline {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        // 3 pushes + 2 leads, drawn as bars whose titles add up.
+        assert_eq!(drawn["events"], 5, "{drawn:#}");
+        assert_eq!(drawn["sources"], "forms 2github 3", "{drawn:#}");
+        // 3 chat + 3 deploys succeeded, 2 CRM attempts left their deliveries retrying.
+        assert_eq!(drawn["outcomes"], 8, "{drawn:#}");
+        assert_eq!(drawn["states"], "succeeded 6retrying 2", "{drawn:#}");
+        assert_eq!(drawn["depth"], 1, "{drawn:#}");
+        // The two CRM deliveries wait for their next attempt a minute away.
+        let depth = drawn["depth_legend"].as_str().unwrap();
+        assert!(depth.starts_with("now 2 waiting"), "{drawn:#}");
+        // The command that sleeps 0.3 s is the slowest action, by far.
+        assert_eq!(drawn["slow"][0], "deploy/script", "{drawn:#}");
+        assert_eq!(drawn["slow"].as_array().unwrap().len(), 3, "{drawn:#}");
+        let first = drawn["slow_first"].as_str().unwrap();
+        let p95: f64 = first
+            .split("p95 ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{first}"));
+        assert!(
+            first.contains(" ms over 3 attempts") && p95 >= 250.0,
+            "{first}"
+        );
+
+        let png = b.client.screenshot().await?;
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("overview.png");
+        std::fs::write(&path, png).unwrap();
+        println!("overview screenshot: {}", path.display());
+        Ok::<_, CmdError>(())
+    };
+    let result = run.await;
+    let _ = b.client.close().await;
+    result.unwrap();
+}

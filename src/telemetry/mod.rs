@@ -6,6 +6,8 @@
 //! thread falls behind by [`LOG_BUFFER_LINES`], new lines are dropped rather
 //! than waited for, and counted in `hookwire_log_lines_dropped`. Colours only when stderr is a terminal.
 
+pub mod overview;
+
 use std::io::{IsTerminal as _, Write};
 
 use tracing_subscriber::EnvFilter;
@@ -98,7 +100,7 @@ pub struct Metrics {
     matched: Family<Labels, Counter>,
     deliveries: Family<Labels, Counter>,
     attempt_seconds: Family<Labels, Histogram>,
-    pub queue_depth: Gauge,
+    queue_depth: Gauge,
     log_lines_dropped: Gauge,
     task_restarts: Family<Labels, Counter>,
     connections_refused: Counter,
@@ -407,7 +409,17 @@ pub fn event_stored(event_id: &str, source: &str, matched: &[String], deliveries
             .get_or_create(&vec![label("source", source), label("rule", rule)])
             .inc();
     }
+    overview::OVERVIEW.event_stored(crate::clock::now_ms(), source);
     tracing::info!(event_id, source, matched = %Joined(matched), deliveries, "event stored");
+}
+
+/// Deliveries waiting to run, as just counted: the gauge, and a point of the
+/// dashboard's queue-depth chart.
+pub fn queue_depth(depth: u64) {
+    METRICS
+        .queue_depth
+        .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    overview::OVERVIEW.queue_depth(crate::clock::now_ms(), depth);
 }
 
 pub fn event_duplicate(first_event_id: &str, source: &str) {
@@ -451,6 +463,12 @@ impl AttemptFinished<'_> {
             .attempt_seconds
             .get_or_create(&vec![label("action_type", self.action_type)])
             .observe(self.duration.as_secs_f64());
+        overview::OVERVIEW.attempt_finished(
+            crate::clock::now_ms(),
+            (self.rule, self.action),
+            self.state,
+            self.duration,
+        );
         tracing::info!(
             delivery_id = self.delivery_id,
             event_id = self.event_id,
