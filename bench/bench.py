@@ -1375,6 +1375,50 @@ class Bench:
         finally:
             srv.stop()
 
+    def backtest(self, work, n_events=1000, n_rules=100, times=5):
+        """`hookwire check --backtest` of a changed copy of `n_rules` rules
+        against the live ones over `n_events` stored pushes (each matched by a
+        tenth of the rules): the wall time of the whole command (local check,
+        the request, the daemon's evaluation and rendering of both sets)."""
+        srv = self.start_hookwire(work, backtest_rules(n_rules))
+        try:
+            with open(PAYLOAD, "rb") as f:
+                push = json.load(f)
+            for k in range(n_events):
+                push["ref"] = f"refs/heads/team-{k % 10}/b{k}"
+                req = urllib.request.Request(
+                    f"http://{srv.addr}/hooks/github",
+                    data=json.dumps(push).encode(),
+                    method="POST",
+                    headers={"Content-Type": "application/json", "X-GitHub-Event": "push"},
+                )
+                urllib.request.urlopen(req, timeout=10).read()
+            cand = os.path.join(work, "candidate")
+            os.makedirs(cand, exist_ok=True)
+            with open(os.path.join(cand, "bench.yaml"), "w") as f:
+                f.write(backtest_rules(n_rules, changed=True))
+            took, report = [], None
+            for _ in range(times):
+                t0 = time.time()
+                out = subprocess.run(
+                    [self.hookwire, "check", "--backtest", "--server", f"http://{srv.addr}",
+                     "--format", "json", "--last", str(n_events), cand],
+                    capture_output=True, text=True, timeout=120,
+                )
+                took.append(time.time() - t0)
+                if out.returncode != 3:
+                    raise RuntimeError(f"backtest exited {out.returncode}: {out.stderr}")
+                report = json.loads(out.stdout)
+            return {
+                "events": report["events"],
+                "rules": n_rules,
+                "changed_events": report["events_changed"],
+                "median_s": statistics.median(took),
+                "max_s": max(took),
+            }
+        finally:
+            srv.stop()
+
     def reload(self, work, n_rules=1000, times=5):
         """Median time to load, compile and swap a set of `n_rules` rules, as
         the daemon logs it after each rewrite of the file."""
@@ -1394,6 +1438,34 @@ class Bench:
             return took
         finally:
             srv.stop()
+
+
+def backtest_rules(n_rules, changed=False):
+    """`n_rules` rules on an unsigned `github` source, rule i matching pushes
+    to `refs/heads/team-{i % 10}/**`; `changed` is a candidate that widens
+    rule 0's glob and words the message of every even rule differently."""
+    lines = ["sources:", "  github: {}", "rules:"]
+    for i in range(n_rules):
+        glob_ = "refs/heads/**" if (changed and i == 0) else f"refs/heads/team-{i % 10}/**"
+        verb = "sent" if (changed and i % 2 == 0) else "pushed"
+        lines += [
+            f"  - name: rule-{i}",
+            "    source: github",
+            "    when:",
+            "      - header: X-GitHub-Event",
+            "        equals: push",
+            "      - path: $.ref",
+            f'        glob: "{glob_}"',
+            "    actions:",
+            "      - name: chat",
+            "        retry: { attempts: 1 }",
+            "        http:",
+            '          url: "http://127.0.0.1:9/chat"',
+            "          body:",
+            f'            text: "{{{{payload.pusher.name}}}} {verb} {{{{len payload.commits}}}} commits to {{{{payload.ref}}}} (rule {i})"',
+            '            repo: "{{payload.repository.full_name}}"',
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def insert_old_events(db, n, age_s):
@@ -1855,7 +1927,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--only", help="comma-separated scenario keys: " + ",".join(k for k, _ in SCENARIOS)
-                    + ",reload,outage,idle,retention,pg-scale,pg-takeover,pg-serial")
+                    + ",latency,backlog,reload,backtest,outage,idle,retention,pg-scale,pg-takeover,pg-serial")
     ap.add_argument("--results", help="markdown file whose generated section is replaced with this run")
     ap.add_argument("--prune-events", type=int, default=300_000,
                     help="old events the retention scenario prunes while under load")
@@ -1868,7 +1940,7 @@ def main():
     bench = Bench(args, args.bin)
     only = set(args.only.split(",")) if args.only else None
     results = {k: [] for k, _ in SCENARIOS}
-    reloads, idle, outages, retention = [], [], [], []
+    reloads, idle, outages, retention, backtests = [], [], [], [], []
     scale, takeovers, serials = [], [], []
     latencies, backlogs = [], []
     runs = {
@@ -1925,6 +1997,11 @@ def main():
                 took = bench.reload(work)
             reloads += took[1:]
             log(f"round {rnd} reload        start {took[0] if took else '?'} ms, reloads {took[1:]} ms")
+        if not only or "backtest" in only:
+            with scenario_dir("hookwire-bench-backtest-") as work:
+                b = bench.backtest(work)
+            backtests.append(b)
+            log(f"round {rnd} backtest      {backtest_line(b)}")
         if not only or "outage" in only:
             with scenario_dir("hookwire-bench-outage-") as work:
                 o = bench.outage(work)
@@ -1967,6 +2044,12 @@ def main():
     text = f"Machine: {machine()}\n\nRun: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, " \
            f"{(time.time() - started) / 60:.1f} min\n\n" + report(results, reloads, idle, args, retention, scale, takeovers, serials,
                     latencies, backlogs)
+    if backtests:
+        worst = max(b["median_s"] for b in backtests)
+        text += "\n\n### Backtest\n\n" + "\n".join(f"- {backtest_line(b)}" for b in backtests) + (
+            f"\n\nGoal: 1,000 stored events against 100 rules in under a second: "
+            f"{'met' if worst < 1.0 else 'missed'} (slowest round's median {worst:.2f} s).\n"
+        )
     if outages:
         text += "\n\n### Receiver outage\n\n" + "\n".join(
             f"- {o['acked']:,} events acknowledged in 20 s with the receiver down: "
@@ -1978,6 +2061,12 @@ def main():
     if args.results:
         write_results(args.results, text)
         log(f"wrote {args.results}")
+
+
+def backtest_line(b):
+    return (f"{b['events']:,} events × {b['rules']} rules: `hookwire check --backtest` in "
+            f"{b['median_s'] * 1000:.0f} ms (median of 5, max {b['max_s'] * 1000:.0f} ms), "
+            f"{b['changed_events']:,} events changed")
 
 
 BEGIN = "<!-- bench/run writes from here -->"

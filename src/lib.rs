@@ -44,6 +44,7 @@
 //! | [`actions`] | rendering http, email and command actions and running one once |
 //! | [`dispatch`] | claiming due deliveries, running attempts, the retry policy, per-target limits |
 //! | [`ingest`] | the HTTP path from request to stored event, and every answer of SPEC §5 |
+//! | [`backtest`] | a candidate rule set against the live one over stored events: what would change |
 //! | **surfaces** | |
 //! | [`admin`] | health checks, the admin API, server-sent events and the dashboard |
 //! | [`server`] | the listener, connection limits, wiring and shutdown |
@@ -56,6 +57,7 @@
 
 pub mod actions;
 pub mod admin;
+pub mod backtest;
 pub mod bus;
 pub mod cli;
 pub mod clock;

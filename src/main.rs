@@ -38,6 +38,31 @@ enum Command {
         /// Also list every rule with its actions, and the step graph of rules with steps.
         #[arg(short, long)]
         verbose: bool,
+        /// Compare these files with the rules a running daemon serves, over
+        /// the events it stored: which rules would start or stop matching
+        /// which events, and which rendered fields would change. Exit 0 when
+        /// nothing changes, 3 when something does, 1 when the files do not
+        /// load, 2 on bad input.
+        #[arg(long)]
+        backtest: bool,
+        /// With --backtest: the newest N stored events (default 1000, at most 10000).
+        #[arg(long, requires = "backtest")]
+        last: Option<u32>,
+        /// With --backtest: the events received within this long, e.g. 24h.
+        #[arg(long, requires = "backtest")]
+        since: Option<String>,
+        /// With --backtest: only the events of this source.
+        #[arg(long, requires = "backtest")]
+        source: Option<String>,
+        /// With --backtest: the daemon's address.
+        #[arg(long, default_value = "http://127.0.0.1:8080", requires = "backtest")]
+        server: String,
+        /// With --backtest: the daemon's admin token.
+        #[arg(long, env = "HOOKWIRE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// With --backtest: output format.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"], requires = "backtest")]
+        format: String,
     },
     /// Dry-run: evaluate the rules of a source against a payload and show why each rule did or did not match.
     Test(TestArgs),
@@ -255,13 +280,37 @@ fn main() -> ExitCode {
     match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
-        Some(Command::Check { paths, verbose }) => {
+        Some(Command::Check {
+            paths,
+            verbose,
+            backtest,
+            last,
+            since,
+            source,
+            server,
+            admin_token,
+            format,
+        }) => {
             let paths = if paths.is_empty() {
                 vec![PathBuf::from("./rules")]
             } else {
                 paths
             };
-            cli::check::run(&paths, verbose)
+            if backtest {
+                cli::backtest::run(&cli::backtest::BacktestOptions {
+                    paths,
+                    api: cli::ops::Api {
+                        server,
+                        token: admin_token.filter(|t| !t.is_empty()),
+                        json: format == "json",
+                    },
+                    last,
+                    since,
+                    source,
+                })
+            } else {
+                cli::check::run(&paths, verbose)
+            }
         }
         Some(Command::Test(t)) => cli::test::run(&cli::test::TestOptions {
             source: t.source,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use serde::Serialize;
@@ -60,6 +60,8 @@ mod rfc3339_opt {
 
 pub struct LiveRules {
     current: ArcSwap<RuleSet>,
+    /// The set the last reload replaced (none until a second set loads).
+    previous: ArcSwapOption<RuleSet>,
     status: Mutex<ReloadStatus>,
     paths: Vec<PathBuf>,
     env: HashMap<String, String>,
@@ -71,6 +73,7 @@ impl LiveRules {
     pub fn new(paths: Vec<PathBuf>, env: HashMap<String, String>, opts: LoadOptions) -> Self {
         let live = Self {
             current: ArcSwap::from_pointee(RuleSet::empty()),
+            previous: ArcSwapOption::empty(),
             status: Mutex::new(ReloadStatus::default()),
             paths,
             env,
@@ -82,6 +85,20 @@ impl LiveRules {
 
     pub fn current(&self) -> Arc<RuleSet> {
         self.current.load_full()
+    }
+
+    /// The set the last reload replaced, if a reload has replaced one.
+    pub fn previous(&self) -> Option<Arc<RuleSet>> {
+        self.previous.load_full()
+    }
+
+    /// Loads rule files given as `(name, text)` the way this set's files are
+    /// loaded (the same environment for `${VAR}`): a candidate to backtest.
+    pub fn load_candidate(
+        &self,
+        files: &[(String, String)],
+    ) -> Result<RuleSet, rules::LoadFailure> {
+        rules::load_texts(files, &self.env, &self.opts)
     }
 
     pub fn status(&self) -> ReloadStatus {
@@ -118,7 +135,11 @@ impl LiveRules {
                 status.version += 1;
                 set.version = status.version;
                 let set = Arc::new(set);
-                self.current.store(set.clone());
+                let replaced = self.current.swap(set.clone());
+                // The empty set a failed first load starts with is nothing to compare with.
+                if replaced.version > 0 {
+                    self.previous.store(Some(replaced));
+                }
                 // Load, compile and swap: what `took_ms` in the log measures.
                 crate::telemetry::ReloadSucceeded {
                     version: set.version,

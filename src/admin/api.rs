@@ -43,7 +43,7 @@ impl ListQuery {
 }
 
 /// Every answer of the API leaves through here: secrets masked (SPEC §8).
-fn answer(view: &impl Serialize) -> Result<Response, ApiError> {
+pub(super) fn answer(view: &impl Serialize) -> Result<Response, ApiError> {
     let mut body = serde_json::to_value(view)?;
     crate::redact::json(&mut body);
     Ok(Json(body).into_response())

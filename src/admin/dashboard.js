@@ -246,9 +246,44 @@ async function loadRules() {
   const err = r.reload && r.reload.last_error;
   $("ruleset").replaceChildren(`rule set v${r.version}: ${r.sources.length} sources, ${r.rules.length} rules`);
   if (err && err.length) $("ruleset").append(" — ", el("span", { class: "error", id: "reload-error" }, `last reload failed: ${err[0].file}:${err[0].line}:${err[0].col}: ${err[0].message}`));
+  // After a reload: what it changed on the stored events, one click away.
+  if (r.version > 1) $("ruleset").append(" ", el("button", { id: "reload-diff", onclick: () => showReloadDiff().catch((e) => $("detail").replaceChildren(el("p", { class: "error" }, "cannot backtest: " + e.message))) }, `what v${r.version} changed`));
   const current = $("source").value;
   $("source").replaceChildren(el("option", { value: "" }, "all sources"), ...r.sources.map((s) => el("option", { value: s.name }, s.name)));
   $("source").value = current;
+}
+// What the last reload changed on the last 1,000 stored events
+// (GET /api/backtest/last-reload): per rule, the events that started or
+// stopped matching and the rendered fields that differ.
+const ids = (list) => {
+  const span = el("span", { class: "mono" });
+  list.slice(0, 5).forEach((id, i) => span.append(i ? ", " : "", el("a", { href: "#" + id, onclick: (ev) => { ev.preventDefault(); showEvent(id).catch(() => {}); } }, id)));
+  if (list.length > 5) span.append(` and ${list.length - 5} more`);
+  return span;
+};
+async function showReloadDiff() {
+  selected = null;
+  const r = await api("/api/backtest/last-reload");
+  const d = $("detail");
+  d.replaceChildren(
+    el("h2", { id: "backtest" }, `What v${r.candidate_version} changed (against v${r.baseline_version})`),
+    el("p", { class: "muted" }, `on the last ${r.events} stored events, evaluated with each set; nothing was sent`),
+    el("p", { class: r.changed ? "no" : "yes", id: "verdict" }, r.verdict));
+  const rows = el("tbody");
+  let same = 0;
+  for (const rule of r.rules) {
+    if (rule.status === "same") { same++; continue; }
+    const what = el("td");
+    if (rule.started.length) what.append(el("div", {}, `+${rule.started.length} started: `, ids(rule.started)));
+    if (rule.stopped.length) what.append(el("div", {}, `−${rule.stopped.length} stopped: `, ids(rule.stopped)));
+    for (const x of rule.differences) {
+      what.append(el("div", {}, `${x.action}/${x.field} differs on ${x.events} event(s), e.g. `, ids([x.example])),
+        el("pre", { class: "diff" }, `- ${JSON.stringify(x.before)}\n+ ${JSON.stringify(x.after)}`));
+    }
+    rows.append(el("tr", { "data-rule": rule.rule }, el("td", {}, rule.rule), el("td", {}, rule.status), el("td", {}, `${rule.before} → ${rule.after}`), what));
+  }
+  d.append(el("table", { class: "backtest" }, el("thead", {}, el("tr", {}, el("th", {}, "rule"), el("th", {}, ""), el("th", {}, "matched"), el("th", {}, "what changed"))), rows));
+  if (same) d.append(el("p", { class: "muted" }, `${same} rule${same === 1 ? "" : "s"} unchanged`));
 }
 // The queue depth as /metrics counts it: one count over an index, where
 // listing the waiting deliveries would read and send hundreds of them.

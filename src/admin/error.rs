@@ -34,12 +34,24 @@ pub(super) enum ApiError {
         "delivery {id} is a step skipped because it needs {need}: retry that one, and this step runs after it"
     )]
     BehindNeed { id: DeliveryId, need: String },
+    /// A request body or parameter that cannot be used, with why.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The rule files sent for a backtest do not load.
+    #[error("the candidate rule files do not load")]
+    CandidateInvalid(Vec<crate::rules::Diagnostic>),
+    /// `GET /api/backtest/last-reload` before any reload replaced a set.
+    #[error("no reload has replaced a rule set since this instance started: nothing to compare")]
+    NoReload,
     #[error("the store is not available")]
     Store(#[from] StoreError),
     /// An answer could not be turned into JSON: a bug here, not the client's
     /// and not the store's.
     #[error("internal error")]
     Encode(#[from] serde_json::Error),
+    /// A task of the answer's own failed (a panic in a backtest): a bug here.
+    #[error("internal error")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -48,10 +60,12 @@ impl ApiError {
             ApiError::TokenRequired => StatusCode::UNAUTHORIZED,
             ApiError::LoopbackOnly => StatusCode::FORBIDDEN,
             ApiError::NoEvent(_) | ApiError::NoDelivery(_) => StatusCode::NOT_FOUND,
-            ApiError::UnknownStatus(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownStatus(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::CandidateInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NoReload => StatusCode::NOT_FOUND,
             ApiError::NotRetryable { .. } | ApiError::BehindNeed { .. } => StatusCode::CONFLICT,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Encode(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -64,9 +78,17 @@ impl IntoResponse for ApiError {
             ApiError::Encode(e) => {
                 tracing::error!(error = %e, "admin API: the answer could not be encoded");
             }
+            ApiError::Internal(e) => tracing::error!(error = %e, "admin API: internal error"),
             _ => {}
         }
-        let mut resp = (self.status(), Json(json!({ "error": self.to_string() }))).into_response();
+        let mut body = json!({ "error": self.to_string() });
+        if let ApiError::CandidateInvalid(errors) = &self {
+            // Positions and messages; like every answer, no secret in them.
+            let mut list = json!(errors);
+            crate::redact::json(&mut list);
+            body["errors"] = list;
+        }
+        let mut resp = (self.status(), Json(body)).into_response();
         if let ApiError::TokenRequired = self {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

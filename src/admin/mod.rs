@@ -14,6 +14,7 @@
 
 mod api;
 mod auth;
+mod backtest;
 mod dashboard;
 mod error;
 mod health;
@@ -65,6 +66,8 @@ pub fn router(app: Arc<AdminState>) -> Router<Arc<AdminState>> {
         .route("/api/deliveries/{id}/retry", post(api::retry))
         .route("/api/targets", get(api::targets))
         .route("/api/overview", get(api::overview))
+        .route("/api/backtest", post(backtest::candidate))
+        .route("/api/backtest/last-reload", get(backtest::last_reload))
         .route("/api/stream", get(stream::stream))
         .route(
             "/api/stream/ticket",

@@ -1,5 +1,6 @@
 //! The authoring commands: `hookwire check` and `hookwire test`.
 
+pub mod backtest;
 pub mod check;
 pub mod ops;
 pub mod rule_tests;

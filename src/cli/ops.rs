@@ -110,6 +110,22 @@ async fn call(api: &Api, op: &Op) -> Result<Value, String> {
 }
 
 async fn request(api: &Api, method: reqwest::Method, path: &str) -> Result<Value, String> {
+    let (status, body) = send(api, method, path, None).await?;
+    if !status.is_success() {
+        let msg = body["error"].as_str().unwrap_or("no detail");
+        return Err(format!("{status}: {msg}"));
+    }
+    Ok(body)
+}
+
+/// One admin API call, with a JSON body when given; the status and the
+/// JSON answer, whatever the status. `Err` when there is no JSON answer.
+pub(crate) async fn send(
+    api: &Api,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(reqwest::StatusCode, Value), String> {
     let base = api.server.trim_end_matches('/');
     let client = reqwest::Client::builder()
         .build()
@@ -117,6 +133,11 @@ async fn request(api: &Api, method: reqwest::Method, path: &str) -> Result<Value
     let mut req = client.request(method, format!("{base}{path}"));
     if let Some(t) = &api.token {
         req = req.bearer_auth(t);
+    }
+    if let Some(body) = body {
+        req = req
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
     }
     let resp = req
         .send()
@@ -129,11 +150,7 @@ async fn request(api: &Api, method: reqwest::Method, path: &str) -> Result<Value
         .map_err(|e| format!("reading the answer of {base}: {e}"))?;
     let body: Value = serde_json::from_str(&text)
         .map_err(|e| format!("{base} did not answer with JSON ({status}): {e}"))?;
-    if !status.is_success() {
-        let msg = body["error"].as_str().unwrap_or("no detail");
-        return Err(format!("{status}: {msg}"));
-    }
-    Ok(body)
+    Ok((status, body))
 }
 
 pub(crate) fn segment(s: &str) -> String {

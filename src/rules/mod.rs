@@ -199,22 +199,54 @@ pub fn load(
     files.sort();
     files.dedup();
 
-    let mut builder = compile::Builder::new(env, opts);
+    let mut texts = Vec::new();
     for file in &files {
-        let shown = shown(file);
-        let text = match std::fs::read_to_string(file) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(Diagnostic::file(file, format!("cannot read: {e}")));
-                continue;
-            }
-        };
+        match std::fs::read_to_string(file) {
+            Ok(t) => texts.push((file.clone(), t)),
+            Err(e) => errors.push(Diagnostic::file(file, format!("cannot read: {e}"))),
+        }
+    }
+    build(&texts, errors, env, opts)
+}
+
+/// Loads rule files given as `(name, text)`, as if read from those paths
+/// (names end in `.yaml`, `.yml`, `.toml` or `.json`): a candidate set sent
+/// for a backtest. Errors name the files by these names.
+pub fn load_texts(
+    files: &[(String, String)],
+    env: &HashMap<String, String>,
+    opts: &LoadOptions,
+) -> Result<RuleSet, LoadFailure> {
+    let mut errors = Vec::new();
+    let mut texts = Vec::new();
+    for (name, text) in files {
+        let path = PathBuf::from(name);
+        if node::Format::of(&path).is_none() {
+            errors.push(Diagnostic::file(
+                &path,
+                "not a rule file: the name must end in .yaml, .yml, .toml or .json".to_owned(),
+            ));
+            continue;
+        }
+        texts.push((path, text.clone()));
+    }
+    build(&texts, errors, env, opts)
+}
+
+fn build(
+    texts: &[(PathBuf, String)],
+    mut errors: Vec<Diagnostic>,
+    env: &HashMap<String, String>,
+    opts: &LoadOptions,
+) -> Result<RuleSet, LoadFailure> {
+    let mut builder = compile::Builder::new(env, opts);
+    for (file, text) in texts {
         let Some(format) = node::Format::of(file) else {
             continue;
         };
-        builder.add_file(&shown, file, format, &text);
+        builder.add_file(&shown(file), file, format, text);
     }
-    let (set, mut more, warnings) = builder.finish(files.iter().map(|f| shown(f)).collect());
+    let (set, mut more, warnings) = builder.finish(texts.iter().map(|(f, _)| shown(f)).collect());
     errors.append(&mut more);
     // Secrets are known to every output from the first load on, valid or not.
     crate::redact::register(&set.secrets);

@@ -1172,14 +1172,20 @@ async fn the_overview_counts_events_outcomes_depth_and_the_slowest_actions() {
     assert_eq!(depth.last().unwrap()["depth"], 1, "{o:#}");
     let start = o["start"].as_i64().unwrap();
     let now = o["now"].as_i64().unwrap();
-    assert!(now - start >= 59 * 60_000 && now - start < 60 * 60_000, "{o:#}");
+    assert!(
+        now - start >= 59 * 60_000 && now - start < 60 * 60_000,
+        "{o:#}"
+    );
     // The 0.2 s command first, then the two http actions.
     let slowest = o["slowest"].as_array().unwrap();
     assert_eq!(slowest[0]["target"], "lead/sleepy", "{o:#}");
     assert_eq!(slowest[0]["attempts"], 1);
     let p95 = slowest[0]["p95_ms"].as_f64().unwrap();
     assert!((150.0..=260.0).contains(&p95), "{o:#}");
-    let targets: Vec<&str> = slowest.iter().map(|s| s["target"].as_str().unwrap()).collect();
+    let targets: Vec<&str> = slowest
+        .iter()
+        .map(|s| s["target"].as_str().unwrap())
+        .collect();
     assert_eq!(targets.len(), 3, "{o:#}");
     assert!(targets.contains(&"chat/post") && targets.contains(&"lead/crm"));
 

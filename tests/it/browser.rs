@@ -881,3 +881,68 @@ rules:
     let _ = b.client.close().await;
     result.unwrap();
 }
+
+/// The rule-set panel shows what the last reload changed on the stored
+/// events: a wider glob makes the feature-branch pushes start matching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rule_set_panel_shows_what_the_last_reload_changed() {
+    let rx = Receiver::start().await;
+    let rules = |glob: &str| {
+        format!(
+            "sources:\n  github: {{}}\nrules:\n  - name: push-to-chat\n    source: github\n    when: {{ path: $.ref, glob: \"{glob}\" }}\n    actions:\n      - http: {{ url: \"{}\" }}\n",
+            rx.url("/chat")
+        )
+    };
+    let d = Daemon::start(&[("r.yaml", &rules("refs/heads/main"))]);
+    let mut feature = Vec::new();
+    for i in 0..4 {
+        let git_ref = if i % 2 == 0 {
+            "refs/heads/main".to_owned()
+        } else {
+            format!("refs/heads/feature/{i}")
+        };
+        let sent = d
+            .post_json("/hooks/github", json!({ "ref": git_ref }).to_string())
+            .await;
+        if i % 2 == 1 {
+            feature.push(sent["event_id"].as_str().unwrap().to_owned());
+        }
+    }
+    d.write_rule("r.yaml", &rules("refs/heads/**"));
+    d.wait_rules("the wider glob", |v| v["version"] == 2).await;
+
+    let b = Browser::open().await;
+    let run = async {
+        b.client.goto(&d.url("/")).await?;
+        b.click("#reload-diff").await?;
+        b.wait_for("#detail #verdict").await?;
+        assert_eq!(
+            b.text("#detail #backtest").await?,
+            "What v2 changed (against v1)"
+        );
+        assert_eq!(
+            b.text("#detail #verdict").await?,
+            "1 rule would act differently on 2 of 4 events"
+        );
+        let row = b.text("#detail tr[data-rule='push-to-chat']").await?;
+        assert!(
+            row.starts_with("push-to-chatchanged2 → 4+2 started: "),
+            "{row}"
+        );
+        for id in &feature {
+            assert!(row.contains(id.as_str()), "{row} lacks {id}");
+        }
+        // An id opens that event's trace.
+        b.click(&format!(
+            "#detail tr[data-rule='push-to-chat'] a[href='#{}']",
+            feature[0]
+        ))
+        .await?;
+        b.wait_for("#detail h3.rule").await?;
+        assert!(b.text("#detail h2").await?.starts_with(&feature[0]));
+        Ok::<_, CmdError>(())
+    };
+    let result = run.await;
+    let _ = b.client.close().await;
+    result.unwrap();
+}

@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod answers;
 mod authoring;
+mod backtest;
 mod browser;
 mod cluster;
 mod delivery;
