@@ -185,12 +185,9 @@ pub struct LoadOptions {
     pub smtp_configured: bool,
 }
 
-/// Loads every rule file under `paths` (files or directories, read recursively).
-pub fn load(
-    paths: &[PathBuf],
-    env: &HashMap<String, String>,
-    opts: &LoadOptions,
-) -> Result<RuleSet, LoadFailure> {
+/// The rule files under `paths` as [`load`] reads them (sorted, each once),
+/// and the paths that could not be read.
+pub fn rule_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
     let mut errors = Vec::new();
     let mut files = Vec::new();
     for p in paths {
@@ -198,6 +195,21 @@ pub fn load(
     }
     files.sort();
     files.dedup();
+    (files, errors)
+}
+
+/// A rule file's name as diagnostics show it (`rules/github.yaml`).
+pub fn shown_name(p: &Path) -> String {
+    shown(p)
+}
+
+/// Loads every rule file under `paths` (files or directories, read recursively).
+pub fn load(
+    paths: &[PathBuf],
+    env: &HashMap<String, String>,
+    opts: &LoadOptions,
+) -> Result<RuleSet, LoadFailure> {
+    let (files, mut errors) = rule_files(paths);
 
     let mut texts = Vec::new();
     for file in &files {

@@ -354,3 +354,38 @@ async fn the_last_reload_is_backtested_on_the_stored_events() {
         t.feature_pushes
     );
 }
+
+/// The candidate loads with the daemon's environment (a secret this machine
+/// lacks), and the secret it renders comes back redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backtest_uses_the_daemons_secrets_and_never_shows_them() {
+    let rx = Receiver::start().await;
+    let live = rules(&rx, MAIN, PUSHER);
+    let secret = "s3cr3t-crm-t0ken-4242";
+    let d = Daemon::start_with(&[("r.yaml", &live)], &[("CRM_TOKEN", secret)], &[]);
+    let r = client()
+        .post(d.url("/hooks/contact-form"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(fixture("examples/payloads/contact-form.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let with_token = live.replace(
+        &format!("http: {{ url: \"{}\", body:", rx.url("/crm")),
+        &format!(
+            "http: {{ url: \"{}\", headers: {{ Authorization: \"Bearer ${{CRM_TOKEN}}\" }}, body:",
+            rx.url("/crm")
+        ),
+    );
+    assert_ne!(with_token, live);
+    let cand = candidate(&[("r.yaml", &with_token)]);
+    let (code, out, err) = backtest(&d, cand.path(), &[]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains("crm/headers.Authorization on 1 event(s)"),
+        "{out}"
+    );
+    assert!(out.contains("+ \"Bearer [redacted]\""), "{out}");
+    assert!(!out.contains(secret) && !err.contains(secret), "{out}{err}");
+}
