@@ -86,8 +86,17 @@ pub(super) async fn candidate(
         source: c.source,
     }
     .scope()?;
-    let baseline = app.rules.current();
-    let events = backtest::events(app.store.as_ref(), &scope).await?;
+    compared(&app, app.rules.current(), Arc::new(candidate), &scope).await
+}
+
+/// The report of `baseline` against `candidate` over the events of `scope`.
+async fn compared(
+    app: &AdminState,
+    baseline: Arc<crate::rules::RuleSet>,
+    candidate: Arc<crate::rules::RuleSet>,
+    scope: &Scope,
+) -> Result<Response, ApiError> {
+    let events = backtest::events(app.store.as_ref(), scope).await?;
     // Evaluating and rendering thousands of events is CPU work: off the runtime's threads.
     let report =
         tokio::task::spawn_blocking(move || backtest::compare(&baseline, &candidate, &events))
@@ -105,11 +114,5 @@ pub(super) async fn last_reload(
         return Err(ApiError::NoReload);
     };
     let scope = q.scope()?;
-    let current = app.rules.current();
-    let events = backtest::events(app.store.as_ref(), &scope).await?;
-    let report =
-        tokio::task::spawn_blocking(move || backtest::compare(&previous, &current, &events))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-    answer(&report)
+    compared(&app, previous, app.rules.current(), &scope).await
 }
