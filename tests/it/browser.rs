@@ -123,6 +123,15 @@ impl Browser {
     async fn js(&self, script: &str, args: Vec<Value>) -> Result<Value, CmdError> {
         self.client.execute(script, args).await
     }
+
+    /// Saves what the page shows as `name` in the test's target directory.
+    async fn screenshot(&self, name: &str) -> Result<(), CmdError> {
+        let png = self.client.screenshot().await?;
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&path, png).unwrap();
+        println!("screenshot: {}", path.display());
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,10 +201,7 @@ async fn dashboard_shows_live_events_traces_and_retries() {
             "{head}"
         );
 
-        let png = b.client.screenshot().await?;
-        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-        std::fs::write(&path, png).unwrap();
-        println!("dashboard screenshot: {}", path.display());
+        b.screenshot("dashboard.png").await?;
         Ok::<_, CmdError>(())
     };
     let result = run.await;
@@ -415,10 +421,7 @@ rules:
             vec![],
         )
         .await?;
-        let png = b.client.screenshot().await?;
-        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("steps.png");
-        std::fs::write(&path, png).unwrap();
-        println!("steps screenshot: {}", path.display());
+        b.screenshot("steps.png").await?;
         Ok::<_, CmdError>(())
     };
     let result = run.await;
@@ -871,10 +874,7 @@ rules:
             "{first}"
         );
 
-        let png = b.client.screenshot().await?;
-        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("overview.png");
-        std::fs::write(&path, png).unwrap();
-        println!("overview screenshot: {}", path.display());
+        b.screenshot("overview.png").await?;
         Ok::<_, CmdError>(())
     };
     let result = run.await;
