@@ -93,12 +93,37 @@ impl LiveRules {
     }
 
     /// Loads rule files given as `(name, text)` the way this set's files are
-    /// loaded (the same environment for `${VAR}`): a candidate to backtest.
+    /// loaded: a candidate to backtest. Its `${VAR}` resolve only to the
+    /// variables the live rules use, so that the admin API cannot be made to
+    /// render (and transform past redaction) any other value of the
+    /// daemon's environment; another variable takes its default, or is an
+    /// error saying so.
     pub fn load_candidate(
         &self,
         files: &[(String, String)],
     ) -> Result<RuleSet, rules::LoadFailure> {
-        rules::load_texts(files, &self.env, &self.opts)
+        let live = self.current();
+        let env: HashMap<String, String> = self
+            .env
+            .iter()
+            .filter(|(name, _)| live.variables.contains(name))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        rules::load_texts(files, &env, &self.opts).map_err(|mut failure| {
+            for e in &mut failure.errors {
+                let held_back = self.env.keys().find(|name| {
+                    !env.contains_key(*name)
+                        && e.message
+                            .starts_with(&format!("environment variable `{name}` is not set"))
+                });
+                if let Some(name) = held_back {
+                    e.message = format!(
+                        "environment variable `{name}` is not one the live rules use: a backtest resolves only those; write `${{{name}:-…}}` with a stand-in value to backtest this change"
+                    );
+                }
+            }
+            failure
+        })
     }
 
     pub fn status(&self) -> ReloadStatus {

@@ -203,6 +203,8 @@ pub struct Builder<'a> {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     secrets: Vec<String>,
+    /// Names of the variables resolved from the environment.
+    variables: Vec<String>,
     sources: Vec<Source>,
     rules: Vec<Rule>,
     /// Where each rule's `source` names were written, checked in `finish`.
@@ -256,6 +258,7 @@ impl<'a> Builder<'a> {
             errors: Vec::new(),
             warnings: Vec::new(),
             secrets: Vec::new(),
+            variables: Vec::new(),
             sources: Vec::new(),
             rules: Vec::new(),
             rule_source_pos: Vec::new(),
@@ -276,6 +279,11 @@ impl<'a> Builder<'a> {
         let mut resolved = env::Resolved::default();
         env::resolve(&mut root, self.env, &mut resolved);
         self.secrets.append(&mut resolved.secrets);
+        for name in resolved.variables {
+            if !self.variables.contains(&name) {
+                self.variables.push(name);
+            }
+        }
         for (name, pos) in resolved.missing {
             match self.missing_vars.iter_mut().find(|(n, _, _)| *n == name) {
                 Some((_, _, uses)) => *uses += 1,
@@ -724,6 +732,7 @@ impl<'a> Builder<'a> {
             self.rules,
             self.tests,
             self.secrets,
+            self.variables,
             self.warnings.clone(),
         );
         (set, self.errors, self.warnings)

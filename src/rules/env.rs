@@ -21,23 +21,27 @@ pub struct Resolved {
     pub poisoned: Vec<Pos>,
     /// Values substituted from variables.
     pub secrets: Vec<String>,
+    /// Names of the variables those values came from.
+    pub variables: Vec<String>,
 }
 
 /// Rewrites every string of `node` in place.
 pub fn resolve(node: &mut Node, env: &HashMap<String, String>, out: &mut Resolved) {
     match &mut node.kind {
-        Kind::Str(s) if s.contains('$') => match substitute(s, env, &mut out.secrets) {
-            Ok(new) => *s = new,
-            Err(Unresolved::Missing(names)) => {
-                out.poisoned.push(node.pos);
-                out.missing
-                    .extend(names.into_iter().map(|name| (name, node.pos)));
+        Kind::Str(s) if s.contains('$') => {
+            match substitute(s, env, &mut out.secrets, &mut out.variables) {
+                Ok(new) => *s = new,
+                Err(Unresolved::Missing(names)) => {
+                    out.poisoned.push(node.pos);
+                    out.missing
+                        .extend(names.into_iter().map(|name| (name, node.pos)));
+                }
+                Err(Unresolved::Malformed(message)) => {
+                    out.poisoned.push(node.pos);
+                    out.errors.push((node.pos, message));
+                }
             }
-            Err(Unresolved::Malformed(message)) => {
-                out.poisoned.push(node.pos);
-                out.errors.push((node.pos, message));
-            }
-        },
+        }
         Kind::Seq(items) => items.iter_mut().for_each(|n| resolve(n, env, out)),
         Kind::Map(entries) => entries.iter_mut().for_each(|(_, n)| resolve(n, env, out)),
         _ => {}
@@ -99,6 +103,7 @@ fn substitute(
     s: &str,
     env: &HashMap<String, String>,
     secrets: &mut Vec<String>,
+    variables: &mut Vec<String>,
 ) -> Result<String, Unresolved> {
     let mut out = String::with_capacity(s.len());
     let mut missing: Vec<String> = Vec::new();
@@ -130,6 +135,9 @@ fn substitute(
                 (Some(v), _) => {
                     if !v.is_empty() {
                         secrets.push(v.clone());
+                    }
+                    if !variables.iter().any(|n| n == name) {
+                        variables.push(name.to_owned());
                     }
                     out.push_str(v);
                 }
@@ -183,11 +191,12 @@ mod tests {
         ];
         for (input, want) in cases {
             let mut secrets = Vec::new();
-            let got = substitute(input, &env, &mut secrets);
+            let got = substitute(input, &env, &mut secrets, &mut Vec::new());
             assert_eq!(got.as_deref(), want.as_ref().map(|s| *s), "{input}");
         }
-        let mut secrets = Vec::new();
-        substitute("${TOKEN}", &env, &mut secrets).unwrap();
-        assert_eq!(secrets, ["s3cret"]);
+        let (mut secrets, mut names) = (Vec::new(), Vec::new());
+        substitute("${TOKEN} ${TOKEN}", &env, &mut secrets, &mut names).unwrap();
+        assert_eq!(secrets, ["s3cret", "s3cret"]);
+        assert_eq!(names, ["TOKEN"]);
     }
 }

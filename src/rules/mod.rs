@@ -73,6 +73,8 @@ pub struct RuleSet {
     pub tests: Vec<RuleTest>,
     /// Values that came from `${VAR}`: redacted wherever data is shown.
     pub secrets: Vec<String>,
+    /// The names of those variables (a backtest's candidate may use only these).
+    pub variables: Vec<String>,
     pub warnings: Vec<Diagnostic>,
     by_path: HashMap<String, usize>,
     /// Per source index: indexes of its rules.
@@ -117,6 +119,7 @@ impl RuleSet {
             Vec::new(),
             Vec::new(),
             Vec::new(),
+            Vec::new(),
         )
     }
 
@@ -126,6 +129,7 @@ impl RuleSet {
         rules: Vec<Rule>,
         tests: Vec<RuleTest>,
         secrets: Vec<String>,
+        variables: Vec<String>,
         warnings: Vec<Diagnostic>,
     ) -> Self {
         let by_path = sources
@@ -152,6 +156,7 @@ impl RuleSet {
             rules,
             tests,
             secrets,
+            variables,
             warnings,
             by_path,
             rules_of,

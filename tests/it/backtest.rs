@@ -356,13 +356,29 @@ async fn the_last_reload_is_backtested_on_the_stored_events() {
 }
 
 /// The candidate loads with the daemon's environment (a secret this machine
-/// lacks), and the secret it renders comes back redacted.
+/// lacks), and the secret it renders comes back redacted. Only the variables
+/// the live rules use resolve: another secret of the daemon cannot be pulled
+/// out through a candidate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backtest_uses_the_daemons_secrets_and_never_shows_them() {
     let rx = Receiver::start().await;
-    let live = rules(&rx, MAIN, PUSHER);
+    let crm = |headers: &str| {
+        rules(&rx, MAIN, PUSHER).replace(
+            &format!("http: {{ url: \"{}\", body:", rx.url("/crm")),
+            &format!(
+                "http: {{ url: \"{}\", headers: {{ {headers} }}, body:",
+                rx.url("/crm")
+            ),
+        )
+    };
+    let live = crm("X-Api-Key: \"${CRM_TOKEN}\"");
     let secret = "s3cr3t-crm-t0ken-4242";
-    let d = Daemon::start_with(&[("r.yaml", &live)], &[("CRM_TOKEN", secret)], &[]);
+    let other = "an0ther-s3cret-of-the-daemon";
+    let d = Daemon::start_with(
+        &[("r.yaml", &live)],
+        &[("CRM_TOKEN", secret), ("OTHER_SECRET", other)],
+        &[],
+    );
     let r = client()
         .post(d.url("/hooks/contact-form"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -371,15 +387,8 @@ async fn a_backtest_uses_the_daemons_secrets_and_never_shows_them() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let with_token = live.replace(
-        &format!("http: {{ url: \"{}\", body:", rx.url("/crm")),
-        &format!(
-            "http: {{ url: \"{}\", headers: {{ Authorization: \"Bearer ${{CRM_TOKEN}}\" }}, body:",
-            rx.url("/crm")
-        ),
-    );
-    assert_ne!(with_token, live);
-    let cand = candidate(&[("r.yaml", &with_token)]);
+
+    let cand = candidate(&[("r.yaml", &crm("Authorization: \"Bearer ${CRM_TOKEN}\""))]);
     let (code, out, err) = backtest(&d, cand.path(), &[]);
     assert_eq!(code, 3, "{out}{err}");
     assert!(
@@ -387,5 +396,18 @@ async fn a_backtest_uses_the_daemons_secrets_and_never_shows_them() {
         "{out}"
     );
     assert!(out.contains("+ \"Bearer [redacted]\""), "{out}");
+    assert!(out.contains("crm/headers.X-Api-Key on 1 event(s)"), "{out}");
+    assert!(out.contains("- \"[redacted]\""), "{out}");
     assert!(!out.contains(secret) && !err.contains(secret), "{out}{err}");
+
+    // A variable the live rules do not use stays out, even transformed.
+    let cand = candidate(&[("r.yaml", &crm("X-Api-Key: \"{{upper '${OTHER_SECRET}'}}\""))]);
+    let (code, out, err) = backtest(&d, cand.path(), &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("environment variable `OTHER_SECRET` is not one the live rules use: a backtest resolves only those"),
+        "{out}"
+    );
+    let shouted = other.to_uppercase();
+    assert!(!(out.clone() + &err).contains(&shouted) && !(out + &err).contains(other));
 }
