@@ -129,11 +129,11 @@ pub fn compare(baseline: &RuleSet, candidate: &RuleSet, events: &[StoredEvent]) 
                     t.rendered.push(e.id.to_string());
                     for (action, field, old, new) in fields {
                         t.differences
-                            .entry((action, field))
+                            .entry((action.clone(), field.clone()))
                             .and_modify(|d| d.events += 1)
                             .or_insert(Difference {
-                                action: String::new(),
-                                field: String::new(),
+                                action,
+                                field,
                                 events: 1,
                                 example: e.id.to_string(),
                                 before: old,
@@ -174,11 +174,7 @@ pub fn compare(baseline: &RuleSet, candidate: &RuleSet, events: &[StoredEvent]) 
             started: t.started,
             stopped: t.stopped,
             rendered_differently: t.rendered,
-            differences: t
-                .differences
-                .into_iter()
-                .map(|((action, field), d)| Difference { action, field, ..d })
-                .collect(),
+            differences: t.differences.into_values().collect(),
         });
     }
     let changed = events_changed > 0;

@@ -216,11 +216,7 @@ pub(super) async fn overview(State(app): State<Arc<AdminState>>) -> Result<Respo
         crate::telemetry::queue_depth(depth);
     }
     let now = crate::clock::now_ms();
-    answer(
-        &crate::telemetry::overview::OVERVIEW
-            .snapshot(now, SLOWEST_SHOWN)
-            .with_totals(),
-    )
+    answer(&crate::telemetry::overview::OVERVIEW.snapshot(now, SLOWEST_SHOWN))
 }
 
 /// Actions listed under "slowest".

@@ -172,10 +172,10 @@ impl Overview {
         {
             let i = (m.at - first) as usize;
             for (source, n) in &m.sources {
-                series(&mut snap.events, source).per_minute[i] += n;
+                series(&mut snap.events, source).add(i, *n);
             }
             for (state, n) in &m.states {
-                series(&mut snap.outcomes, state).per_minute[i] += n;
+                series(&mut snap.outcomes, state).add(i, *n);
             }
             for (target, counts) in &m.durations {
                 let at = match durations.iter().position(|(k, _)| k == target) {
@@ -299,13 +299,10 @@ pub struct Slow {
     pub attempts: u64,
 }
 
-impl Snapshot {
-    /// Totals filled in (kept apart so that recording never sums).
-    pub fn with_totals(mut self) -> Self {
-        for s in self.events.iter_mut().chain(self.outcomes.iter_mut()) {
-            s.total = s.per_minute.iter().map(|&n| u64::from(n)).sum();
-        }
-        self
+impl Series {
+    fn add(&mut self, minute: usize, n: u32) {
+        self.per_minute[minute] += n;
+        self.total += u64::from(n);
     }
 }
 
@@ -330,7 +327,7 @@ mod tests {
         );
         o.attempt_finished(T0 + 61_000, ("r", "a"), "dead", Duration::from_millis(3));
 
-        let s = o.snapshot(T0 + 60_000, 5).with_totals();
+        let s = o.snapshot(T0 + 60_000, 5);
         assert_eq!(s.start, T0 + 60_000 - 59 * 60_000);
         let github = &s.events.iter().find(|e| e.name == "github").unwrap();
         assert_eq!((github.per_minute[58], github.total), (2, 2));
@@ -341,7 +338,7 @@ mod tests {
         assert_eq!(s.since, Some(T0));
 
         // An hour later the first minute is gone, the second still shown.
-        let later = o.snapshot(T0 + 60 * 60_000, 5).with_totals();
+        let later = o.snapshot(T0 + 60 * 60_000, 5);
         assert!(later.events.iter().all(|e| e.name != "github"), "{later:?}");
         assert_eq!(later.events[0].per_minute[0], 1);
         // Two hours later nothing is left.
